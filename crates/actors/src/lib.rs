@@ -1,0 +1,1 @@
+//! Actor threads that own shards of environments, wired to the driver by crossbeam channels.

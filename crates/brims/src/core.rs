@@ -1,0 +1,114 @@
+//! The interface every recurrent policy core implements.
+
+use candle_core::{Result, Tensor};
+
+/// The recurrent state of a core for a batch of environments.
+///
+/// A flat list of `[B, width_i]` tensors (LSTM: `[h, c]`; BRIMs: `[h_0, c_0, h_1, c_1, …]`,
+/// layer by layer). A flat list lets the learner store, select (by env) and reset state without
+/// knowing which core produced it.
+#[derive(Clone, Debug)]
+pub struct CoreState {
+    /// The state tensors, each `[B, width_i]`.
+    pub parts: Vec<Tensor>,
+}
+
+impl CoreState {
+    /// Batch size `B`.
+    pub fn batch_size(&self) -> Result<usize> {
+        match self.parts.first() {
+            Some(t) => t.dim(0),
+            None => Ok(0),
+        }
+    }
+
+    /// Zeroes the rows of the envs whose episode ended: `keep` is `[B]` (1.0 = keep, 0.0 = reset),
+    /// in the state's dtype. One broadcast multiply per part, no per-env rebuilding.
+    pub fn masked(&self, keep: &Tensor) -> Result<CoreState> {
+        let keep = keep.unsqueeze(1)?;
+        let parts = self
+            .parts
+            .iter()
+            .map(|p| p.broadcast_mul(&keep))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(CoreState { parts })
+    }
+
+    /// The rows of the given envs (`envs` is a `[b]` u32 index tensor).
+    pub fn index_select(&self, envs: &Tensor) -> Result<CoreState> {
+        let parts = self
+            .parts
+            .iter()
+            .map(|p| p.index_select(envs, 0))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(CoreState { parts })
+    }
+
+    /// The state with gradients cut (what acting stores).
+    pub fn detach(&self) -> CoreState {
+        CoreState {
+            parts: self.parts.iter().map(|p| p.detach()).collect(),
+        }
+    }
+
+    /// Concatenates states along the batch dimension.
+    pub fn cat(states: &[CoreState]) -> Result<CoreState> {
+        let Some(first) = states.first() else {
+            return Ok(CoreState { parts: vec![] });
+        };
+        let parts = (0..first.parts.len())
+            .map(|i| {
+                let ts: Vec<&Tensor> = states.iter().map(|s| &s.parts[i]).collect();
+                Tensor::cat(&ts, 0)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(CoreState { parts })
+    }
+}
+
+/// A recurrent policy core: `[B, E]` features in, `[B, H]` features out, state carried.
+///
+/// Episode resets are applied by masking the state before a step (CleanRL's `(1 − done)`),
+/// inside the core, so a batch never has to be rebuilt per env.
+pub trait Core: Send + Sync {
+    /// Input width `E`.
+    fn input_size(&self) -> usize;
+    /// Output width `H` (what the policy and value heads read).
+    fn output_size(&self) -> usize;
+    /// The all-zero state for `batch` envs.
+    fn zero_state(&self, batch: usize) -> Result<CoreState>;
+    /// One step: `input` is `[B, E]`; returns the output `[B, H]` and the next state.
+    fn step(&self, input: &Tensor, state: &CoreState) -> Result<(Tensor, CoreState)>;
+
+    /// One step where the envs with `reset[b] = 1` start from the zero state first.
+    /// `reset` is `[B]` in the input's dtype (1.0 = episode started, 0.0 = continue).
+    fn step_with_reset(
+        &self,
+        input: &Tensor,
+        state: &CoreState,
+        reset: &Tensor,
+    ) -> Result<(Tensor, CoreState)> {
+        let keep = reset.affine(-1.0, 1.0)?;
+        self.step(input, &state.masked(&keep)?)
+    }
+
+    /// The sequence pass recurrent PPO replays: `inputs` is `[T, B, E]`, `resets` is `[T, B]`
+    /// (1.0 where an episode starts at that step, so the state is zeroed before it), from
+    /// `start`. Returns the outputs `[T, B, H]` and the final state.
+    fn seq(
+        &self,
+        inputs: &Tensor,
+        resets: &Tensor,
+        start: &CoreState,
+    ) -> Result<(Tensor, CoreState)> {
+        let steps = inputs.dim(0)?;
+        let mut state = start.clone();
+        let mut outputs = Vec::with_capacity(steps);
+        for t in 0..steps {
+            let (out, next) = self.step_with_reset(&inputs.get(t)?, &state, &resets.get(t)?)?;
+            outputs.push(out);
+            state = next;
+        }
+        Ok((Tensor::stack(&outputs, 0)?, state))
+    }
+}

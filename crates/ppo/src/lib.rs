@@ -1,0 +1,1 @@
+//! The PPO learner: actor-critic network, rollout storage, GAE, recurrent minibatches, loss, checkpoints.

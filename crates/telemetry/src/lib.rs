@@ -1,0 +1,1 @@
+//! TensorBoard event files, PNG summaries, progress bar and metric summaries.
