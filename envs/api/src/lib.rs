@@ -37,6 +37,7 @@
 mod cartpole;
 mod env;
 mod error;
+mod memory;
 mod space;
 mod vector;
 mod wrappers;
@@ -44,6 +45,7 @@ mod wrappers;
 pub use cartpole::{cartpole_v1, wrap_v1, CartPole, CartPoleV1, CARTPOLE_V1_MAX_STEPS};
 pub use env::{Element, Env, EpisodeStats, Info, RgbFrame, Step};
 pub use error::EnvError;
+pub use memory::{memory_cue, MemoryCue};
 pub use space::{Dtype, Space};
 pub use vector::{AutoReset, AutoStep, VecEnv, VecStep};
 pub use wrappers::{ClipReward, EpisodeStatistics, TimeLimit};
