@@ -51,7 +51,7 @@ mod space;
 mod vector;
 mod wrappers;
 
-pub use cartpole::{cartpole_v1, wrap_v1, CartPole, CartPoleV1, CARTPOLE_V1_MAX_STEPS};
+pub use cartpole::{cartpole_v1, cartpole_v1_from, CartPole, CartPoleV1, CARTPOLE_V1_MAX_STEPS};
 pub use env::{Element, Env, EpisodeStats, Info, RgbFrame, Step};
 pub use error::EnvError;
 #[cfg(feature = "gymnasium")]
