@@ -144,11 +144,11 @@ pub type CartPoleV1 = EpisodeStatistics<TimeLimit<CartPole>>;
 
 /// A new [`CartPoleV1`]: truncated at 500 steps, `info.episode` filled at each episode end.
 pub fn cartpole_v1() -> CartPoleV1 {
-    wrap_v1(CartPole::new())
+    cartpole_v1_from(CartPole::new())
 }
 
 /// Wraps a [`CartPole`] (e.g. from [`CartPole::from_state`]) as [`CartPoleV1`].
-pub fn wrap_v1(env: CartPole) -> CartPoleV1 {
+pub fn cartpole_v1_from(env: CartPole) -> CartPoleV1 {
     EpisodeStatistics::new(TimeLimit::with_limit(env, V1_LIMIT))
 }
 

@@ -16,6 +16,13 @@
 //! No step is wasted and no action is dropped, unlike next-step auto-reset (EnvPool's), where
 //! the step after a `done` ignores the action and returns the reset observation.
 //!
+//! # Envs and features
+//!
+//! [`cartpole_v1`] (Gymnasium's CartPole-v1, checked bit for bit against recorded trajectories)
+//! and [`MemoryCue`] (needs memory: feed-forward policies average 0, recurrent ones reach 1)
+//! are small and fast, for tests of the learner. The non-default `gymnasium` feature adds
+//! `GymnasiumEnv`, an adapter for gymnasium-rs envs (its build needs Python for pyo3).
+//!
 //! # Example
 //!
 //! ```
@@ -37,14 +44,18 @@
 mod cartpole;
 mod env;
 mod error;
+#[cfg(feature = "gymnasium")]
+mod gymnasium;
 mod memory;
 mod space;
 mod vector;
 mod wrappers;
 
-pub use cartpole::{cartpole_v1, wrap_v1, CartPole, CartPoleV1, CARTPOLE_V1_MAX_STEPS};
+pub use cartpole::{cartpole_v1, cartpole_v1_from, CartPole, CartPoleV1, CARTPOLE_V1_MAX_STEPS};
 pub use env::{Element, Env, EpisodeStats, Info, RgbFrame, Step};
 pub use error::EnvError;
+#[cfg(feature = "gymnasium")]
+pub use gymnasium::GymnasiumEnv;
 pub use memory::{memory_cue, MemoryCue};
 pub use space::{Dtype, Space};
 pub use vector::{AutoReset, AutoStep, VecEnv, VecStep};

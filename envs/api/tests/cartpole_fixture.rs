@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use envs_api::{wrap_v1, CartPole, Env, EpisodeStats};
+use envs_api::{cartpole_v1_from, CartPole, Env, EpisodeStats};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -64,7 +64,7 @@ fn replays_every_recorded_trajectory_exactly() {
             as_f32(&case.initial_obs),
             "seed {seed}: initial obs"
         );
-        let mut env = wrap_v1(cartpole);
+        let mut env = cartpole_v1_from(cartpole);
         let mut ret = 0.0;
         for (t, rec) in case.steps.iter().enumerate() {
             let step = env.step(rec.action).unwrap();
