@@ -24,7 +24,7 @@ use envs_api::{Element, Env, EnvError};
 use ppo::{Learner, ObsElement, Rollout, UpdateMetrics};
 use telemetry::{Progress, RunLogger};
 
-use crate::config::RunConfig;
+use crate::run_config::RunConfig;
 use crate::envs::{self, BoxedEnv};
 use crate::run_dir;
 
