@@ -5,7 +5,9 @@ mod brims;
 mod config;
 mod core;
 mod error;
+mod fixture;
 mod lstm;
+mod topk;
 
 pub use crate::brims::Brims;
 pub use crate::config::{
@@ -14,4 +16,5 @@ pub use crate::config::{
 };
 pub use crate::core::{Core, CoreState, LayerTrace, StepTrace};
 pub use crate::error::BrimsError;
+pub use crate::fixture::{check_fixture, CaseReport, FixtureReport};
 pub use crate::lstm::Lstm;
