@@ -1,6 +1,8 @@
 //! The `brims` command: train, evaluate and compare LSTM and BRIMs agents on Atari.
 
 mod bench;
+mod config;
+mod run_dir;
 
 use clap::{Parser, Subcommand};
 
