@@ -1,6 +1,10 @@
 //! The `brims` command: train, evaluate and compare LSTM and BRIMs agents on Atari.
 
 mod bench;
+#[allow(dead_code)] // until `eval --gif` uses it
+mod gif_writer;
+#[allow(dead_code)] // until `compare` uses it
+mod report;
 
 use clap::{Parser, Subcommand};
 
