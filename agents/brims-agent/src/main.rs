@@ -3,6 +3,10 @@
 mod bench;
 mod config;
 mod run_dir;
+#[allow(dead_code)] // until `eval --gif` uses it
+mod gif_writer;
+#[allow(dead_code)] // until `compare` uses it
+mod report;
 
 use clap::{Parser, Subcommand};
 

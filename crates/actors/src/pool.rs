@@ -11,7 +11,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use envs_api::{Env, EnvError, EpisodeStats};
 
 use crate::error::{ActorError, EnvFailure};
-use crate::shard::{shard_main, ActorMsg, InitMsg, ShardBuf, ShardCmd, ShardSetup};
+use crate::shard::{shard_main, ActorMsg, InitMsg, ShardBuf, ShardCmd, ShardSetup, Spaces};
 
 /// How often a waiting driver wakes to check the stop flag and the shard threads' liveness.
 /// Messages wake it at once; this only bounds how late a silent failure is noticed.
@@ -65,6 +65,14 @@ impl<T> Default for GroupStep<T> {
             final_obs: Vec::new(),
             episodes: Vec::new(),
         }
+    }
+}
+
+impl<T> GroupStep<T> {
+    /// Whether env `k` of the group (local index) ended its episode this step
+    /// (`terminated || truncated`): reset its recurrent state before its next step.
+    pub fn done(&self, k: usize) -> bool {
+        self.terminated[k] || self.truncated[k]
     }
 }
 
@@ -123,6 +131,7 @@ pub struct ActorPool<E: Env> {
     /// `parts[g][t]`: the envs of group `g` that thread `t` steps.
     parts: Vec<Vec<Range<usize>>>,
     obs_size: usize,
+    obs_shape: Vec<usize>,
     num_actions: usize,
     cmd_txs: Vec<Sender<ShardCmd<E::Elem>>>,
     result_rxs: Vec<Receiver<ActorMsg<E::Elem>>>,
@@ -185,6 +194,7 @@ impl<E: Env> ActorPool<E> {
             groups,
             parts,
             obs_size: 0,
+            obs_shape: Vec::new(),
             num_actions: 0,
             cmd_txs,
             result_rxs,
@@ -201,7 +211,7 @@ impl<E: Env> ActorPool<E> {
 
     /// Waits for every shard's `InitMsg` and checks that all envs share their spaces.
     fn on_init(&mut self, init_rx: Receiver<InitMsg>) -> Result<(), ActorError> {
-        let mut first: Option<(usize, usize, usize)> = None;
+        let mut first: Option<(Spaces, usize)> = None;
         for _ in 0..self.threads.len() {
             let msg = loop {
                 match init_rx.recv_timeout(POLL) {
@@ -236,27 +246,24 @@ impl<E: Env> ActorPool<E> {
                         expected,
                     });
                 }
-                InitMsg::Ready {
-                    obs_size,
-                    num_actions,
-                    env,
-                    ..
-                } => match first {
-                    None => first = Some((obs_size, num_actions, env)),
-                    Some((o, a, _)) if (o, a) == (obs_size, num_actions) => {}
-                    Some((o, a, e)) => {
+                InitMsg::Ready { spaces, env } => match &first {
+                    None => first = Some((spaces, env)),
+                    Some((s, _)) if *s == spaces => {}
+                    Some((s, e)) => {
                         return Err(ActorError::Space {
                             env,
-                            what: format!("obs size {obs_size} and {num_actions} actions"),
-                            expected: format!("obs size {o} and {a} actions, as env {e}"),
+                            what: spaces.to_string(),
+                            expected: format!("{s}, as env {e}"),
                         })
                     }
                 },
             }
         }
-        let (obs_size, num_actions, _) = first.unwrap_or((0, 0, 0));
-        self.obs_size = obs_size;
-        self.num_actions = num_actions;
+        if let Some((spaces, _)) = first {
+            self.obs_size = spaces.obs_shape.iter().product();
+            self.obs_shape = spaces.obs_shape;
+            self.num_actions = spaces.num_actions;
+        }
         Ok(())
     }
 
@@ -283,6 +290,11 @@ impl<E: Env> ActorPool<E> {
     /// Scalars in one observation (the observation space's flat size).
     pub fn obs_size(&self) -> usize {
         self.obs_size
+    }
+
+    /// The shape of one observation, e.g. `[k, 84, 84]` for Atari (`obs_size` is its product).
+    pub fn obs_shape(&self) -> &[usize] {
+        &self.obs_shape
     }
 
     /// Size of the (shared) `Discrete` action space.

@@ -76,11 +76,29 @@ pub(crate) enum ActorMsg<T> {
     },
 }
 
+/// What the driver needs to know of the envs' spaces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Spaces {
+    /// The observation space's shape (`[]` for a scalar).
+    pub obs_shape: Vec<usize>,
+    /// Size of the `Discrete` action space.
+    pub num_actions: usize,
+}
+
+impl std::fmt::Display for Spaces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "observations {:?} and {} actions",
+            self.obs_shape, self.num_actions
+        )
+    }
+}
+
 /// Shard → driver once at start-up: the envs exist (or could not be created).
 pub(crate) enum InitMsg {
     Ready {
-        obs_size: usize,
-        num_actions: usize,
+        spaces: Spaces,
         /// The first env of the shard, for error messages.
         env: usize,
     },
@@ -174,13 +192,9 @@ where
     }
     drop(make_env);
     let ready = match spaces(&parts, &envs) {
-        Ok((obs_size, num_actions)) => {
+        Ok(spaces) => {
             let env = parts.first().map_or(0, |p| p.start);
-            InitMsg::Ready {
-                obs_size,
-                num_actions,
-                env,
-            }
+            InitMsg::Ready { spaces, env }
         }
         Err((env, why)) => InitMsg::Failed {
             env,
@@ -226,38 +240,37 @@ where
     }
 }
 
-/// Observation size and number of actions shared by all the shard's envs.
+/// The observation shape and number of actions shared by all the shard's envs.
 fn spaces<E: Env>(
     parts: &[Range<usize>],
     envs: &[Vec<AutoReset<E>>],
-) -> Result<(usize, usize), (usize, String)> {
-    let mut found: Option<(usize, usize)> = None;
+) -> Result<Spaces, (usize, String)> {
+    let mut found: Option<(usize, Spaces)> = None;
     for (part, group_envs) in parts.iter().zip(envs) {
         for (i, env) in part.clone().zip(group_envs) {
-            let obs_size = env.inner().observation_space().flat_size();
             let action_space = env.inner().action_space();
-            let n = action_space.n().ok_or_else(|| {
+            let num_actions = action_space.n().ok_or_else(|| {
                 (
                     i,
                     format!("action space {action_space:?}, expected Discrete"),
                 )
             })?;
-            match found {
-                None => found = Some((obs_size, n)),
-                Some(f) if f == (obs_size, n) => {}
-                Some((o, a)) => {
-                    return Err((
-                        i,
-                        format!(
-                            "obs size {obs_size} and {n} actions, but env {} has {o} and {a}",
-                            parts[0].start
-                        ),
-                    ))
-                }
+            let obs_shape = env.inner().observation_space().shape().to_vec();
+            let these = Spaces {
+                obs_shape,
+                num_actions,
+            };
+            match &found {
+                None => found = Some((i, these)),
+                Some((_, first)) if *first == these => {}
+                Some((e, first)) => return Err((i, format!("{these}, but env {e} has {first}"))),
             }
         }
     }
-    Ok(found.unwrap_or((0, 0)))
+    Ok(found.map(|(_, s)| s).unwrap_or(Spaces {
+        obs_shape: Vec::new(),
+        num_actions: 0,
+    }))
 }
 
 /// A shard's state inside its thread.

@@ -221,6 +221,13 @@ fn run_pool(pool: &mut ActorPool<Fake>, steps: usize) -> Result<Vec<Vec<Seen>>, 
             }
             pool.recv_into(g, &mut step)?;
             assert_eq!(step.envs, pool.group_envs(g));
+            for k in 0..step.envs.len() {
+                assert_eq!(
+                    step.done(k),
+                    step.final_obs[k].is_some(),
+                    "final_obs exactly where done"
+                );
+            }
             for (k, s) in seen_of(&step, pool.obs_size()).into_iter().enumerate() {
                 seen[t_of[g]][step.envs.start + k] = Some(s);
             }
@@ -269,7 +276,10 @@ fn matches_a_sequential_reference_for_any_threads_and_buffering() {
             Ok(Fake::new(Fault::None, &l))
         })
         .expect("pool");
-        assert_eq!((pool.obs_size(), pool.num_actions()), (OBS, ACTIONS));
+        assert_eq!(
+            (pool.obs_size(), pool.obs_shape(), pool.num_actions()),
+            (OBS, &[OBS][..], ACTIONS)
+        );
         assert_eq!(pool.num_groups(), if double_buffer { 2 } else { 1 });
         let obs = pool.reset().expect("reset");
         assert_eq!(
@@ -580,6 +590,18 @@ fn envs_with_different_spaces_are_refused() {
     .err()
     .expect("mismatched spaces");
     assert!(matches!(err, ActorError::Space { env: 3, .. }), "{err}");
+    assert!(err.to_string().contains("[5]"), "{err}");
+
+    // Across shards: each shard is consistent, the driver compares them.
+    let live = Arc::new(());
+    let err = ActorPool::new(config(2, 2, false), move |i| {
+        let mut env = Fake::new(Fault::None, &live);
+        env.obs_size = if i == 1 { 5 } else { OBS };
+        Ok(env)
+    })
+    .err()
+    .expect("mismatched spaces");
+    assert!(matches!(err, ActorError::Space { env: 0 | 1, .. }), "{err}");
 }
 
 #[test]

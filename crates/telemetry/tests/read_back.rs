@@ -138,12 +138,12 @@ fn every_summary_kind_reads_back_with_its_values() {
     let Some(V::Image(im)) = &image.value else {
         panic!("not an image")
     };
-    assert_eq!((im.width, im.height, im.colorspace), (120, 18, 3));
+    assert_eq!((im.width, im.height, im.colorspace), (120, 34, 3));
     let decoder = png::Decoder::new(std::io::Cursor::new(&im.encoded_image_string));
     let mut reader = decoder.read_info().unwrap();
     let mut pixels = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut pixels).unwrap();
-    assert_eq!((info.width, info.height), (120, 18));
+    assert_eq!((info.width, info.height), (120, 34));
     assert_eq!(info.color_type, png::ColorType::Rgb);
     assert_eq!(&pixels[..info.buffer_size()], &img.rgb[..]);
 
