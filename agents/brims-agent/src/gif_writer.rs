@@ -67,9 +67,11 @@ pub(crate) fn write_episode_gif(
     }
     let scale = options.scale.max(1) as usize;
     let (sw, sh) = (fw * scale, fh * scale);
-    let strip = activity
-        .filter(|bands| !bands.is_empty())
-        .map(|bands| module_activity_image_sized(bands, options.strip_width.max(1), sh as u32));
+    let strip = activity.filter(|bands| !bands.is_empty()).map(|bands| {
+        let mut strip = module_activity_image_sized(bands, options.strip_width.max(1), sh as u32);
+        snap_colours(&mut strip.rgb);
+        strip
+    });
     let strip_steps = activity
         .map(|bands| bands.iter().map(|b| b.steps()).max().unwrap_or(0))
         .unwrap_or(0);
@@ -152,14 +154,34 @@ fn draw_strip(canvas: &mut [u8], canvas_w: usize, left: usize, strip: &RgbImage,
     }
 }
 
+/// Rounds each channel to a multiple of 32 (255 stays 255), so the strip's blended colours
+/// add only a few dozen palette entries and frames keep the fast, exact palette path.
+fn snap_colours(rgb: &mut [u8]) {
+    for c in rgb {
+        *c = if *c >= 240 {
+            255
+        } else {
+            ((u16::from(*c) + 16) / 32 * 32) as u8
+        };
+    }
+}
+
 /// An exact palette when the frame has at most 256 colours (Atari screens and the strip
 /// usually do), NeuQuant otherwise.
 fn quantise(width: u16, height: u16, rgb: &[u8]) -> gif::Frame<'static> {
     let mut palette: Vec<u8> = Vec::with_capacity(256 * 3);
     let mut index: HashMap<[u8; 3], u8> = HashMap::with_capacity(256);
     let mut pixels = Vec::with_capacity(rgb.len() / 3);
+    // Runs of one colour are common (background, the strip's cells): skip the lookup for them.
+    let mut last: Option<([u8; 3], u8)> = None;
     for px in rgb.chunks_exact(3) {
         let key = [px[0], px[1], px[2]];
+        if let Some((k, i)) = last {
+            if k == key {
+                pixels.push(i);
+                continue;
+            }
+        }
         let i = match index.get(&key) {
             Some(&i) => i,
             None => {
@@ -173,6 +195,7 @@ fn quantise(width: u16, height: u16, rgb: &[u8]) -> gif::Frame<'static> {
                 i
             }
         };
+        last = Some((key, i));
         pixels.push(i);
     }
     gif::Frame::from_palette_pixels(width, height, pixels, palette, None)
@@ -272,6 +295,13 @@ mod tests {
         let frame = quantise(64, 64, &rgb);
         assert_eq!(frame.buffer.len(), 64 * 64);
         assert!(frame.palette.as_ref().is_some_and(|p| p.len() <= 256 * 3));
+    }
+
+    #[test]
+    fn snapping_keeps_extremes_and_coarsens_the_rest() {
+        let mut c = [0, 15, 16, 190, 239, 240, 255];
+        snap_colours(&mut c);
+        assert_eq!(c, [0, 0, 32, 192, 224, 255, 255]);
     }
 
     #[test]

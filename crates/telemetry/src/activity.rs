@@ -78,6 +78,11 @@ impl ActivityBand {
         step < self.steps && module < self.modules && self.active[step * self.modules + module]
     }
 
+    /// Null-attention scores `[steps, modules]` row-major, if given.
+    pub fn null_attention(&self) -> Option<&[f32]> {
+        self.null_attention.as_deref()
+    }
+
     /// Fraction of steps each module was active, `[modules]` (zeros for an empty band); what
     /// `brims/layer{l}/module{j}_active_rate` logs.
     pub fn active_rates(&self) -> Vec<f64> {

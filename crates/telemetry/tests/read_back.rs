@@ -251,3 +251,47 @@ fn bad_inputs_are_errors_not_panics() {
     log.flush().unwrap();
     assert!(read_values(log.path()).is_empty());
 }
+
+#[test]
+fn brims_activity_logs_rates_histograms_and_the_picture() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = RunLogger::create(dir.path()).unwrap();
+    // Layer 0: 2 modules, module 1 active 3 of 4 steps; layer 1: 1 module, never active.
+    let l0 = ActivityBand::new(
+        4,
+        2,
+        vec![true, false, false, true, true, true, false, true],
+    )
+    .unwrap()
+    .with_null_attention(vec![0.1, 0.9, 0.8, 0.2, 0.3, 0.1, 0.7, 0.05])
+    .unwrap();
+    let l1 = ActivityBand::new(4, 1, vec![false; 4]).unwrap();
+    log.brims_activity(&[l0, l1], 99, true).unwrap();
+    log.flush().unwrap();
+    let values = read_values(log.path());
+    assert_eq!(
+        scalars(&values, "brims/layer0/module0_active_rate"),
+        vec![(99, 0.5)]
+    );
+    assert_eq!(
+        scalars(&values, "brims/layer0/module1_active_rate"),
+        vec![(99, 0.75)]
+    );
+    assert_eq!(
+        scalars(&values, "brims/layer1/module0_active_rate"),
+        vec![(99, 0.0)]
+    );
+    let histos: Vec<_> = values
+        .iter()
+        .filter_map(|(_, v)| match &v.value {
+            Some(V::Histo(h)) => Some((v.tag.as_str(), h.num)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(histos, vec![("brims/layer0/null_attention", 8.0)]);
+    let images = values
+        .iter()
+        .filter(|(_, v)| v.tag == tags::MODULE_ACTIVITY)
+        .count();
+    assert_eq!(images, 1);
+}
