@@ -45,7 +45,8 @@ impl<C: Module> NatureCnn<C> {
 }
 
 /// (in, out, kernel, stride) of the three convolutions.
-const CONVS: [(usize, usize, usize, usize); 3] = [(FRAMES, 32, 8, 4), (32, 64, 4, 2), (64, 64, 3, 1)];
+const CONVS: [(usize, usize, usize, usize); 3] =
+    [(FRAMES, 32, 8, 4), (32, 64, 4, 2), (64, 64, 3, 1)];
 
 fn fast_net(vb: &VarBuilder) -> anyhow::Result<NatureCnn<fastconv::Conv2d>> {
     let conv = |i: usize| {
@@ -86,7 +87,9 @@ fn time_fwd_bwd<C: Module>(
         Ok(start.elapsed().as_secs_f64() * 1e3)
     };
     pass()?;
-    let mut times = (0..iters.max(1)).map(|_| pass()).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut times = (0..iters.max(1))
+        .map(|_| pass())
+        .collect::<anyhow::Result<Vec<_>>>()?;
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])
 }
