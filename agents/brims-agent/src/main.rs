@@ -1,6 +1,12 @@
 //! The `brims` command: train, evaluate and compare LSTM and BRIMs agents on Atari.
 
 mod bench;
+mod config;
+mod run_dir;
+#[allow(dead_code)] // until `eval --gif` uses it
+mod gif_writer;
+#[allow(dead_code)] // until `compare` uses it
+mod report;
 
 use clap::{Parser, Subcommand};
 

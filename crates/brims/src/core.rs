@@ -66,6 +66,24 @@ impl CoreState {
     }
 }
 
+/// Per-step telemetry of a BRIMs core: one entry per layer, bottom first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepTrace {
+    /// The layers, bottom (0) to top.
+    pub layers: Vec<LayerTrace>,
+}
+
+/// Which modules of one layer were active at one step, and how much they attended to null.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerTrace {
+    /// `[B * M]` row-major (env-major): `true` = the module updated its state.
+    pub active: Vec<bool>,
+    /// `[B * M]` row-major: head-averaged input attention on the null slot (high = ignores input).
+    pub null_attention: Vec<f32>,
+    /// Module count `M` of the layer.
+    pub num_modules: usize,
+}
+
 /// A recurrent policy core: `[B, E]` features in, `[B, H]` features out, state carried.
 ///
 /// Episode resets are applied by masking the state before a step (CleanRL's `(1 − done)`),
@@ -79,6 +97,20 @@ pub trait Core: Send + Sync {
     fn zero_state(&self, batch: usize) -> Result<CoreState>;
     /// One step: `input` is `[B, E]`; returns the output `[B, H]` and the next state.
     fn step(&self, input: &Tensor, state: &CoreState) -> Result<(Tensor, CoreState)>;
+
+    /// Like [`Core::step`], plus the per-layer module activity when the core has any (BRIMs).
+    /// The default (LSTM) returns `None`; plain `step` never pays for a trace.
+    fn step_traced(
+        &self,
+        input: &Tensor,
+        state: &CoreState,
+    ) -> Result<(Tensor, CoreState, Option<StepTrace>)> {
+        let (out, next) = self.step(input, state)?;
+        Ok((out, next, None))
+    }
+
+    /// Switches training-only behaviour (dropout) on or off. Default: no such behaviour.
+    fn set_training(&mut self, _training: bool) {}
 
     /// One step where the envs with `reset[b] = 1` start from the zero state first.
     /// `reset` is `[B]` in the input's dtype (1.0 = episode started, 0.0 = continue).

@@ -1,0 +1,25 @@
+//! Records the versions of the crates a run depends on (from Cargo.lock) and the git revision,
+//! so every run directory says exactly what produced it.
+
+use std::path::Path;
+
+fn main() {
+    let lock_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.lock");
+    println!("cargo:rerun-if-changed={}", lock_path.display());
+    let lock = std::fs::read_to_string(&lock_path).unwrap_or_default();
+    let wanted = ["candle-core", "candle-nn", "ale-sys", "tensorboard-rs", "crossbeam-channel"];
+    let mut versions = Vec::new();
+    let mut name: Option<String> = None;
+    for line in lock.lines() {
+        if let Some(n) = line.strip_prefix("name = ") {
+            name = Some(n.trim_matches('"').to_string());
+        } else if let Some(v) = line.strip_prefix("version = ") {
+            if let Some(n) = name.take() {
+                if wanted.contains(&n.as_str()) {
+                    versions.push(format!("{n}={}", v.trim_matches('"')));
+                }
+            }
+        }
+    }
+    println!("cargo:rustc-env=BRIMS_DEP_VERSIONS={}", versions.join(","));
+}

@@ -1,0 +1,41 @@
+//! Builds the environments a config names, as boxed `Env`s an actor thread can own.
+
+use envs_api::{Env, EnvError};
+
+use crate::run_config::EnvConfig;
+
+/// A boxed env with observations of element type `T`.
+pub(crate) type BoxedEnv<T> = Box<dyn Env<Elem = T>>;
+/// A factory called inside an actor thread with the env's index.
+pub(crate) type MakeEnv<T> = Box<dyn Fn(usize) -> Result<BoxedEnv<T>, EnvError> + Send + Sync>;
+
+/// Env factories by observation type: Atari frames (u8) or vectors (f32).
+pub(crate) enum EnvFactory {
+    Frames(MakeEnv<u8>),
+    Vectors(MakeEnv<f32>),
+}
+
+impl EnvFactory {
+    /// The factory for `cfg`. Env `i` of a pool is seeded by the pool with `seed + i`.
+    pub(crate) fn from_config(cfg: &EnvConfig) -> anyhow::Result<EnvFactory> {
+        Ok(match cfg {
+            EnvConfig::Atari { game, atari } => {
+                let (game, atari) = (game.clone(), atari.clone());
+                EnvFactory::Frames(Box::new(move |i| {
+                    let env = envs_atari::make_atari(&game, &atari, i as u64 + 1)
+                        .map_err(EnvError::from)?;
+                    Ok(Box::new(env) as BoxedEnv<u8>)
+                }))
+            }
+            EnvConfig::Cartpole => EnvFactory::Vectors(Box::new(|_| {
+                Ok(Box::new(envs_api::cartpole_v1()) as BoxedEnv<f32>)
+            })),
+            EnvConfig::Memory { delay } => {
+                let delay = *delay;
+                EnvFactory::Vectors(Box::new(move |_| {
+                    Ok(Box::new(envs_api::memory_cue(delay)) as BoxedEnv<f32>)
+                }))
+            }
+        })
+    }
+}

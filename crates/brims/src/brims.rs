@@ -1,0 +1,625 @@
+//! The BRIMs core (spec §§4.1–4.7): layers of modules with input attention, top-k selection,
+//! per-module LSTMs computed in one batched matmul, and gated communication.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Result, Tensor, D};
+use candle_nn::{Init, VarBuilder};
+
+use crate::config::{BrimsConfig, TieBreak, TopDown};
+use crate::core::{Core, CoreState, LayerTrace, StepTrace};
+use crate::error::BrimsError;
+use crate::lstm::{check_width, expect_shape};
+use crate::topk::active_modules;
+
+/// One BRIMs layer's sizes and parameters. Every weight is stored `[.., in, out]` so a forward
+/// `x.matmul(&w)` reads it as stored and its gradient accumulates contiguously.
+#[derive(Clone, Debug)]
+struct Layer {
+    hidden: usize,
+    modules: usize,
+    module_size: usize,
+    active: usize,
+    /// Layer whose previous-step `h` is this layer's top-down slot, if any.
+    top_down: Option<usize>,
+    inp_heads: usize,
+    inp_key: usize,
+    inp_value: usize,
+    comm_heads: usize,
+    comm_key: usize,
+    comm_value: usize,
+    /// `[M, d, Hi·dk]`: input-attention queries, one matrix per module.
+    inp_q: Tensor,
+    /// Per real slot (bottom-up, then top-down) `[D_s, Hi·dk + Hi·dv]`: keys then values.
+    inp_kv: Vec<Tensor>,
+    /// `[M, Hi·dv, 4d]`: per-module LSTM input weights, gate-major columns `i, f, g, o`.
+    lstm_ih: Tensor,
+    /// `[M, d, 4d]`: per-module LSTM recurrent weights.
+    lstm_hh: Tensor,
+    /// `[M, 1, 4d]`: per-module LSTM bias (`bias_ih + bias_hh` of the reference).
+    lstm_b: Tensor,
+    /// `[M, d, Hc·(2dk + dv)]`: communication queries, keys, values per module.
+    comm_qkv: Tensor,
+    /// `[Hc·dv, 2d]`: the shared `fc` (first `d` columns) and `gate_fc` (last `d`) weights.
+    comm_out_w: Tensor,
+    /// `[2d]`: their biases.
+    comm_out_b: Tensor,
+}
+
+/// Everything one layer computed at one step (kept for the fixture checker and the trace).
+pub(crate) struct LayerOut {
+    /// `[B, Hi, M, S]` input attention, slots `[null, bottom-up(, top-down)]`.
+    pub inp_probs: Tensor,
+    /// `[B, M]` head-averaged null attention.
+    pub null: Tensor,
+    /// `[B·M]` env-major: active modules.
+    pub active: Vec<bool>,
+    /// `[B·M]` env-major null attention, as used by the selection.
+    pub null_scores: Vec<f64>,
+    /// `[M, B, Hi·dv]` the attention reads (LSTM inputs).
+    pub read: Tensor,
+    /// `[M, B, d]` candidate `h̃` and `c̃` of every module.
+    pub lstm_h: Tensor,
+    /// `[M, B, d]`.
+    pub lstm_c: Tensor,
+    /// `[B, Hc, M, M]` communication attention.
+    pub comm_probs: Tensor,
+    /// `[B, M, d]` communication update `Δ`.
+    pub comm_upd: Tensor,
+    /// `[B, N]` committed state.
+    pub h: Tensor,
+    /// `[B, N]`.
+    pub c: Tensor,
+}
+
+/// BRIMs: `L` layers of `M_l` modules each; RIMs is one layer. Input `[B, E]`, output the top
+/// layer's `h` `[B, N_{L-1}]`; state `[h_0, c_0, h_1, c_1, …]`, each `[B, N_l]`, module-major.
+#[derive(Clone, Debug)]
+pub struct Brims {
+    cfg: BrimsConfig,
+    layers: Vec<Layer>,
+    input_size: usize,
+    training: bool,
+}
+
+fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// Sizes of layer `l` derived from the config (before any parameter exists).
+struct LayerSizes {
+    hidden: usize,
+    modules: usize,
+    d: usize,
+    active: usize,
+    top_down: Option<usize>,
+    slot_widths: Vec<usize>,
+    hi: usize,
+    dk: usize,
+    dv: usize,
+    hc: usize,
+    dkc: usize,
+    dvc: usize,
+}
+
+fn layer_sizes(cfg: &BrimsConfig, input_size: usize) -> Vec<LayerSizes> {
+    let n_layers = cfg.layers.len();
+    (0..n_layers)
+        .map(|l| {
+            let lc = cfg.layers[l];
+            let top_down = match cfg.top_down {
+                TopDown::Reference => (l == 0).then_some(n_layers - 1),
+                TopDown::Paper => (l + 1 < n_layers).then_some(l + 1),
+            };
+            let bottom = if l == 0 {
+                input_size
+            } else {
+                cfg.layers[l - 1].hidden_size
+            };
+            let mut slot_widths = vec![bottom];
+            if let Some(src) = top_down {
+                slot_widths.push(cfg.layers[src].hidden_size);
+            }
+            let d = lc.hidden_size / lc.modules;
+            LayerSizes {
+                hidden: lc.hidden_size,
+                modules: lc.modules,
+                d,
+                active: lc.active,
+                top_down,
+                slot_widths,
+                hi: cfg.input_attention.heads,
+                dk: cfg.input_attention.key_size,
+                dv: cfg.input_attention.value_size.unwrap_or(d),
+                hc: cfg.comm_attention.heads,
+                dkc: cfg.comm_attention.key_size,
+                dvc: cfg.comm_attention.value_size,
+            }
+        })
+        .collect()
+}
+
+impl Brims {
+    /// Builds BRIMs with input width `input_size`, parameters from `vb` (names
+    /// `layer{l}.{inp_q, inp_kv{s}, lstm_ih, lstm_hh, lstm_b, comm_qkv, comm_out_w, comm_out_b}`).
+    /// Init as the reference: attention projections `N(0, attention_init_std²)`, LSTM
+    /// `U(±1/√N_l)`, communication output `U(±1/√(Hc·dv))`.
+    pub fn new(
+        cfg: &BrimsConfig,
+        input_size: usize,
+        vb: VarBuilder,
+    ) -> std::result::Result<Self, BrimsError> {
+        cfg.validate(input_size)?;
+        let normal = Init::Randn {
+            mean: 0.0,
+            stdev: cfg.attention_init_std,
+        };
+        let uniform = |fan: usize| {
+            let b = 1.0 / (fan as f64).sqrt();
+            Init::Uniform { lo: -b, up: b }
+        };
+        let mut layers = Vec::new();
+        for (l, s) in layer_sizes(cfg, input_size).into_iter().enumerate() {
+            let vb = vb.pp(format!("layer{l}"));
+            let (m, d) = (s.modules, s.d);
+            let inp_kv = s
+                .slot_widths
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| {
+                    vb.get_with_hints((w, s.hi * (s.dk + s.dv)), &format!("inp_kv{i}"), normal)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let out = s.hc * s.dvc;
+            layers.push(Layer {
+                inp_q: vb.get_with_hints((m, d, s.hi * s.dk), "inp_q", normal)?,
+                inp_kv,
+                lstm_ih: vb.get_with_hints(
+                    (m, s.hi * s.dv, 4 * d),
+                    "lstm_ih",
+                    uniform(s.hidden),
+                )?,
+                lstm_hh: vb.get_with_hints((m, d, 4 * d), "lstm_hh", uniform(s.hidden))?,
+                lstm_b: vb.get_with_hints((m, 1, 4 * d), "lstm_b", uniform(s.hidden))?,
+                comm_qkv: vb.get_with_hints(
+                    (m, d, s.hc * (2 * s.dkc + s.dvc)),
+                    "comm_qkv",
+                    normal,
+                )?,
+                comm_out_w: vb.get_with_hints((out, 2 * d), "comm_out_w", uniform(out))?,
+                comm_out_b: vb.get_with_hints(2 * d, "comm_out_b", uniform(out))?,
+                ..Self::sizes_only(&s, vb.device(), vb.dtype())?
+            });
+        }
+        Ok(Brims {
+            cfg: cfg.clone(),
+            layers,
+            input_size,
+            training: false,
+        })
+    }
+
+    fn sizes_only(s: &LayerSizes, dev: &Device, dtype: DType) -> Result<Layer> {
+        let z = Tensor::zeros(1, dtype, dev)?;
+        Ok(Layer {
+            hidden: s.hidden,
+            modules: s.modules,
+            module_size: s.d,
+            active: s.active,
+            top_down: s.top_down,
+            inp_heads: s.hi,
+            inp_key: s.dk,
+            inp_value: s.dv,
+            comm_heads: s.hc,
+            comm_key: s.dkc,
+            comm_value: s.dvc,
+            inp_q: z.clone(),
+            inp_kv: vec![],
+            lstm_ih: z.clone(),
+            lstm_hh: z.clone(),
+            lstm_b: z.clone(),
+            comm_qkv: z.clone(),
+            comm_out_w: z.clone(),
+            comm_out_b: z,
+        })
+    }
+
+    /// Builds BRIMs from a reference state-dict (spec §2): `tensors[prefix + "{l}.inp_att.GLN_qs.w"]`
+    /// etc., with the dense block-diagonal `block_lstm.lstm.*` and GroupLinear `[G, din, dout]`
+    /// weights converted to the per-module layout. The config must use the reference's
+    /// attention sizes; `prefix` is e.g. `"model.bc_lst."`.
+    pub fn from_reference(
+        cfg: &BrimsConfig,
+        input_size: usize,
+        tensors: &HashMap<String, Tensor>,
+        prefix: &str,
+    ) -> std::result::Result<Self, BrimsError> {
+        cfg.validate(input_size)?;
+        let mut layers = Vec::new();
+        for (l, s) in layer_sizes(cfg, input_size).into_iter().enumerate() {
+            let get = |name: &str, shape: &[usize]| -> std::result::Result<Tensor, BrimsError> {
+                let full = format!("{prefix}{l}.{name}");
+                let t = tensors
+                    .get(&full)
+                    .ok_or_else(|| BrimsError::MissingTensor { name: full.clone() })?;
+                expect_shape(&full, t, shape)?;
+                Ok(t.clone())
+            };
+            let (m, d, n) = (s.modules, s.d, s.hidden);
+            let slots = s.slot_widths.len() + 1;
+            let width = s.slot_widths[0];
+            if s.slot_widths.iter().any(|&w| w != width) {
+                return Err(BrimsError::FixtureMismatch(format!(
+                    "the reference stores one key/value width per layer; layer {l} has slot widths {:?}",
+                    s.slot_widths
+                )));
+            }
+            let ks = get("inp_att.GLN_ks.w", &[slots, width, s.hi * s.dk])?;
+            let vs = get("inp_att.GLN_vs.w", &[slots, width, s.hi * s.dv])?;
+            let inp_kv = (1..slots)
+                .map(|i| Tensor::cat(&[ks.get(i)?, vs.get(i)?], 1))
+                .collect::<Result<Vec<_>>>()?;
+            let r = s.hi * s.dv;
+            let w_ih = get("block_lstm.lstm.weight_ih", &[4 * n, m * r])?;
+            let w_hh = get("block_lstm.lstm.weight_hh", &[4 * n, n])?;
+            let b = get("block_lstm.lstm.bias_ih", &[4 * n])?
+                .add(&get("block_lstm.lstm.bias_hh", &[4 * n])?)?;
+            // Module j, gate e: rows [e·N + j·d, +d); input columns [j·r, +r), hidden [j·d, +d).
+            let (mut ih, mut hh, mut bias) = (vec![], vec![], vec![]);
+            for j in 0..m {
+                let rows = |w: &Tensor, col0: usize, cols: usize| -> Result<Tensor> {
+                    let gates = (0..4)
+                        .map(|e| w.narrow(0, e * n + j * d, d)?.narrow(1, col0, cols))
+                        .collect::<Result<Vec<_>>>()?;
+                    Tensor::cat(&gates, 0)?.t()?.contiguous()
+                };
+                ih.push(rows(&w_ih, j * r, r)?);
+                hh.push(rows(&w_hh, j * d, d)?);
+                let bs = (0..4)
+                    .map(|e| b.narrow(0, e * n + j * d, d))
+                    .collect::<Result<Vec<_>>>()?;
+                bias.push(Tensor::cat(&bs, 0)?.unsqueeze(0)?);
+            }
+            let cq = s.hc * s.dkc;
+            let comm_qkv = Tensor::cat(
+                &[
+                    get("mha.GLN_qs.w", &[m, d, cq])?,
+                    get("mha.GLN_ks.w", &[m, d, cq])?,
+                    get("mha.GLN_vs.w", &[m, d, s.hc * s.dvc])?,
+                ],
+                2,
+            )?;
+            let out = s.hc * s.dvc;
+            let comm_out_w = Tensor::cat(
+                &[
+                    get("mha.fc.weight", &[d, out])?.t()?,
+                    get("mha.gate_fc.weight", &[d, out])?.t()?,
+                ],
+                1,
+            )?
+            .contiguous()?;
+            let comm_out_b = Tensor::cat(
+                &[get("mha.fc.bias", &[d])?, get("mha.gate_fc.bias", &[d])?],
+                0,
+            )?;
+            let dev = ks.device().clone();
+            layers.push(Layer {
+                inp_q: get("inp_att.GLN_qs.w", &[m, d, s.hi * s.dk])?,
+                inp_kv,
+                lstm_ih: Tensor::stack(&ih, 0)?,
+                lstm_hh: Tensor::stack(&hh, 0)?,
+                lstm_b: Tensor::stack(&bias, 0)?,
+                comm_qkv,
+                comm_out_w,
+                comm_out_b,
+                ..Self::sizes_only(&s, &dev, ks.dtype())?
+            });
+        }
+        Ok(Brims {
+            cfg: cfg.clone(),
+            layers,
+            input_size,
+            training: false,
+        })
+    }
+
+    /// The config this core was built from.
+    pub fn config(&self) -> &BrimsConfig {
+        &self.cfg
+    }
+
+    /// Checks that `input` is `[.., E]` with this core's `E`.
+    pub fn check_input(&self, input: &Tensor) -> std::result::Result<(), BrimsError> {
+        check_width(input, self.input_size)
+    }
+
+    fn check_state(&self, state: &CoreState) -> Result<()> {
+        let want = 2 * self.layers.len();
+        if state.parts.len() != want {
+            return Err(BrimsError::State {
+                expected: format!(
+                    "{want} tensors [h_0, c_0, …] for {} layers",
+                    self.layers.len()
+                ),
+                got: format!("{} tensors", state.parts.len()),
+            }
+            .into_candle());
+        }
+        Ok(())
+    }
+
+    fn dtype(&self) -> DType {
+        self.layers[0].inp_q.dtype()
+    }
+
+    /// One step of every layer. `bottom_kv` is layer 0's bottom-up keys/values if already
+    /// projected (the sequence pass projects all steps at once).
+    pub(crate) fn step_layers(
+        &self,
+        input: &Tensor,
+        bottom_kv: Option<Tensor>,
+        state: &CoreState,
+    ) -> Result<Vec<LayerOut>> {
+        self.check_input(input).map_err(BrimsError::into_candle)?;
+        self.check_state(state)?;
+        let mut outs: Vec<LayerOut> = Vec::with_capacity(self.layers.len());
+        for (l, layer) in self.layers.iter().enumerate() {
+            let bottom_kv = match (l, &bottom_kv) {
+                (0, Some(kv)) => kv.clone(),
+                (0, None) => input.matmul(&layer.inp_kv[0])?,
+                _ => outs[l - 1].h.matmul(&layer.inp_kv[0])?,
+            };
+            let mut kv = vec![bottom_kv];
+            if let Some(src) = layer.top_down {
+                kv.push(state.parts[2 * src].matmul(&layer.inp_kv[1])?);
+            }
+            let out = self.layer_step(layer, &kv, &state.parts[2 * l], &state.parts[2 * l + 1])?;
+            outs.push(out);
+        }
+        Ok(outs)
+    }
+
+    fn layer_step(&self, ly: &Layer, kv: &[Tensor], h: &Tensor, c: &Tensor) -> Result<LayerOut> {
+        let b = h.dim(0)?;
+        let (m, d) = (ly.modules, ly.module_size);
+        let (hi, dk, dv) = (ly.inp_heads, ly.inp_key, ly.inp_value);
+        let slots = kv.len();
+        // [M, B, d] views of the previous state: batched matmuls take them without a copy.
+        let h_mb = h.reshape((b, m, d))?.transpose(0, 1)?;
+        let c_mb = c.reshape((b, m, d))?.transpose(0, 1)?;
+
+        // Input attention (spec §4.2). The null slot's key and value are exactly zero.
+        let q = h_mb
+            .matmul(&ly.inp_q)?
+            .reshape((m, b, hi, dk))?
+            .permute((1, 2, 0, 3))?
+            .contiguous()?
+            .reshape((b * hi, m, dk))?;
+        let split = |t: &Tensor, off: usize, width: usize| -> Result<Tensor> {
+            t.narrow(1, off, hi * width)?.reshape((b, hi, 1, width))
+        };
+        let keys = kv
+            .iter()
+            .map(|t| split(t, 0, dk))
+            .collect::<Result<Vec<_>>>()?;
+        let values = kv
+            .iter()
+            .map(|t| split(t, hi * dk, dv))
+            .collect::<Result<Vec<_>>>()?;
+        let keys = Tensor::cat(&keys, 2)?.reshape((b * hi, slots, dk))?;
+        let values = Tensor::cat(&values, 2)?.reshape((b * hi, slots, dv))?;
+        let logits = q
+            .matmul(&keys.t()?)?
+            .affine(1.0 / (dk as f64).sqrt(), 0.0)?;
+        let null_logit = Tensor::zeros((b * hi, m, 1), logits.dtype(), logits.device())?;
+        let probs = softmax_last(&Tensor::cat(&[&null_logit, &logits], 2)?)?;
+        let null = probs.narrow(2, 0, 1)?.reshape((b, hi, m))?.mean(1)?;
+        let mut read = probs
+            .narrow(2, 1, slots)?
+            .matmul(&values)?
+            .reshape((b, hi, m, dv))?
+            .permute((2, 0, 1, 3))?
+            .contiguous()?
+            .reshape((m, b, hi * dv))?;
+        if self.training && self.cfg.read_dropout > 0.0 {
+            read = candle_nn::ops::dropout(&read, self.cfg.read_dropout)?;
+        }
+
+        // Selection (spec §4.3): on the CPU, over a small [B, M] matrix.
+        let null_scores: Vec<f64> = null.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+        let mut active = Vec::with_capacity(b * m);
+        for row in null_scores.chunks(m) {
+            active.extend(active_modules(row, ly.active, self.cfg.tie_break));
+        }
+
+        // Per-module LSTMs, all modules in one batched op (spec §4.4).
+        let gates = read
+            .matmul(&ly.lstm_ih)?
+            .add(&h_mb.matmul(&ly.lstm_hh)?)?
+            .broadcast_add(&ly.lstm_b)?;
+        let sig = candle_nn::ops::sigmoid(&gates.narrow(2, 0, 2 * d)?)?;
+        let g = gates.narrow(2, 2 * d, d)?.tanh()?;
+        let o = candle_nn::ops::sigmoid(&gates.narrow(2, 3 * d, d)?)?;
+        let lstm_c = sig
+            .narrow(2, d, d)?
+            .mul(&c_mb)?
+            .add(&sig.narrow(2, 0, d)?.mul(&g)?)?;
+        let lstm_h = o.mul(&lstm_c.tanh()?)?;
+
+        // Communication (spec §4.5). Its input is h̃ with the gradient masked to active modules.
+        let dtype = h.dtype();
+        let dev = h.device();
+        let mask_mb: Vec<f64> = (0..m * b)
+            .map(|i| f64::from(u8::from(active[(i % b) * m + i / b])))
+            .collect();
+        let mask_mb = Tensor::from_vec(mask_mb, (m, b, 1), dev)?.to_dtype(dtype)?;
+        let h_att = lstm_h
+            .broadcast_mul(&mask_mb)?
+            .add(&lstm_h.detach().broadcast_mul(&mask_mb.affine(-1.0, 1.0)?)?)?;
+        let (hc, dkc, dvc) = (ly.comm_heads, ly.comm_key, ly.comm_value);
+        let qkv = h_att.matmul(&ly.comm_qkv)?;
+        let heads = |off: usize, width: usize| -> Result<Tensor> {
+            qkv.narrow(2, off, hc * width)?
+                .reshape((m, b, hc, width))?
+                .permute((1, 2, 0, 3))?
+                .contiguous()?
+                .reshape((b * hc, m, width))
+        };
+        let cq = heads(0, dkc)?;
+        let ck = heads(hc * dkc, dkc)?;
+        let cv = heads(2 * hc * dkc, dvc)?;
+        let comm_probs = softmax_last(
+            &cq.matmul(&ck.t()?)?
+                .affine(1.0 / (dkc as f64).sqrt(), 0.0)?,
+        )?;
+        let u = comm_probs
+            .matmul(&cv)?
+            .reshape((b, hc, m, dvc))?
+            .permute((0, 2, 1, 3))?
+            .contiguous()?
+            .reshape((b * m, hc * dvc))?;
+        let fg = u.matmul(&ly.comm_out_w)?.broadcast_add(&ly.comm_out_b)?;
+        let mut fc = fg.narrow(1, 0, d)?;
+        if self.training && self.cfg.comm_dropout > 0.0 {
+            fc = candle_nn::ops::dropout(&fc, self.cfg.comm_dropout)?;
+        }
+        let comm_upd = candle_nn::ops::sigmoid(&fg.narrow(1, d, d)?)?
+            .mul(&fc.tanh()?)?
+            .reshape((b, m, d))?;
+        let h_new = lstm_h.transpose(0, 1)?.add(&comm_upd)?;
+
+        // Commit (spec §4.6): inactive modules copy h and c bit-exactly.
+        let mask_bm: Vec<u8> = active.iter().map(|&a| u8::from(a)).collect();
+        let pred = Tensor::from_vec(mask_bm, (b, m, 1), dev)?.broadcast_as((b, m, d))?;
+        let h_out = pred
+            .where_cond(&h_new, &h.reshape((b, m, d))?)?
+            .reshape((b, ly.hidden))?;
+        let c_out = pred
+            .where_cond(&lstm_c.transpose(0, 1)?, &c.reshape((b, m, d))?)?
+            .reshape((b, ly.hidden))?;
+        Ok(LayerOut {
+            inp_probs: probs.reshape((b, hi, m, slots + 1))?,
+            null,
+            active,
+            null_scores,
+            read,
+            lstm_h,
+            lstm_c,
+            comm_probs: comm_probs.reshape((b, hc, m, m))?,
+            comm_upd,
+            h: h_out,
+            c: c_out,
+        })
+    }
+
+    fn finish(outs: Vec<LayerOut>, traced: bool) -> Result<(Tensor, CoreState, Option<StepTrace>)> {
+        let trace = traced.then(|| StepTrace {
+            layers: outs
+                .iter()
+                .map(|o| LayerTrace {
+                    num_modules: o.null.dims().get(1).copied().unwrap_or(0),
+                    active: o.active.clone(),
+                    null_attention: o.null_scores.iter().map(|&x| x as f32).collect(),
+                })
+                .collect(),
+        });
+        let mut parts = Vec::with_capacity(2 * outs.len());
+        for o in outs {
+            parts.push(o.h);
+            parts.push(o.c);
+        }
+        let out = parts[parts.len() - 2].clone();
+        Ok((out, CoreState { parts }, trace))
+    }
+
+    /// The tie-break rule in use.
+    pub fn tie_break(&self) -> TieBreak {
+        self.cfg.tie_break
+    }
+}
+
+impl Core for Brims {
+    fn input_size(&self) -> usize {
+        self.input_size
+    }
+
+    fn output_size(&self) -> usize {
+        self.layers.last().map_or(0, |l| l.hidden)
+    }
+
+    fn zero_state(&self, batch: usize) -> Result<CoreState> {
+        let dev = self.layers[0].inp_q.device();
+        let mut parts = Vec::with_capacity(2 * self.layers.len());
+        for l in &self.layers {
+            let z = Tensor::zeros((batch, l.hidden), self.dtype(), dev)?;
+            parts.push(z.clone());
+            parts.push(z);
+        }
+        Ok(CoreState { parts })
+    }
+
+    fn step(&self, input: &Tensor, state: &CoreState) -> Result<(Tensor, CoreState)> {
+        let (out, next, _) = Self::finish(self.step_layers(input, None, state)?, false)?;
+        Ok((out, next))
+    }
+
+    fn step_traced(
+        &self,
+        input: &Tensor,
+        state: &CoreState,
+    ) -> Result<(Tensor, CoreState, Option<StepTrace>)> {
+        Self::finish(self.step_layers(input, None, state)?, true)
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+
+    fn seq(
+        &self,
+        inputs: &Tensor,
+        resets: &Tensor,
+        start: &CoreState,
+    ) -> Result<(Tensor, CoreState)> {
+        self.check_input(inputs).map_err(BrimsError::into_candle)?;
+        self.check_state(start)?;
+        let (steps, batch, e) = inputs.dims3()?;
+        // Layer 0's bottom-up keys and values for all steps in one matmul.
+        let kv0 = inputs
+            .reshape((steps * batch, e))?
+            .matmul(&self.layers[0].inp_kv[0])?;
+        let kv0 = kv0.reshape((steps, batch, kv0.dim(1)?))?;
+        let keep = resets.affine(-1.0, 1.0)?;
+        let mut state = start.clone();
+        let mut outputs = Vec::with_capacity(steps);
+        for t in 0..steps {
+            state = state.masked(&keep.get(t)?)?;
+            let outs = self.step_layers(&inputs.get(t)?, Some(kv0.get(t)?), &state)?;
+            let (out, next, _) = Self::finish(outs, false)?;
+            outputs.push(out);
+            state = next;
+        }
+        Ok((Tensor::stack(&outputs, 0)?, state))
+    }
+}
+
+impl candle_nn::rnn::RNN for Brims {
+    type State = CoreState;
+
+    fn zero_state(&self, batch_dim: usize) -> Result<CoreState> {
+        Core::zero_state(self, batch_dim)
+    }
+
+    fn step(&self, input: &Tensor, state: &CoreState) -> Result<CoreState> {
+        Ok(Core::step(self, input, state)?.1)
+    }
+
+    /// The top layer's `h` of every state, `[B, T, N_{L-1}]` (as candle's LSTM).
+    fn states_to_tensor(&self, states: &[CoreState]) -> Result<Tensor> {
+        let top = 2 * (self.layers.len() - 1);
+        let hs: Vec<Tensor> = states.iter().map(|s| s.parts[top].clone()).collect();
+        Tensor::stack(&hs, 1)
+    }
+}

@@ -1,0 +1,342 @@
+//! Serde configs for both cores and the constructor the binary uses.
+
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::brims::Brims;
+use crate::core::Core;
+use crate::error::BrimsError;
+use crate::lstm::Lstm;
+
+/// Which core to build, from TOML: `kind = "lstm"` or `kind = "brims"` plus that core's fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CoreConfig {
+    /// The LSTM baseline.
+    Lstm(LstmConfig),
+    /// BRIMs (one layer = RIMs).
+    Brims(BrimsConfig),
+}
+
+impl CoreConfig {
+    /// Checks the config against the encoder's output width `input_size`.
+    pub fn validate(&self, input_size: usize) -> Result<(), BrimsError> {
+        match self {
+            CoreConfig::Lstm(cfg) => cfg.validate(input_size),
+            CoreConfig::Brims(cfg) => cfg.validate(input_size),
+        }
+    }
+
+    /// The core's output width `H` (the top layer's hidden size for BRIMs).
+    pub fn output_size(&self) -> usize {
+        match self {
+            CoreConfig::Lstm(cfg) => cfg.hidden_size,
+            CoreConfig::Brims(cfg) => cfg.layers.last().map_or(0, |l| l.hidden_size),
+        }
+    }
+}
+
+/// Builds the configured core with input width `input_size`, taking (or creating) its
+/// parameters from `vb`.
+pub fn build_core(
+    cfg: &CoreConfig,
+    input_size: usize,
+    vb: VarBuilder,
+) -> Result<Box<dyn Core>, BrimsError> {
+    Ok(match cfg {
+        CoreConfig::Lstm(c) => Box::new(Lstm::new(c, input_size, vb)?),
+        CoreConfig::Brims(c) => Box::new(Brims::new(c, input_size, vb)?),
+    })
+}
+
+/// LSTM baseline config.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LstmConfig {
+    /// Hidden (and output) size `H`.
+    pub hidden_size: usize,
+}
+
+impl LstmConfig {
+    /// The Atari comparison baseline: one LSTM of 512.
+    pub fn atari() -> Self {
+        LstmConfig { hidden_size: 512 }
+    }
+
+    /// Checks the sizes.
+    pub fn validate(&self, input_size: usize) -> Result<(), BrimsError> {
+        positive("input size", input_size)?;
+        positive("LSTM hidden_size", self.hidden_size)
+    }
+}
+
+/// Where a layer's top-down input comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopDown {
+    /// The reference code: the top layer at `t−1` feeds layer 0 only (with one layer, layer 0
+    /// reads its own past state).
+    #[default]
+    Reference,
+    /// The paper: every layer below the top reads the layer above at `t−1`; the top layer has
+    /// no top-down slot. Identical to `Reference` for two layers.
+    Paper,
+}
+
+/// How equal null-attention scores are ordered when choosing the active modules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TieBreak {
+    /// The lower module index wins activation (modules `0..k` at a zero state).
+    #[default]
+    LowestIndex,
+    /// Emulates torch 2.15's CPU `topk` (libstdc++ introselect, spec §8), as the reference.
+    TorchCpu,
+}
+
+/// One BRIMs layer.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrimsLayerConfig {
+    /// Total hidden size `N_l` (h and c are each this wide).
+    pub hidden_size: usize,
+    /// Module count `M_l`; must divide `hidden_size`.
+    pub modules: usize,
+    /// Active modules per step `k_l`, `1 ≤ k_l ≤ M_l`.
+    pub active: usize,
+}
+
+/// Input attention (modules query `[null, bottom-up, top-down]`). Defaults: the spec's MNIST
+/// variant (4 heads, keys of 64, values of the module size).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputAttentionConfig {
+    /// Heads.
+    pub heads: usize,
+    /// Key size per head.
+    pub key_size: usize,
+    /// Value size per head; `None` = the module size `d_l`. A module reads `heads · value_size`.
+    pub value_size: Option<usize>,
+}
+
+impl Default for InputAttentionConfig {
+    fn default() -> Self {
+        InputAttentionConfig {
+            heads: 4,
+            key_size: 64,
+            value_size: None,
+        }
+    }
+}
+
+/// Communication attention between the modules of a layer (spec §4.5: 4 heads of 32).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommAttentionConfig {
+    /// Heads.
+    pub heads: usize,
+    /// Key size per head.
+    pub key_size: usize,
+    /// Value size per head.
+    pub value_size: usize,
+}
+
+impl Default for CommAttentionConfig {
+    fn default() -> Self {
+        CommAttentionConfig {
+            heads: 4,
+            key_size: 32,
+            value_size: 32,
+        }
+    }
+}
+
+/// BRIMs config (spec §§4.1–4.7).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrimsConfig {
+    /// Layers, bottom (0) to top; the output is the top layer's `h`.
+    pub layers: Vec<BrimsLayerConfig>,
+    /// Top-down wiring.
+    #[serde(default)]
+    pub top_down: TopDown,
+    /// Tie-break rule of the module selection.
+    #[serde(default)]
+    pub tie_break: TieBreak,
+    /// Input attention sizes.
+    #[serde(default)]
+    pub input_attention: InputAttentionConfig,
+    /// Communication attention sizes.
+    #[serde(default)]
+    pub comm_attention: CommAttentionConfig,
+    /// Dropout on the input-attention read (reference: 0.1; default 0 for RL). Training only.
+    #[serde(default)]
+    pub read_dropout: f32,
+    /// Dropout on the communication `fc` output before `tanh` (reference: 0.1). Training only.
+    #[serde(default)]
+    pub comm_dropout: f32,
+    /// Std of the normal init of the attention projections (reference: 0.01).
+    #[serde(default = "default_attention_init_std")]
+    pub attention_init_std: f64,
+}
+
+fn default_attention_init_std() -> f64 {
+    0.01
+}
+
+impl BrimsConfig {
+    /// The Atari preset: layers of 512 with 8 modules (4 active) and 4 modules (2 active);
+    /// same output width as [`LstmConfig::atari`].
+    pub fn atari() -> Self {
+        Self::with_layers(vec![
+            BrimsLayerConfig {
+                hidden_size: 512,
+                modules: 8,
+                active: 4,
+            },
+            BrimsLayerConfig {
+                hidden_size: 512,
+                modules: 4,
+                active: 2,
+            },
+        ])
+    }
+
+    /// A config with these layers and every other field at its default.
+    pub fn with_layers(layers: Vec<BrimsLayerConfig>) -> Self {
+        BrimsConfig {
+            layers,
+            top_down: TopDown::default(),
+            tie_break: TieBreak::default(),
+            input_attention: InputAttentionConfig::default(),
+            comm_attention: CommAttentionConfig::default(),
+            read_dropout: 0.0,
+            comm_dropout: 0.0,
+            attention_init_std: default_attention_init_std(),
+        }
+    }
+
+    /// Checks sizes, module counts, active counts and dropouts.
+    pub fn validate(&self, input_size: usize) -> Result<(), BrimsError> {
+        positive("input size", input_size)?;
+        if self.layers.is_empty() {
+            return Err(BrimsError::NoLayers);
+        }
+        for (layer, l) in self.layers.iter().enumerate() {
+            positive(&format!("layer {layer} hidden_size"), l.hidden_size)?;
+            positive(&format!("layer {layer} modules"), l.modules)?;
+            if l.hidden_size % l.modules != 0 {
+                return Err(BrimsError::ModulesNotDividing {
+                    layer,
+                    hidden: l.hidden_size,
+                    modules: l.modules,
+                });
+            }
+            if l.active == 0 || l.active > l.modules {
+                return Err(BrimsError::ActiveOutOfRange {
+                    layer,
+                    active: l.active,
+                    modules: l.modules,
+                });
+            }
+        }
+        let ia = &self.input_attention;
+        positive("input_attention.heads", ia.heads)?;
+        positive("input_attention.key_size", ia.key_size)?;
+        if let Some(v) = ia.value_size {
+            positive("input_attention.value_size", v)?;
+        }
+        let ca = &self.comm_attention;
+        positive("comm_attention.heads", ca.heads)?;
+        positive("comm_attention.key_size", ca.key_size)?;
+        positive("comm_attention.value_size", ca.value_size)?;
+        for (what, p) in [("read", self.read_dropout), ("comm", self.comm_dropout)] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(BrimsError::Dropout {
+                    what: what.into(),
+                    value: p,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn positive(what: &str, v: usize) -> Result<(), BrimsError> {
+    if v == 0 {
+        Err(BrimsError::ZeroSize { what: what.into() })
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_kinds_from_toml_and_rejects_unknown_fields() {
+        let lstm: CoreConfig = toml_like("kind = \"lstm\"\nhidden_size = 64\n");
+        assert_eq!(lstm, CoreConfig::Lstm(LstmConfig { hidden_size: 64 }));
+        let brims: CoreConfig = toml_like(
+            r#"kind = "brims"
+top_down = "paper"
+tie_break = "torch_cpu"
+[[layers]]
+hidden_size = 32
+modules = 4
+active = 2
+"#,
+        );
+        let CoreConfig::Brims(b) = brims else {
+            panic!("expected brims")
+        };
+        assert_eq!(b.top_down, TopDown::Paper);
+        assert_eq!(b.tie_break, TieBreak::TorchCpu);
+        assert_eq!(b.input_attention, InputAttentionConfig::default());
+        assert!(toml::from_str::<CoreConfig>("kind = \"lstm\"\nhidden = 64\n").is_err());
+        assert!(toml::from_str::<CoreConfig>("kind = \"gru\"\nhidden_size = 64\n").is_err());
+    }
+
+    fn toml_like(s: &str) -> CoreConfig {
+        toml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn validate_gives_typed_errors() {
+        let layer = |hidden_size, modules, active| BrimsLayerConfig {
+            hidden_size,
+            modules,
+            active,
+        };
+        assert!(BrimsConfig::atari().validate(512).is_ok());
+        assert!(matches!(
+            BrimsConfig::with_layers(vec![]).validate(8),
+            Err(BrimsError::NoLayers)
+        ));
+        assert!(matches!(
+            BrimsConfig::with_layers(vec![layer(10, 4, 2)]).validate(8),
+            Err(BrimsError::ModulesNotDividing {
+                layer: 0,
+                hidden: 10,
+                modules: 4
+            })
+        ));
+        assert!(matches!(
+            BrimsConfig::with_layers(vec![layer(8, 4, 2), layer(8, 2, 3)]).validate(8),
+            Err(BrimsError::ActiveOutOfRange {
+                layer: 1,
+                active: 3,
+                modules: 2
+            })
+        ));
+        assert!(matches!(
+            BrimsConfig::with_layers(vec![layer(8, 4, 2)]).validate(0),
+            Err(BrimsError::ZeroSize { .. })
+        ));
+        assert!(matches!(
+            LstmConfig { hidden_size: 0 }.validate(4),
+            Err(BrimsError::ZeroSize { .. })
+        ));
+    }
+}

@@ -1,0 +1,215 @@
+//! The LSTM baseline core.
+
+use candle_core::{Tensor, D};
+use candle_nn::rnn::{LSTMState, RNN};
+use candle_nn::{Init, VarBuilder};
+
+use crate::config::LstmConfig;
+use crate::core::{Core, CoreState};
+use crate::error::BrimsError;
+
+/// An LSTM cell with PyTorch's gate order `i, f, g, o` and parameter names
+/// (`weight_ih [4H, E]`, `weight_hh [4H, H]`, `bias_ih [4H]`, `bias_hh [4H]`), so candle-nn and
+/// PyTorch weights load unchanged.
+///
+/// `seq` transposes each weight once per call into `[in, out]` and projects all `T` inputs with
+/// one matmul; per-step gradients then accumulate contiguously and only one strided add per
+/// weight remains.
+#[derive(Clone, Debug)]
+pub struct Lstm {
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor,
+    bias_hh: Tensor,
+    input_size: usize,
+    hidden_size: usize,
+}
+
+impl Lstm {
+    /// Builds the LSTM from `vb` (PyTorch init: `U(±1/√H)` for every parameter).
+    pub fn new(cfg: &LstmConfig, input_size: usize, vb: VarBuilder) -> Result<Self, BrimsError> {
+        cfg.validate(input_size)?;
+        let h = cfg.hidden_size;
+        let bound = 1.0 / (h as f64).sqrt();
+        let init = Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
+        Self::from_tensors(
+            vb.get_with_hints((4 * h, input_size), "weight_ih", init)?,
+            vb.get_with_hints((4 * h, h), "weight_hh", init)?,
+            vb.get_with_hints(4 * h, "bias_ih", init)?,
+            vb.get_with_hints(4 * h, "bias_hh", init)?,
+        )
+    }
+
+    /// Builds the LSTM from PyTorch-layout tensors: `weight_ih [4H, E]`, `weight_hh [4H, H]`,
+    /// `bias_ih [4H]`, `bias_hh [4H]`.
+    pub fn from_tensors(
+        weight_ih: Tensor,
+        weight_hh: Tensor,
+        bias_ih: Tensor,
+        bias_hh: Tensor,
+    ) -> Result<Self, BrimsError> {
+        let (h4, input_size) = weight_ih.dims2()?;
+        let hidden_size = h4 / 4;
+        if h4 == 0 || h4 % 4 != 0 {
+            return Err(shape_err("weight_ih", &[4, input_size], &weight_ih));
+        }
+        expect_shape("weight_hh", &weight_hh, &[h4, hidden_size])?;
+        expect_shape("bias_ih", &bias_ih, &[h4])?;
+        expect_shape("bias_hh", &bias_hh, &[h4])?;
+        Ok(Lstm {
+            weight_ih,
+            weight_hh,
+            bias_ih,
+            bias_hh,
+            input_size,
+            hidden_size,
+        })
+    }
+
+    /// Checks that `input` is `[.., E]` with this core's `E`.
+    pub fn check_input(&self, input: &Tensor) -> Result<(), BrimsError> {
+        check_width(input, self.input_size)
+    }
+
+    fn bias(&self) -> candle_core::Result<Tensor> {
+        self.bias_ih.add(&self.bias_hh)
+    }
+
+    /// Gate pre-activations `[B, 4H]` to the new `(h, c)`.
+    fn cell(&self, gates: &Tensor, c: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let n = self.hidden_size;
+        let sig = candle_nn::ops::sigmoid(&gates.narrow(1, 0, 2 * n)?)?;
+        let i = sig.narrow(1, 0, n)?;
+        let f = sig.narrow(1, n, n)?;
+        let g = gates.narrow(1, 2 * n, n)?.tanh()?;
+        let o = candle_nn::ops::sigmoid(&gates.narrow(1, 3 * n, n)?)?;
+        let c = f.mul(c)?.add(&i.mul(&g)?)?;
+        let h = o.mul(&c.tanh()?)?;
+        Ok((h, c))
+    }
+
+    fn check_state(&self, state: &CoreState) -> candle_core::Result<()> {
+        if state.parts.len() != 2 {
+            return Err(BrimsError::State {
+                expected: "2 tensors [h, c]".into(),
+                got: format!("{} tensors", state.parts.len()),
+            }
+            .into_candle());
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn check_width(input: &Tensor, expected: usize) -> Result<(), BrimsError> {
+    if input.dims().last() != Some(&expected) {
+        return Err(BrimsError::InputWidth {
+            expected,
+            got: input.dims().to_vec(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn expect_shape(name: &str, t: &Tensor, expected: &[usize]) -> Result<(), BrimsError> {
+    if t.dims() != expected {
+        return Err(shape_err(name, expected, t));
+    }
+    Ok(())
+}
+
+fn shape_err(name: &str, expected: &[usize], t: &Tensor) -> BrimsError {
+    BrimsError::WeightShape {
+        name: name.into(),
+        expected: expected.to_vec(),
+        got: t.dims().to_vec(),
+    }
+}
+
+impl Core for Lstm {
+    fn input_size(&self) -> usize {
+        self.input_size
+    }
+
+    fn output_size(&self) -> usize {
+        self.hidden_size
+    }
+
+    fn zero_state(&self, batch: usize) -> candle_core::Result<CoreState> {
+        let z = Tensor::zeros(
+            (batch, self.hidden_size),
+            self.weight_ih.dtype(),
+            self.weight_ih.device(),
+        )?;
+        Ok(CoreState {
+            parts: vec![z.clone(), z],
+        })
+    }
+
+    fn step(&self, input: &Tensor, state: &CoreState) -> candle_core::Result<(Tensor, CoreState)> {
+        self.check_input(input).map_err(BrimsError::into_candle)?;
+        self.check_state(state)?;
+        // Forward-only use (acting): gemm reads the transposed weight views without a copy.
+        let gates = input
+            .matmul(&self.weight_ih.t()?)?
+            .add(&state.parts[0].matmul(&self.weight_hh.t()?)?)?
+            .broadcast_add(&self.bias()?)?;
+        let (h, c) = self.cell(&gates, &state.parts[1])?;
+        Ok((h.clone(), CoreState { parts: vec![h, c] }))
+    }
+
+    fn seq(
+        &self,
+        inputs: &Tensor,
+        resets: &Tensor,
+        start: &CoreState,
+    ) -> candle_core::Result<(Tensor, CoreState)> {
+        self.check_input(inputs).map_err(BrimsError::into_candle)?;
+        self.check_state(start)?;
+        let (steps, batch, e) = inputs.dims3()?;
+        let w_ih = self.weight_ih.t()?.contiguous()?;
+        let w_hh = self.weight_hh.t()?.contiguous()?;
+        let x_proj = inputs
+            .reshape((steps * batch, e))?
+            .matmul(&w_ih)?
+            .broadcast_add(&self.bias()?)?
+            .reshape((steps, batch, 4 * self.hidden_size))?;
+        let keep = resets.affine(-1.0, 1.0)?.unsqueeze(D::Minus1)?;
+        let (mut h, mut c) = (start.parts[0].clone(), start.parts[1].clone());
+        let mut outputs = Vec::with_capacity(steps);
+        for t in 0..steps {
+            let k = keep.get(t)?;
+            h = h.broadcast_mul(&k)?;
+            c = c.broadcast_mul(&k)?;
+            let gates = x_proj.get(t)?.add(&h.matmul(&w_hh)?)?;
+            (h, c) = self.cell(&gates, &c)?;
+            outputs.push(h.clone());
+        }
+        Ok((Tensor::stack(&outputs, 0)?, CoreState { parts: vec![h, c] }))
+    }
+}
+
+impl RNN for Lstm {
+    type State = LSTMState;
+
+    fn zero_state(&self, batch_dim: usize) -> candle_core::Result<LSTMState> {
+        let s = Core::zero_state(self, batch_dim)?;
+        Ok(LSTMState::new(s.parts[0].clone(), s.parts[1].clone()))
+    }
+
+    fn step(&self, input: &Tensor, state: &LSTMState) -> candle_core::Result<LSTMState> {
+        let s = CoreState {
+            parts: vec![state.h.clone(), state.c.clone()],
+        };
+        let (_, next) = Core::step(self, input, &s)?;
+        Ok(LSTMState::new(next.parts[0].clone(), next.parts[1].clone()))
+    }
+
+    /// `[B, T, H]`, as candle's LSTM.
+    fn states_to_tensor(&self, states: &[LSTMState]) -> candle_core::Result<Tensor> {
+        let hs: Vec<Tensor> = states.iter().map(|s| s.h.clone()).collect();
+        Tensor::stack(&hs, 1)
+    }
+}

@@ -1,0 +1,422 @@
+//! BRIMs behaviour: shapes, seq = stepping, inactive modules, resets, gradients, typed errors.
+
+use brims::{
+    build_core, Brims, BrimsConfig, BrimsError, BrimsLayerConfig, CommAttentionConfig, Core,
+    CoreConfig, CoreState, InputAttentionConfig, Lstm, LstmConfig, TieBreak, TopDown,
+};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+
+const E: usize = 3;
+
+fn layer(hidden_size: usize, modules: usize, active: usize) -> BrimsLayerConfig {
+    BrimsLayerConfig {
+        hidden_size,
+        modules,
+        active,
+    }
+}
+
+/// Two small layers of different widths (E ≠ N_0 ≠ N_1), non-default attention sizes, and an
+/// attention init large enough that selections are far from ties.
+fn tiny_cfg() -> BrimsConfig {
+    let mut cfg = BrimsConfig::with_layers(vec![layer(8, 4, 2), layer(6, 3, 2)]);
+    cfg.input_attention = InputAttentionConfig {
+        heads: 2,
+        key_size: 4,
+        value_size: Some(3),
+    };
+    cfg.comm_attention = CommAttentionConfig {
+        heads: 2,
+        key_size: 3,
+        value_size: 2,
+    };
+    cfg.attention_init_std = 0.7;
+    cfg
+}
+
+fn tiny(cfg: &BrimsConfig, dtype: DType) -> (VarMap, Brims) {
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, dtype, &Device::Cpu);
+    let core = Brims::new(cfg, E, vb).unwrap();
+    (vm, core)
+}
+
+fn randn(shape: &[usize], dtype: DType) -> Tensor {
+    Tensor::randn(0f32, 1.0, shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+}
+
+fn rand_state(core: &Brims, b: usize, dtype: DType) -> CoreState {
+    let z = core.zero_state(b).unwrap();
+    CoreState {
+        parts: z.parts.iter().map(|p| randn(p.dims(), dtype)).collect(),
+    }
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+#[test]
+fn shapes_step_seq_trace_and_rnn() {
+    use candle_nn::rnn::RNN;
+    let (_vm, core) = tiny(&tiny_cfg(), DType::F32);
+    assert_eq!((core.input_size(), core.output_size()), (E, 6));
+    let s = Core::zero_state(&core, 5).unwrap();
+    let dims: Vec<&[usize]> = s.parts.iter().map(|p| p.dims()).collect();
+    assert_eq!(dims, [&[5, 8][..], &[5, 8], &[5, 6], &[5, 6]]);
+    let (y, next, trace) = core.step_traced(&randn(&[5, E], DType::F32), &s).unwrap();
+    assert_eq!(y.dims(), &[5, 6]);
+    assert_eq!(next.parts.len(), 4);
+    let trace = trace.unwrap();
+    assert_eq!(trace.layers.len(), 2);
+    for (l, (m, k)) in [(4, 2), (3, 2)].into_iter().enumerate() {
+        let lt = &trace.layers[l];
+        assert_eq!(lt.num_modules, m);
+        assert_eq!(lt.active.len(), 5 * m);
+        for row in lt.active.chunks(m) {
+            assert_eq!(row.iter().filter(|&&a| a).count(), k);
+        }
+        assert!(lt.null_attention.iter().all(|&p| (0.0..=1.0).contains(&p)));
+    }
+    let resets = Tensor::zeros((7, 5), DType::F32, &Device::Cpu).unwrap();
+    let (ys, last) = Core::seq(&core, &randn(&[7, 5, E], DType::F32), &resets, &s).unwrap();
+    assert_eq!(ys.dims(), &[7, 5, 6]);
+    assert_eq!(last.parts[2].dims(), &[5, 6]);
+    let states = RNN::seq(&core, &randn(&[5, 4, E], DType::F32)).unwrap();
+    assert_eq!(core.states_to_tensor(&states).unwrap().dims(), &[5, 4, 6]);
+}
+
+#[test]
+fn build_core_builds_both_kinds_with_same_output_width() {
+    for cfg in [
+        CoreConfig::Lstm(LstmConfig::atari()),
+        CoreConfig::Brims(BrimsConfig::atari()),
+    ] {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let core = build_core(&cfg, 32, vb).unwrap();
+        assert_eq!(core.output_size(), 512);
+        assert_eq!(cfg.output_size(), 512);
+        let (y, _) = core
+            .step(&randn(&[2, 32], DType::F32), &core.zero_state(2).unwrap())
+            .unwrap();
+        assert_eq!(y.dims(), &[2, 512]);
+    }
+}
+
+/// The fused sequence pass equals stepping with `step_with_reset`, under both wirings.
+#[test]
+fn seq_matches_stepping_with_resets() {
+    for top_down in [TopDown::Reference, TopDown::Paper] {
+        let mut cfg = tiny_cfg();
+        cfg.layers.push(layer(4, 2, 1));
+        cfg.top_down = top_down;
+        let (_vm, core) = tiny(&cfg, DType::F64);
+        let xs = randn(&[6, 3, E], DType::F64);
+        let resets = Tensor::new(
+            &[
+                [0f64, 0., 0.],
+                [1., 0., 0.],
+                [0., 0., 1.],
+                [0., 0., 0.],
+                [1., 1., 0.],
+                [0., 0., 0.],
+            ],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let start = rand_state(&core, 3, DType::F64);
+        let (ys, last) = core.seq(&xs, &resets, &start).unwrap();
+        let mut s = start.clone();
+        for t in 0..6 {
+            let (y, next) = core
+                .step_with_reset(&xs.get(t).unwrap(), &s, &resets.get(t).unwrap())
+                .unwrap();
+            assert!(max_diff(&y, &ys.get(t).unwrap()) < 1e-12);
+            s = next;
+        }
+        for (a, b) in s.parts.iter().zip(&last.parts) {
+            assert!(max_diff(a, b) < 1e-12);
+        }
+    }
+}
+
+/// Inactive modules keep h and c bit for bit; active ones change.
+#[test]
+fn inactive_modules_copy_state_bit_exactly() {
+    let (_vm, core) = tiny(&tiny_cfg(), DType::F32);
+    let b = 4;
+    let s = rand_state(&core, b, DType::F32);
+    let (_, next, trace) = core.step_traced(&randn(&[b, E], DType::F32), &s).unwrap();
+    let trace = trace.unwrap();
+    for (l, lt) in trace.layers.iter().enumerate() {
+        let m = lt.num_modules;
+        for part in [2 * l, 2 * l + 1] {
+            let before = s.parts[part].to_vec2::<f32>().unwrap();
+            let after = next.parts[part].to_vec2::<f32>().unwrap();
+            let d = before[0].len() / m;
+            for env in 0..b {
+                for j in 0..m {
+                    let (x, y) = (
+                        &before[env][j * d..(j + 1) * d],
+                        &after[env][j * d..(j + 1) * d],
+                    );
+                    let same = x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits());
+                    assert_eq!(
+                        same,
+                        !lt.active[env * m + j],
+                        "layer {l} env {env} module {j}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Spec §4.6: a one-step loss gives the LSTM weights of inactive modules exactly zero gradient
+/// (their candidates are computed, used as communication keys/values, but get no gradient).
+#[test]
+fn inactive_candidates_get_no_gradient() {
+    let (vm, core) = tiny(&tiny_cfg(), DType::F64);
+    let s = rand_state(&core, 1, DType::F64);
+    let (y, next, trace) = core.step_traced(&randn(&[1, E], DType::F64), &s).unwrap();
+    let trace = trace.unwrap();
+    // Reach both layers: the top output plus every state part.
+    let mut loss = y.sum_all().unwrap();
+    for p in &next.parts {
+        loss = (loss + p.sqr().unwrap().sum_all().unwrap()).unwrap();
+    }
+    let grads = loss.backward().unwrap();
+    let vars = vm.data().lock().unwrap();
+    for (l, lt) in trace.layers.iter().enumerate() {
+        for name in ["lstm_ih", "lstm_hh", "lstm_b"] {
+            let var = &vars[&format!("layer{l}.{name}")];
+            let g = grads.get(var.as_tensor()).unwrap();
+            for j in 0..lt.num_modules {
+                let norm = g
+                    .get(j)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap();
+                if lt.active[j] {
+                    assert!(
+                        norm > 0.0,
+                        "layer {l} {name} module {j} active, no gradient"
+                    );
+                } else {
+                    assert_eq!(norm, 0.0, "layer {l} {name} module {j} inactive");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn reset_zeroes_exactly_the_chosen_envs() {
+    let (_vm, core) = tiny(&tiny_cfg(), DType::F64);
+    let s = rand_state(&core, 3, DType::F64);
+    let x = randn(&[3, E], DType::F64);
+    let reset = Tensor::new(&[0f64, 1., 0.], &Device::Cpu).unwrap();
+    let (y, _) = core.step_with_reset(&x, &s, &reset).unwrap();
+    let (y_zero, _) = core.step(&x, &core.zero_state(3).unwrap()).unwrap();
+    let (y_keep, _) = core.step(&x, &s).unwrap();
+    let row = |t: &Tensor, i: usize| t.get(i).unwrap();
+    assert!(max_diff(&row(&y, 1), &row(&y_zero, 1)) < 1e-12);
+    assert!(max_diff(&row(&y, 0), &row(&y_keep, 0)) < 1e-12);
+    assert!(max_diff(&row(&y, 2), &row(&y_keep, 2)) < 1e-12);
+    assert!(max_diff(&row(&y, 0), &row(&y_zero, 0)) > 1e-6);
+}
+
+#[test]
+fn bad_input_gives_typed_errors() {
+    let (_vm, core) = tiny(&tiny_cfg(), DType::F32);
+    let x = randn(&[2, E + 1], DType::F32);
+    assert!(matches!(
+        core.check_input(&x),
+        Err(BrimsError::InputWidth { expected: E, .. })
+    ));
+    let err = core.step(&x, &core.zero_state(2).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("expects 3 features"), "{err}");
+    let err = core
+        .step(&randn(&[2, E], DType::F32), &CoreState { parts: vec![] })
+        .unwrap_err();
+    assert!(err.to_string().contains("state mismatch"), "{err}");
+
+    let build = |cfg: BrimsConfig| {
+        let vm = VarMap::new();
+        Brims::new(
+            &cfg,
+            E,
+            VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
+        )
+        .err()
+    };
+    assert!(matches!(
+        build(BrimsConfig::with_layers(vec![layer(9, 4, 2)])),
+        Some(BrimsError::ModulesNotDividing { .. })
+    ));
+    assert!(matches!(
+        build(BrimsConfig::with_layers(vec![layer(8, 4, 5)])),
+        Some(BrimsError::ActiveOutOfRange { .. })
+    ));
+    assert!(matches!(
+        build(BrimsConfig::with_layers(vec![])),
+        Some(BrimsError::NoLayers)
+    ));
+}
+
+/// Sum over steps of `<output_t, w_t>`: a loss that reaches every parameter.
+fn seq_loss(
+    core: &dyn Core,
+    xs: &Tensor,
+    resets: &Tensor,
+    start: &CoreState,
+    w: &Tensor,
+) -> Tensor {
+    let (ys, _) = core.seq(xs, resets, start).unwrap();
+    ys.mul(w).unwrap().sum_all().unwrap()
+}
+
+fn scalar(t: &Tensor) -> f64 {
+    t.to_scalar::<f64>().unwrap()
+}
+
+/// Central finite differences on a few entries of every parameter, in f64.
+/// `masks` replays the same sequence and returns every selection made (empty for the LSTM).
+fn check_gradients(
+    vm: &VarMap,
+    core: &dyn Core,
+    t: usize,
+    filter: &dyn Fn(&str) -> bool,
+    masks: impl Fn(&Tensor, &Tensor, &CoreState) -> Vec<bool>,
+) {
+    let b = 2;
+    let xs = randn(&[t, b, E], DType::F64);
+    let resets = Tensor::new(&[[0f64, 0.], [0., 1.], [0., 0.], [1., 0.]], &Device::Cpu)
+        .unwrap()
+        .narrow(0, 0, t)
+        .unwrap();
+    let zero = core.zero_state(b).unwrap();
+    let start = CoreState {
+        parts: zero
+            .parts
+            .iter()
+            .map(|p| randn(p.dims(), DType::F64))
+            .collect(),
+    };
+    let w = randn(&[t, b, core.output_size()], DType::F64);
+    let loss = seq_loss(core, &xs, &resets, &start, &w);
+    let grads = loss.backward().unwrap();
+    let base_masks = masks(&xs, &resets, &start);
+    let vars: Vec<(String, Var)> = vm
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| filter(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert!(!vars.is_empty());
+    let eps = 1e-6;
+    let mut checked = 0;
+    for (name, var) in &vars {
+        let g: Vec<f64> = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{name} has no gradient"))
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let orig = var.as_tensor().copy().unwrap();
+        let values: Vec<f64> = orig.flatten_all().unwrap().to_vec1().unwrap();
+        let n = values.len();
+        for &i in &[0, n / 3, n / 2, n - 1] {
+            let at = |delta: f64| {
+                let mut v = values.clone();
+                v[i] += delta;
+                var.set(&Tensor::from_vec(v, orig.dims(), &Device::Cpu).unwrap())
+                    .unwrap();
+                let l = scalar(&seq_loss(core, &xs, &resets, &start, &w));
+                (l, masks(&xs, &resets, &start))
+            };
+            let (lp, mp) = at(eps);
+            let (lm, mm) = at(-eps);
+            var.set(&orig).unwrap();
+            if mp != base_masks || mm != base_masks {
+                continue; // the perturbation flipped a selection: not differentiable here
+            }
+            let fd = (lp - lm) / (2.0 * eps);
+            assert!(
+                (fd - g[i]).abs() <= 1e-6 + 1e-5 * g[i].abs(),
+                "{name}[{i}]: finite difference {fd}, backprop {}",
+                g[i]
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3 * vars.len(), "only {checked} entries checked");
+}
+
+#[test]
+fn lstm_gradients_match_finite_differences() {
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
+    let core = Lstm::new(&LstmConfig { hidden_size: 5 }, E, vb).unwrap();
+    check_gradients(&vm, &core, 4, &|_| true, |_, _, _| Vec::new());
+}
+
+/// With `k < M` backprop is by design not the true derivative: the communication input is an
+/// identity whose backward masks inactive modules (spec §4.5; checked exactly by
+/// `inactive_candidates_get_no_gradient`). So finite differences run (a) over 4 steps with
+/// every module active, every parameter, and (b) with a real selection over one step, on the
+/// top layer's communication weights, whose gradient never passes through a candidate.
+#[test]
+fn brims_gradients_match_finite_differences() {
+    let all: &dyn Fn(&str) -> bool = &|_| true;
+    let top_comm: &dyn Fn(&str) -> bool = &|n| n.starts_with("layer1.comm");
+    for (tie_break, active, steps, filter) in [
+        (TieBreak::LowestIndex, [4, 3], 4, all),
+        (TieBreak::TorchCpu, [2, 2], 1, top_comm),
+    ] {
+        let mut cfg = tiny_cfg();
+        cfg.tie_break = tie_break;
+        cfg.layers[0].active = active[0];
+        cfg.layers[1].active = active[1];
+        let (vm, core) = tiny(&cfg, DType::F64);
+        // Every selection of the replay, to skip perturbations that flip one.
+        let masks = |xs: &Tensor, resets: &Tensor, start: &CoreState| {
+            let mut s = start.clone();
+            let mut all = Vec::new();
+            for t in 0..xs.dim(0).unwrap() {
+                let keep = resets.get(t).unwrap().affine(-1.0, 1.0).unwrap();
+                s = s.masked(&keep).unwrap();
+                let (_, next, tr) = core.step_traced(&xs.get(t).unwrap(), &s).unwrap();
+                for lt in tr.unwrap().layers {
+                    all.extend(lt.active);
+                }
+                s = next;
+            }
+            all
+        };
+        check_gradients(&vm, &core, steps, filter, masks);
+    }
+}

@@ -1,0 +1,188 @@
+//! The training progress bar (indicatif), or plain log lines with `quiet`.
+
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// In quiet mode, a line is printed at most this often (and at every 10% of progress).
+const QUIET_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Frames done / total, SPS, ETA and recent mean return, on stderr.
+///
+/// With `quiet` there is no bar; a plain line goes to stderr at every 10% of the frames and at
+/// least once a minute, which suits logs and CI.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    total: u64,
+    frames: u64,
+    sps: f64,
+    mean_return: Option<f64>,
+    started: Instant,
+    last_line: Instant,
+    last_decile: u64,
+}
+
+impl Progress {
+    /// A progress display for `total_frames` environment frames.
+    pub fn new(total_frames: u64, quiet: bool) -> Self {
+        let bar = (!quiet).then(|| {
+            let bar = ProgressBar::with_draw_target(
+                Some(total_frames),
+                ProgressDrawTarget::stderr_with_hz(4),
+            );
+            // The template is a constant; if indicatif ever rejects it, fall back to its default.
+            if let Ok(style) = ProgressStyle::with_template(
+                "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} frames  {msg}  ETA {eta}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar
+        });
+        let now = Instant::now();
+        Self {
+            bar,
+            total: total_frames,
+            frames: 0,
+            sps: 0.0,
+            mean_return: None,
+            started: now,
+            last_line: now,
+            last_decile: 0,
+        }
+    }
+
+    /// Records progress: `frames` done so far and the current frames per second.
+    pub fn update(&mut self, frames: u64, sps: f64) {
+        self.frames = frames;
+        self.sps = sps;
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(frames);
+                bar.set_message(self.message());
+            }
+            None => {
+                let decile = (frames.saturating_mul(10)) / self.total.max(1);
+                if decile > self.last_decile || self.last_line.elapsed() >= QUIET_INTERVAL {
+                    self.last_decile = decile;
+                    self.last_line = Instant::now();
+                    eprintln!("{}", self.line());
+                }
+            }
+        }
+    }
+
+    /// Sets the recent mean episodic return shown next to the SPS.
+    pub fn set_mean_return(&mut self, mean_return: f64) {
+        self.mean_return = Some(mean_return);
+        if let Some(bar) = &self.bar {
+            bar.set_message(self.message());
+        }
+    }
+
+    /// Prints a message above the bar (or as a plain line in quiet mode).
+    pub fn println(&self, message: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(message),
+            None => eprintln!("{message}"),
+        }
+    }
+
+    /// Ends the display, leaving the final state visible.
+    pub fn finish(&mut self) {
+        match self.bar.take() {
+            Some(bar) => bar.finish_with_message(self.message()),
+            None => eprintln!("{}", self.line()),
+        }
+    }
+
+    fn message(&self) -> String {
+        format_status(self.sps, self.mean_return)
+    }
+
+    fn line(&self) -> String {
+        format_line(
+            self.frames,
+            self.total,
+            self.sps,
+            self.mean_return,
+            self.started.elapsed(),
+        )
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.abandon();
+        }
+    }
+}
+
+/// `"SPS 1234  return 5.67"` (return left out until known).
+fn format_status(sps: f64, mean_return: Option<f64>) -> String {
+    match mean_return {
+        Some(r) => format!("SPS {sps:.0}  return {r:.2}"),
+        None => format!("SPS {sps:.0}"),
+    }
+}
+
+/// One quiet-mode log line: frames, percentage, SPS, return, elapsed and ETA in seconds.
+fn format_line(
+    frames: u64,
+    total: u64,
+    sps: f64,
+    mean_return: Option<f64>,
+    elapsed: Duration,
+) -> String {
+    let pct = 100.0 * frames as f64 / total.max(1) as f64;
+    let eta = if sps > 0.0 && total > frames {
+        format!("{:.0}s", (total - frames) as f64 / sps)
+    } else {
+        "-".to_string()
+    };
+    format!(
+        "frames {frames}/{total} ({pct:.1}%)  {}  elapsed {:.0}s  ETA {eta}",
+        format_status(sps, mean_return),
+        elapsed.as_secs_f64()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quiet_line_reports_frames_sps_return_and_eta() {
+        let line = format_line(
+            250_000,
+            1_000_000,
+            5000.0,
+            Some(12.345),
+            Duration::from_secs(50),
+        );
+        assert_eq!(
+            line,
+            "frames 250000/1000000 (25.0%)  SPS 5000  return 12.35  elapsed 50s  ETA 150s"
+        );
+    }
+
+    #[test]
+    fn eta_is_unknown_without_speed() {
+        let line = format_line(0, 100, 0.0, None, Duration::ZERO);
+        assert!(line.ends_with("ETA -"), "{line}");
+        assert!(!line.contains("return"));
+    }
+
+    #[test]
+    fn bar_and_quiet_modes_track_state() {
+        for quiet in [true, false] {
+            let mut p = Progress::new(100, quiet);
+            p.update(40, 10.0);
+            p.set_mean_return(1.5);
+            assert_eq!((p.frames, p.sps, p.mean_return), (40, 10.0, Some(1.5)));
+            assert_eq!(p.bar.as_ref().map(|b| b.position()), (!quiet).then_some(40));
+            p.finish();
+            assert!(p.bar.is_none());
+        }
+    }
+}
