@@ -14,7 +14,7 @@
 //!
 //! Envs are created inside their shard thread by the factory `make_env(global_index)` (ALE
 //! handles must be created and used on one thread) and are dropped there too. Every env is
-//! wrapped in a same-step auto-reset: when a step ends an episode, the observation returned is
+//! wrapped in [`envs_api::AutoReset`] (same-step convention): when a step ends an episode, the observation returned is
 //! the next episode's first one, the ended episode's last observation is in
 //! [`GroupStep::final_obs`], and its statistics (from the env's `info.episode`) are in
 //! [`GroupStep::episodes`]. Env `i` is seeded with `seed + i` on the first reset, so results
@@ -52,7 +52,6 @@
 //! interrupted; dropping the pool then waits for it.
 #![deny(missing_docs)]
 
-mod auto_reset;
 mod error;
 mod pool;
 mod shard;

@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
-use envs_api::{Env, EnvError, EpisodeStats};
+use envs_api::{AutoReset, Env, EnvError, EpisodeStats};
 
-use crate::auto_reset::AutoReset;
 use crate::error::EnvFailure;
 
 /// The buffers of one shard's part of one group. Allocated once, they travel down with the
@@ -299,7 +298,7 @@ impl<E: Env> Shard<E> {
                     return Err(Exit::Stopped);
                 }
                 let seed = (!seeded).then(|| self.seed.wrapping_add(i as u64));
-                let obs = guarded(|| env.reset(seed)).map_err(|cause| Exit::Failed {
+                let (obs, _info) = guarded(|| env.reset(seed)).map_err(|cause| Exit::Failed {
                     group: g,
                     env: i,
                     cause,
@@ -344,7 +343,7 @@ impl<E: Env> Shard<E> {
             if let Some(last) = step.final_obs {
                 buf.final_obs.push((local, last));
             }
-            if let Some(stats) = step.episode {
+            if let Some(stats) = step.final_info.and_then(|info| info.episode) {
                 buf.episodes.push((i, stats));
             }
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actors::{ActorError, ActorPool, EnvFailure, GroupStep, PoolConfig};
 use crossbeam_channel::{bounded, Receiver, Sender};
-use envs_api::{Dtype, Env, EnvError, EpisodeStats, Info, Space, Step};
+use envs_api::{cartpole_v1, Dtype, Env, EnvError, EpisodeStats, Info, Space, Step, VecEnv};
 
 const OBS: usize = 3;
 const ACTIONS: usize = 4;
@@ -204,7 +204,10 @@ fn seen_of(step: &GroupStep<f32>, n_obs: usize) -> Vec<Seen> {
 }
 
 /// Drives the pool as a double-buffered trainer would; returns `[step][env]`.
-fn run_pool(pool: &mut ActorPool<Fake>, steps: usize) -> Result<Vec<Vec<Seen>>, ActorError> {
+fn run_pool<E: Env<Elem = f32>>(
+    pool: &mut ActorPool<E>,
+    steps: usize,
+) -> Result<Vec<Vec<Seen>>, ActorError> {
     let n = pool.num_envs();
     let mut seen: Vec<Vec<Option<Seen>>> =
         (0..steps).map(|_| (0..n).map(|_| None).collect()).collect();
@@ -298,6 +301,69 @@ fn matches_a_sequential_reference_for_any_threads_and_buffering() {
             1,
             "every env dropped, every thread joined"
         );
+    }
+}
+
+#[test]
+fn cartpole_matches_the_sequential_vec_env() {
+    let (n, steps, seed) = (5, 120, 100);
+    let mut reference = VecEnv::new((0..n).map(|_| cartpole_v1()).collect()).expect("vec env");
+    let first = reference.reset(Some(seed)).expect("reset");
+    let expected: Vec<Vec<Seen>> = (0..steps)
+        .map(|t| {
+            let actions: Vec<usize> = (0..n).map(|i| action(i, t) % 2).collect();
+            let s = reference.step(&actions).expect("step");
+            (0..n)
+                .map(|i| Seen {
+                    obs: s.obs[i * 4..(i + 1) * 4].to_vec(),
+                    reward: s.rewards[i],
+                    terminated: s.terminated[i],
+                    truncated: s.truncated[i],
+                    final_obs: s.final_obs[i].clone(),
+                    episode: s.episodes[i],
+                })
+                .collect()
+        })
+        .collect();
+    let episodes = expected
+        .iter()
+        .flatten()
+        .filter(|s| s.episode.is_some())
+        .count();
+    assert!(
+        episodes >= n,
+        "episodes must end in the reference ({episodes})"
+    );
+    for (threads, double_buffer) in [(1, false), (2, true), (2, false)] {
+        let mut pool = ActorPool::new(config(n, threads, double_buffer), |_| {
+            Ok(CartPole2(cartpole_v1()))
+        })
+        .expect("pool");
+        assert_eq!(pool.reset().expect("reset"), first);
+        let seen = run_pool(&mut pool, steps).expect("run");
+        assert_eq!(
+            seen, expected,
+            "threads {threads}, double buffer {double_buffer}"
+        );
+    }
+}
+
+/// CartPole with the actions of `action()` folded into its two.
+struct CartPole2(envs_api::CartPoleV1);
+
+impl Env for CartPole2 {
+    type Elem = f32;
+    fn observation_space(&self) -> Space {
+        self.0.observation_space()
+    }
+    fn action_space(&self) -> Space {
+        Space::Discrete(ACTIONS)
+    }
+    fn reset(&mut self, seed: Option<u64>) -> Result<(Vec<f32>, Info), EnvError> {
+        self.0.reset(seed)
+    }
+    fn step(&mut self, action: usize) -> Result<Step<f32>, EnvError> {
+        self.0.step(action % 2)
     }
 }
 

@@ -1,12 +1,326 @@
-//! `brims bench env` (see ../shared/ARCHITECTURE.md, "Commands").
+//! `brims bench env` (see ../shared/ARCHITECTURE.md, "Commands"): raw ALE frames/s on one
+//! thread, then the actor pool over preprocessed Atari envs driven with random actions.
 
+use std::time::{Duration, Instant};
+
+use actors::{ActorPool, GroupStep, PoolConfig};
+use anyhow::Context;
 use clap::Args;
+use envs_api::{Env, EnvError};
+use envs_atari::{make_atari, raw_frames_per_sec, AtariConfig, AtariEnv};
+use serde_json::json;
+
+/// EnvPool's best configuration measured on this machine (issue 2): 16 envs, batch 8,
+/// 2 threads, Breakout. Quoted, not measured in this run.
+const ENVPOOL_FRAMES_PER_SEC: f64 = 7_400.0;
 
 /// Arguments of `brims bench env`.
 #[derive(Args, Debug, Clone)]
-pub(crate) struct EnvArgs {}
+pub(crate) struct EnvArgs {
+    /// Game (a bundled name such as `Breakout` or `ALE/Breakout-v5`).
+    #[arg(long, default_value = "Breakout")]
+    game: String,
+    /// Number of preprocessed envs in the pool.
+    #[arg(long, default_value_t = 16)]
+    envs: usize,
+    /// Shard threads (one per core); 0 = one per available core.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Seconds for each measurement (raw ALE, one preprocessed env, the pool), interleaved.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Step all envs as one group instead of two alternating groups.
+    #[arg(long)]
+    no_double_buffer: bool,
+    /// Also measure the other buffering mode (adds one more measurement of `seconds`).
+    #[arg(long)]
+    compare_buffering: bool,
+    /// Env `i` is seeded with `seed + i`.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// Measurements are interleaved in this many rounds, so that load from other processes
+/// drifting during the run affects every figure alike.
+const ROUNDS: u32 = 5;
+
+/// Time and work accumulated by one kind of measurement.
+#[derive(Default)]
+struct Tally {
+    frames: f64,
+    secs: f64,
+    /// CPU seconds of the whole process (all threads) while measuring.
+    cpu_secs: f64,
+    episodes: usize,
+}
+
+impl Tally {
+    fn frames_per_sec(&self) -> f64 {
+        self.frames / self.secs.max(1e-9)
+    }
+    /// Frames per CPU-second: the cost of a frame, independent of other processes' load.
+    fn frames_per_cpu_sec(&self) -> f64 {
+        self.frames / self.cpu_secs.max(1e-9)
+    }
+}
+
+/// User + system CPU seconds used by this process so far (Linux `/proc/self/stat`, 10 ms
+/// resolution); 0 where unavailable.
+fn process_cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name start at field 3; utime and stime are 14
+    // and 15, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / 100.0
+}
+
+/// Runs `f`, adding the process CPU time it used to `tally`.
+fn with_cpu<R>(tally: &mut Tally, f: impl FnOnce(&mut Tally) -> R) -> R {
+    let before = process_cpu_secs();
+    let r = f(tally);
+    tally.cpu_secs += process_cpu_secs() - before;
+    r
+}
+
+/// A pool under test, with its measurements.
+struct PoolUnderTest {
+    pool: ActorPool<AtariEnv>,
+    double_buffer: bool,
+    tally: Tally,
+}
 
 /// Runs the benchmark; returns the JSON object printed as the last line.
-pub(crate) fn run(_args: &EnvArgs) -> anyhow::Result<serde_json::Value> {
-    anyhow::bail!("bench env is not implemented yet")
+pub(crate) fn run(args: &EnvArgs) -> anyhow::Result<serde_json::Value> {
+    if !(args.seconds.is_finite() && args.seconds > 0.0) {
+        anyhow::bail!("--seconds must be a positive number, got {}", args.seconds);
+    }
+    let cfg = AtariConfig::default();
+    let frame_skip = f64::from(cfg.frame_skip);
+    let chunk = args.seconds / f64::from(ROUNDS);
+
+    let double_buffer = !args.no_double_buffer;
+    let mut modes = vec![double_buffer];
+    if args.compare_buffering {
+        modes.push(!double_buffer);
+    }
+    let mut pools = Vec::new();
+    for &db in &modes {
+        let mut pool = start_pool(args, &cfg, db)?;
+        pool.reset()?;
+        // Warm-up: fill caches and let every env leave its reset.
+        let mut rng = XorShift(0x2545_F491_4F6C_DD1D ^ args.seed);
+        drive(&mut pool, &mut rng, Duration::from_secs_f64(chunk.min(0.5)))?;
+        pools.push(PoolUnderTest {
+            pool,
+            double_buffer: db,
+            tally: Tally::default(),
+        });
+    }
+    let mut single = make_atari(&args.game, &cfg, args.seed)
+        .with_context(|| format!("creating {}", args.game))?;
+    single.reset(Some(args.seed))?;
+
+    println!(
+        "{}: raw ALE (1 thread), preprocessed env (1 thread), actor pool ({} envs); \
+         {ROUNDS} interleaved rounds of {chunk:.1} s each",
+        args.game, args.envs
+    );
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ args.seed);
+    let (mut raw, mut pre) = (Tally::default(), Tally::default());
+    for _ in 0..ROUNDS {
+        let rate = with_cpu(&mut raw, |_| raw_frames_per_sec(&args.game, chunk))
+            .with_context(|| format!("raw ALE benchmark on {}", args.game))?;
+        raw.frames += rate * chunk;
+        raw.secs += chunk;
+        with_cpu(&mut pre, |t| {
+            step_single(&mut single, &mut rng, chunk, frame_skip, t)
+        })?;
+        for p in &mut pools {
+            let budget = Duration::from_secs_f64(chunk);
+            let (steps, secs, episodes) =
+                with_cpu(&mut p.tally, |_| drive(&mut p.pool, &mut rng, budget))?;
+            p.tally.frames += steps as f64 * frame_skip;
+            p.tally.secs += secs;
+            p.tally.episodes += episodes;
+        }
+    }
+    let raw_fps = raw.frames_per_sec();
+    println!(
+        "raw ALE: {raw_fps:.0} frames/s (1 thread), {:.0} frames per CPU-second",
+        raw.frames_per_cpu_sec()
+    );
+    println!(
+        "preprocessed env: {:.0} frames/s (1 thread, {:.1}% of raw), {:.0} frames per CPU-second",
+        pre.frames_per_sec(),
+        100.0 * pre.frames_per_sec() / raw_fps,
+        pre.frames_per_cpu_sec(),
+    );
+    for p in &pools {
+        report(args, p, raw_fps, frame_skip);
+        println!(
+            "  {:.0} frames per CPU-second ({:.1}% of one preprocessed env on one thread)",
+            p.tally.frames_per_cpu_sec(),
+            100.0 * p.tally.frames_per_cpu_sec() / pre.frames_per_cpu_sec()
+        );
+    }
+    let main = &pools[0];
+    let threads = main.pool.num_threads();
+    let fps = main.tally.frames_per_sec();
+    let mut json = json!({
+        "raw_frames_per_sec_1thread": raw_fps,
+        "frames_per_sec": fps,
+        "steps_per_sec": fps / frame_skip,
+        "envs": args.envs,
+        "threads": threads,
+        "double_buffer": main.double_buffer,
+        "ratio_to_threads_x_raw": fps / (raw_fps * threads as f64),
+        "ratio_to_envpool_quoted": fps / ENVPOOL_FRAMES_PER_SEC,
+        "preprocessed_frames_per_sec_1thread": pre.frames_per_sec(),
+        "raw_frames_per_cpu_sec": raw.frames_per_cpu_sec(),
+        "preprocessed_frames_per_cpu_sec": pre.frames_per_cpu_sec(),
+        "pool_frames_per_cpu_sec": main.tally.frames_per_cpu_sec(),
+        "episodes": main.tally.episodes,
+        "game": args.game,
+    });
+    if let Some(other) = pools.get(1) {
+        let (on, off) = if main.double_buffer {
+            (main, other)
+        } else {
+            (other, main)
+        };
+        let (on, off) = (on.tally.frames_per_sec(), off.tally.frames_per_sec());
+        println!(
+            "double buffering: {:.2}x the frames/s of one group",
+            on / off
+        );
+        json["frames_per_sec_double_buffer"] = json!(on);
+        json["frames_per_sec_single_group"] = json!(off);
+    }
+    Ok(json)
+}
+
+fn report(args: &EnvArgs, p: &PoolUnderTest, raw_fps: f64, frame_skip: f64) {
+    let threads = p.pool.num_threads();
+    let fps = p.tally.frames_per_sec();
+    let limit = raw_fps * threads as f64;
+    println!(
+        "actor pool: {} envs, {threads} threads, {}: {:.0} steps/s, {fps:.0} frames/s, {} episodes",
+        args.envs,
+        if p.double_buffer {
+            "double buffered"
+        } else {
+            "one group"
+        },
+        fps / frame_skip,
+        p.tally.episodes,
+    );
+    println!(
+        "  = {:.1}% of {threads}x raw ({limit:.0} frames/s, this run; target >= 85%), \
+         {:.2}x EnvPool's {ENVPOOL_FRAMES_PER_SEC:.0} frames/s (quoted, not this run; target >= 1.4x)",
+        100.0 * fps / limit,
+        fps / ENVPOOL_FRAMES_PER_SEC,
+    );
+}
+
+/// Starts a pool of `args.envs` preprocessed envs; env `i` is created with seed `seed + i`.
+fn start_pool(
+    args: &EnvArgs,
+    cfg: &AtariConfig,
+    double_buffer: bool,
+) -> anyhow::Result<ActorPool<AtariEnv>> {
+    let pool_cfg = PoolConfig {
+        num_envs: args.envs,
+        num_threads: args.threads,
+        double_buffer,
+        seed: args.seed,
+    };
+    let (game, atari_cfg, seed) = (args.game.clone(), cfg.clone(), args.seed);
+    ActorPool::new(pool_cfg, move |i| {
+        make_atari(&game, &atari_cfg, seed.wrapping_add(i as u64)).map_err(EnvError::from)
+    })
+    .context("starting the actor pool")
+}
+
+/// Steps one preprocessed env on this thread for `secs`, with random actions.
+fn step_single(
+    env: &mut AtariEnv,
+    rng: &mut XorShift,
+    secs: f64,
+    frame_skip: f64,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
+    let n = env.action_space().n().unwrap_or(1);
+    let budget = Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let mut steps = 0u64;
+    while start.elapsed() < budget {
+        for _ in 0..16 {
+            let s = env.step(rng.below(n))?;
+            if s.terminated || s.truncated {
+                env.reset(None)?;
+            }
+            steps += 1;
+        }
+    }
+    tally.frames += steps as f64 * frame_skip;
+    tally.secs += start.elapsed().as_secs_f64();
+    Ok(())
+}
+
+/// Keeps every group of a reset pool busy for `budget`, then drains it (`budget` plus one
+/// round). Returns the env
+/// steps received, the seconds they took, and the episodes that ended.
+fn drive<E: Env>(
+    pool: &mut ActorPool<E>,
+    rng: &mut XorShift,
+    budget: Duration,
+) -> anyhow::Result<(u64, f64, usize)> {
+    let n_actions = pool.num_actions();
+    let mut actions = Vec::with_capacity(pool.num_envs());
+    let mut send = |pool: &mut ActorPool<E>, g: usize, actions: &mut Vec<usize>| {
+        actions.clear();
+        actions.extend(pool.group_envs(g).map(|_| rng.below(n_actions)));
+        pool.send_actions(g, actions)
+    };
+    let mut step = GroupStep::default();
+    let (mut steps, mut episodes) = (0u64, 0usize);
+    // Timed from the first send to the last receive: every step counted ran inside it.
+    let start = Instant::now();
+    for g in 0..pool.num_groups() {
+        send(pool, g, &mut actions)?;
+    }
+    while start.elapsed() < budget {
+        for g in 0..pool.num_groups() {
+            pool.recv_into(g, &mut step)?;
+            steps += step.envs.len() as u64;
+            episodes += step.episodes.len();
+            send(pool, g, &mut actions)?;
+        }
+    }
+    for g in 0..pool.num_groups() {
+        pool.recv_into(g, &mut step)?;
+        steps += step.envs.len() as u64;
+        episodes += step.episodes.len();
+    }
+    Ok((steps, start.elapsed().as_secs_f64(), episodes))
+}
+
+/// A tiny random generator for actions (xorshift64*).
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n.max(1)
+    }
 }
