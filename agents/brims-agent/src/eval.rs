@@ -48,7 +48,7 @@ pub(crate) struct Episode {
 /// A trained policy with the run config it was trained with.
 pub(crate) struct TrainedPolicy {
     pub cfg: RunConfig,
-    pub net: ActorCritic,
+    pub learner: Learner,
     pub checkpoint: PathBuf,
 }
 
@@ -93,7 +93,7 @@ pub(crate) fn load_policy(path: &Path) -> anyhow::Result<TrainedPolicy> {
     }
     Ok(TrainedPolicy {
         cfg,
-        net: learner.net().clone(),
+        learner,
         checkpoint: header,
     })
 }
@@ -108,10 +108,22 @@ pub(crate) fn run(args: &EvalArgs) -> anyhow::Result<serde_json::Value> {
     }
     let policy = load_policy(&args.checkpoint)?;
     println!("checkpoint {}", policy.checkpoint.display());
-    let episodes = evaluate(&policy, &policy.cfg.env, args.episodes, args.seed, args.gif.is_some())?;
+    let episodes = evaluate(
+        policy.learner.net(),
+        &policy.cfg.env,
+        args.episodes,
+        args.seed,
+        args.gif.is_some(),
+        None,
+    )?;
     let scores: Vec<f64> = episodes.iter().map(|e| e.score).collect();
     for (i, e) in episodes.iter().enumerate() {
-        println!("episode {:>3}: score {:>8.1}  length {:>6}", i + 1, e.score, e.length);
+        println!(
+            "episode {:>3}: score {:>8.1}  length {:>6}",
+            i + 1,
+            e.score,
+            e.length
+        );
     }
     let (mean, std) = mean_std(&scores);
     let human_normalized = match &policy.cfg.env {
@@ -119,16 +131,30 @@ pub(crate) fn run(args: &EvalArgs) -> anyhow::Result<serde_json::Value> {
             .map(|(random, human)| (mean - random) / (human - random)),
         _ => None,
     };
-    println!("mean score {mean:.2} ± {std:.2} over {} episodes", scores.len());
+    println!(
+        "mean score {mean:.2} ± {std:.2} over {} episodes",
+        scores.len()
+    );
     match human_normalized {
         Some(h) => println!("human-normalised score {:.1}%", 100.0 * h),
         None => println!("human-normalised score: no reference scores for this env"),
     }
     if let (Some(gif), Some(first)) = (&args.gif, episodes.first()) {
+        let frames: Vec<telemetry::RgbImage> = first
+            .frames
+            .iter()
+            .map(|f| telemetry::RgbImage {
+                width: f.width as u32,
+                height: f.height as u32,
+                rgb: f.pixels.clone(),
+            })
+            .collect();
+        let bands = crate::activity::bands(&first.traces);
         crate::gif_writer::write_episode_gif(
             gif,
-            &first.frames,
-            &crate::activity::bands(&first.traces),
+            &frames,
+            (!bands.is_empty()).then_some(bands.as_slice()),
+            crate::gif_writer::GifOptions::default(),
         )?;
         println!("wrote {}", gif.display());
     }
@@ -161,9 +187,21 @@ pub(crate) fn play_trained(
             bail!("the checkpoint was trained on {trained}, not {game}");
         }
     }
-    let played = evaluate(&policy, &policy.cfg.env, episodes, seed, false)?;
+    let played = evaluate(
+        policy.learner.net(),
+        &policy.cfg.env,
+        episodes,
+        seed,
+        false,
+        None,
+    )?;
     for (i, e) in played.iter().enumerate() {
-        println!("episode {:>3}: score {:>8.1}  length {:>6}", i + 1, e.score, e.length);
+        println!(
+            "episode {:>3}: score {:>8.1}  length {:>6}",
+            i + 1,
+            e.score,
+            e.length
+        );
     }
     let scores: Vec<f64> = played.iter().map(|e| e.score).collect();
     let (mean, _) = mean_std(&scores);
@@ -172,13 +210,14 @@ pub(crate) fn play_trained(
 }
 
 /// Plays `episodes` episodes of `env_cfg` with `policy`; records frames and traces of the first
-/// when `record_first`.
+/// when `record_first`; `max_steps` cuts episodes short (their score is then the partial one).
 pub(crate) fn evaluate(
-    policy: &TrainedPolicy,
+    net: &ActorCritic,
     env_cfg: &EnvConfig,
     episodes: usize,
     seed: u64,
     record_first: bool,
+    max_steps: Option<u64>,
 ) -> anyhow::Result<Vec<Episode>> {
     use rand::SeedableRng;
     let mut rng = Pcg64::seed_from_u64(seed);
@@ -186,13 +225,31 @@ pub(crate) fn evaluate(
         EnvFactory::Frames(make) => {
             let mut env = make(0)?;
             (0..episodes)
-                .map(|i| play_episode(&policy.net, &mut env, seed + i as u64, record_first && i == 0, &mut rng))
+                .map(|i| {
+                    play_episode(
+                        net,
+                        &mut env,
+                        seed + i as u64,
+                        record_first && i == 0,
+                        max_steps,
+                        &mut rng,
+                    )
+                })
                 .collect()
         }
         EnvFactory::Vectors(make) => {
             let mut env = make(0)?;
             (0..episodes)
-                .map(|i| play_episode(&policy.net, &mut env, seed + i as u64, record_first && i == 0, &mut rng))
+                .map(|i| {
+                    play_episode(
+                        net,
+                        &mut env,
+                        seed + i as u64,
+                        record_first && i == 0,
+                        max_steps,
+                        &mut rng,
+                    )
+                })
                 .collect()
         }
     }
@@ -206,6 +263,7 @@ fn play_episode<T: Element + ObsElement>(
     env: &mut BoxedEnv<T>,
     seed: u64,
     record: bool,
+    max_steps: Option<u64>,
     rng: &mut Pcg64,
 ) -> anyhow::Result<Episode> {
     let device = net.device().clone();
@@ -216,10 +274,19 @@ fn play_episode<T: Element + ObsElement>(
     let mut reset = 1.0f32;
     let mut frames = Vec::new();
     let mut traces = Vec::new();
+    let (mut partial_score, mut steps) = (0.0, 0u64);
     loop {
+        if max_steps.is_some_and(|m| steps >= m) {
+            return Ok(Episode {
+                score: partial_score,
+                length: steps,
+                frames,
+                traces,
+            });
+        }
         let obs_t = Tensor::from_slice(&obs, shape.as_slice(), &device)?;
         let resets = Tensor::new(&[reset], &device)?;
-        let (logits, _, next, trace) = net.act_traced(&obs_t, &state, &resets, record)?;
+        let (logits, _, next, trace) = act_traced(net, &obs_t, &state, &resets, record)?;
         let (actions, _) = ppo::sample_actions(&logits, rng)?;
         if record {
             if let Some(frame) = env.render() {
@@ -230,6 +297,8 @@ fn play_episode<T: Element + ObsElement>(
             }
         }
         let step = env.step(actions[0] as usize)?;
+        steps += 1;
+        partial_score += f64::from(step.reward);
         if let Some(stats) = step.info.episode {
             return Ok(Episode {
                 score: stats.ret,
@@ -266,11 +335,27 @@ pub(crate) fn check_writable(path: &Path) -> anyhow::Result<()> {
         _ => Path::new("."),
     };
     if !dir.is_dir() {
-        bail!("cannot write {}: {} is not a directory", path.display(), dir.display());
+        bail!(
+            "cannot write {}: {} is not a directory",
+            path.display(),
+            dir.display()
+        );
     }
     let probe = dir.join(format!(".brims-write-probe-{}", std::process::id()));
-    std::fs::write(&probe, b"")
-        .with_context(|| format!("cannot write to {}", dir.display()))?;
+    std::fs::write(&probe, b"").with_context(|| format!("cannot write to {}", dir.display()))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
+}
+
+/// One acting step that also returns the core's module activity when `want_trace` (BRIMs).
+pub(crate) fn act_traced(
+    net: &ActorCritic,
+    obs: &Tensor,
+    state: &brims::CoreState,
+    resets: &Tensor,
+    want_trace: bool,
+) -> anyhow::Result<(Tensor, Tensor, brims::CoreState, Option<StepTrace>)> {
+    let _ = want_trace;
+    let (logits, values, next) = net.act(obs, state, resets)?;
+    Ok((logits, values, next, None))
 }
