@@ -324,8 +324,11 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
                 progress.println(&format!("checkpoint {}", path.display()));
             }
         }
-        let path = self.checkpoint()?;
-        progress.println(&format!("checkpoint {}", path.display()));
+        // The final state, unless the last update just wrote it.
+        if self.learner.updates() % self.cfg.run.checkpoint_every != 0 {
+            let path = self.checkpoint()?;
+            progress.println(&format!("checkpoint {}", path.display()));
+        }
         progress.finish();
         if self.trace_cores {
             self.log_activity_image()?;
