@@ -7,7 +7,13 @@ fn main() {
     let lock_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.lock");
     println!("cargo:rerun-if-changed={}", lock_path.display());
     let lock = std::fs::read_to_string(&lock_path).unwrap_or_default();
-    let wanted = ["candle-core", "candle-nn", "ale-sys", "tensorboard-rs", "crossbeam-channel"];
+    let wanted = [
+        "candle-core",
+        "candle-nn",
+        "ale-sys",
+        "tensorboard-rs",
+        "crossbeam-channel",
+    ];
     let mut versions = Vec::new();
     let mut name: Option<String> = None;
     for line in lock.lines() {

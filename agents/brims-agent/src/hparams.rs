@@ -6,13 +6,7 @@ use crate::run_config::{EnvConfig, RunConfig};
 
 /// Core kind and main settings of `cfg` (the metric column is `charts/episodic_return`).
 pub(crate) fn of_config(cfg: &RunConfig) -> Vec<(String, HParamValue)> {
-    let core = match &cfg.network.core {
-        None => "none".to_string(),
-        Some(core) => serde_json::to_value(core)
-            .ok()
-            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
-            .unwrap_or_else(|| "unknown".into()),
-    };
+    let core = core_kind(&cfg.network);
     let env = match &cfg.env {
         EnvConfig::Atari { game, .. } => game.clone(),
         EnvConfig::Cartpole => "CartPole-v1".into(),
@@ -22,10 +16,27 @@ pub(crate) fn of_config(cfg: &RunConfig) -> Vec<(String, HParamValue)> {
         ("core".into(), HParamValue::Str(core)),
         ("env".into(), HParamValue::Str(env)),
         ("seed".into(), HParamValue::F64(cfg.seed as f64)),
-        ("learning_rate".into(), HParamValue::F64(cfg.ppo.learning_rate)),
+        (
+            "learning_rate".into(),
+            HParamValue::F64(cfg.ppo.learning_rate),
+        ),
         ("num_envs".into(), HParamValue::F64(cfg.ppo.num_envs as f64)),
-        ("num_steps".into(), HParamValue::F64(cfg.ppo.num_steps as f64)),
+        (
+            "num_steps".into(),
+            HParamValue::F64(cfg.ppo.num_steps as f64),
+        ),
         ("clip_coef".into(), HParamValue::F64(cfg.ppo.clip_coef)),
         ("ent_coef".into(), HParamValue::F64(cfg.ppo.ent_coef)),
     ]
+}
+
+/// `"lstm"`, `"brims"`, or `"none"` for a feed-forward network.
+pub(crate) fn core_kind(network: &ppo::NetworkConfig) -> String {
+    match &network.core {
+        None => "none".to_string(),
+        Some(core) => serde_json::to_value(core)
+            .ok()
+            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
+            .unwrap_or_else(|| "unknown".into()),
+    }
 }

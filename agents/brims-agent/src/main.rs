@@ -1,14 +1,37 @@
 //! The `brims` command: train, evaluate and compare LSTM and BRIMs agents on Atari.
+//!
+//! A thin binary: every subcommand parses its arguments here and calls one module; errors
+//! become one-line messages and a non-zero exit code.
 
+mod activity;
 mod bench;
+mod compare;
 mod config;
+mod envs;
+mod eval;
+mod gif_writer;
+mod hparams;
+mod play;
+mod report;
+mod run_config;
 mod run_dir;
+mod train;
 
 use clap::{Parser, Subcommand};
 
 /// Train, evaluate and compare LSTM and BRIMs agents on Atari with PPO.
 #[derive(Parser, Debug)]
-#[command(name = "brims", version, about)]
+#[command(
+    name = "brims",
+    version,
+    about,
+    after_help = "Examples:\n  \
+        brims train --config configs/smoke.toml\n  \
+        brims eval --checkpoint runs/smoke-20261128-091327 --episodes 5 --gif smoke.gif\n  \
+        brims compare configs/cartpole_lstm.toml configs/cartpole_brims.toml --seeds 3\n  \
+        brims play --game Pong --episodes 2\n  \
+        brims list-games"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,6 +39,16 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Train an agent; checkpoints and TensorBoard events go to the run directory.
+    Train(train::TrainArgs),
+    /// Evaluate a checkpoint: mean ± std raw score, human-normalised score, optional GIF.
+    Eval(eval::EvalArgs),
+    /// Train (or read) runs of several configs × seeds; write report.md and curves.png.
+    Compare(compare::CompareArgs),
+    /// Play whole games with a random (or trained) agent and print the scores.
+    Play(play::PlayArgs),
+    /// List every bundled game.
+    ListGames,
     /// Speed benchmarks; the last line printed is a JSON object.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -24,27 +57,55 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
     /// Raw ALE frames/s (one thread), then the preprocessed vector env.
+    #[command(
+        after_help = "Example:\n  brims bench env --game Breakout --envs 16 --threads 2 --seconds 10"
+    )]
     Env(bench::env::EnvArgs),
     /// LSTM or BRIMs core: one step at batch 16, 128-step fwd+bwd at batch 8.
+    #[command(after_help = "Example:\n  brims bench core --core brims")]
     Core(bench::core::CoreArgs),
     /// Nature CNN forward+backward.
+    #[command(after_help = "Example:\n  brims bench cnn --batch 256")]
     Cnn(bench::cnn::CnnArgs),
     /// Real training on a config for some seconds.
+    #[command(
+        after_help = "Example:\n  brims bench train --config configs/breakout_lstm.toml --seconds 60"
+    )]
     Train(bench::train::TrainArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Bench(bench) => {
-            let json = match bench {
-                BenchCommand::Env(args) => bench::env::run(&args)?,
-                BenchCommand::Core(args) => bench::core::run(&args)?,
-                BenchCommand::Cnn(args) => bench::cnn::run(&args)?,
-                BenchCommand::Train(args) => bench::train::run(&args)?,
-            };
-            println!("{json}");
+    match run(cli.command) {
+        Ok(Some(json)) => println!("{json}"),
+        Ok(None) => {}
+        Err(err) => {
+            // One line: the error and its causes.
+            let causes: Vec<String> = err
+                .chain()
+                .map(|c| config::one_line(&c.to_string()))
+                .collect();
+            eprintln!("error: {}", causes.join(": "));
+            std::process::exit(1);
         }
     }
-    Ok(())
+}
+
+fn run(command: Command) -> anyhow::Result<Option<serde_json::Value>> {
+    Ok(Some(match command {
+        Command::Train(args) => train::run(&args)?,
+        Command::Eval(args) => eval::run(&args)?,
+        Command::Compare(args) => compare::run(&args)?,
+        Command::Play(args) => play::run(&args)?,
+        Command::ListGames => {
+            play::list_games();
+            return Ok(None);
+        }
+        Command::Bench(bench) => match bench {
+            BenchCommand::Env(args) => bench::env::run(&args)?,
+            BenchCommand::Core(args) => bench::core::run(&args)?,
+            BenchCommand::Cnn(args) => bench::cnn::run(&args)?,
+            BenchCommand::Train(args) => bench::train::run(&args)?,
+        },
+    }))
 }

@@ -121,7 +121,9 @@ impl RunConfig {
                 .and_then(|p| p.as_table())
                 .is_some_and(|p| p.contains_key(derived))
             {
-                bail!("ppo.{derived} is derived: set the top-level `seed` / `total_frames` instead");
+                bail!(
+                    "ppo.{derived} is derived: set the top-level `seed` / `total_frames` instead"
+                );
             }
         }
         let mut cfg: RunConfig = toml::Value::Table(doc)
@@ -135,7 +137,10 @@ impl RunConfig {
 
     fn validate(&self) -> anyhow::Result<()> {
         if self.name.is_empty() || self.name.contains(['/', '\\']) {
-            bail!("name = {:?}: must be non-empty and contain no path separators", self.name);
+            bail!(
+                "name = {:?}: must be non-empty and contain no path separators",
+                self.name
+            );
         }
         if self.total_frames == 0 {
             bail!("total_frames must be > 0");

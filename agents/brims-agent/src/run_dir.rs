@@ -133,7 +133,9 @@ mod tests {
         assert!(err.contains("already exists"), "{err}");
         prepare(&dir, true).unwrap();
         assert_eq!(std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap(), "x");
-        let err = prepare(&tmp.path().join("nope"), true).unwrap_err().to_string();
+        let err = prepare(&tmp.path().join("nope"), true)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("does not exist"), "{err}");
     }
 }

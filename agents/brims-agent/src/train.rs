@@ -20,12 +20,13 @@ use anyhow::{bail, Context};
 use brims::CoreState;
 use candle_core::{Device, Tensor};
 use clap::Args;
-use envs_api::{Element, Env, EnvError};
-use ppo::{Learner, ObsElement, Rollout, UpdateMetrics};
+use envs_api::{Element, Env};
+use ppo::{Learner, ObsElement, PolicyStep, Rollout, UpdateMetrics};
 use telemetry::{Progress, RunLogger};
 
-use crate::run_config::RunConfig;
+use crate::activity::ActivityCollector;
 use crate::envs::{self, BoxedEnv};
+use crate::run_config::RunConfig;
 use crate::run_dir;
 
 /// Arguments of `brims train`.
@@ -109,7 +110,9 @@ pub(crate) fn prepare_run(args: &TrainArgs) -> anyhow::Result<(RunConfig, PathBu
             bail!("--resume needs --run-dir DIR (the run to continue)");
         };
         if args.config.is_some() || !args.overrides.is_empty() {
-            bail!("--resume continues a run with the config in its run dir; drop --config and --set");
+            bail!(
+                "--resume continues a run with the config in its run dir; drop --config and --set"
+            );
         }
         run_dir::prepare(dir, true)?;
         let cfg = RunConfig::load(&dir.join(run_dir::CONFIG_FILE), &[])?;
@@ -145,7 +148,9 @@ pub(crate) fn train(
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<RunSummary> {
     match envs::EnvFactory::from_config(&cfg.env)? {
-        envs::EnvFactory::Frames(make) => Driver::<u8>::new(cfg, dir, resume, make)?.run(limits, stop),
+        envs::EnvFactory::Frames(make) => {
+            Driver::<u8>::new(cfg, dir, resume, make)?.run(limits, stop)
+        }
         envs::EnvFactory::Vectors(make) => {
             Driver::<f32>::new(cfg, dir, resume, make)?.run(limits, stop)
         }
@@ -166,6 +171,9 @@ struct Driver<'a, T: Element + ObsElement> {
     returns_csv: std::io::BufWriter<std::fs::File>,
     recent_returns: VecDeque<f64>,
     frames_per_step: u64,
+    /// Whether the core reports module activity (BRIMs), gathered into `activity`.
+    trace_cores: bool,
+    activity: ActivityCollector,
 }
 
 /// Per-group acting state: the group's current observations, reset flags and core state.
@@ -199,7 +207,10 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             let learner = Learner::resume(&latest, &device)
                 .with_context(|| format!("cannot resume from {}", latest.display()))?;
             if learner.network_config() != &cfg.network {
-                bail!("{}: the checkpoint's network differs from the run's config", latest.display());
+                bail!(
+                    "{}: the checkpoint's network differs from the run's config",
+                    latest.display()
+                );
             }
             learner
         } else {
@@ -209,7 +220,9 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
 
         let num_envs = cfg.ppo.num_envs;
         // A resumed run must not replay the same env trajectories: offset the seeds by progress.
-        let env_seed = cfg.seed.wrapping_add(learner.updates().wrapping_mul(1_000_003));
+        let env_seed = cfg
+            .seed
+            .wrapping_add(learner.updates().wrapping_mul(1_000_003));
         let pool = ActorPool::new(
             PoolConfig {
                 num_envs,
@@ -236,7 +249,10 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
                 .with_context(|| format!("cannot write {}", csv_path.display()))?,
         );
         if new_csv {
-            writeln!(returns_csv, "global_step,frames,episodic_return,episodic_length")?;
+            writeln!(
+                returns_csv,
+                "global_step,frames,episodic_return,episodic_length"
+            )?;
         }
         Ok(Driver {
             cfg,
@@ -251,6 +267,8 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             returns_csv,
             recent_returns: VecDeque::with_capacity(20),
             frames_per_step: cfg.env.frames_per_step(),
+            trace_cores: crate::hparams::core_kind(&cfg.network) == "brims",
+            activity: ActivityCollector::default(),
         })
     }
 
@@ -276,7 +294,10 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
                 interrupted = true;
                 break;
             }
-            if limits.seconds.is_some_and(|s| started.elapsed().as_secs_f64() >= s) {
+            if limits
+                .seconds
+                .is_some_and(|s| started.elapsed().as_secs_f64() >= s)
+            {
                 break;
             }
             let t0 = Instant::now();
@@ -291,23 +312,35 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             let global_step = self.learner.global_step();
             let sps = (global_step - start_step) as f64 / started.elapsed().as_secs_f64();
             self.log_update(&metrics, global_step, sps)?;
-            progress.update(global_step * self.frames_per_step, sps * self.frames_per_step as f64);
+            progress.update(
+                global_step * self.frames_per_step,
+                sps * self.frames_per_step as f64,
+            );
             if let Some(mean) = self.mean_recent_return() {
                 progress.set_mean_return(mean);
             }
             if self.learner.updates() % self.cfg.run.checkpoint_every == 0 {
-                self.checkpoint()?;
+                let path = self.checkpoint()?;
+                progress.println(&format!("checkpoint {}", path.display()));
             }
         }
-        self.checkpoint()?;
+        let path = self.checkpoint()?;
+        progress.println(&format!("checkpoint {}", path.display()));
         progress.finish();
+        if self.trace_cores {
+            self.log_activity_image()?;
+        }
         let updates_done = self.learner.global_step() - start_step;
         let wall = started.elapsed().as_secs_f64();
         let summary = RunSummary {
             run_dir: self.dir.clone(),
             frames: self.learner.global_step() * self.frames_per_step,
             mean_return_last_20: self.mean_recent_return(),
-            sps: if wall > 0.0 { updates_done as f64 / wall } else { 0.0 },
+            sps: if wall > 0.0 {
+                updates_done as f64 / wall
+            } else {
+                0.0
+            },
             rollout_secs,
             update_secs,
             param_count,
@@ -353,7 +386,8 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         groups: &mut [GroupState<T>],
     ) -> anyhow::Result<()> {
         let num_steps = rollout.num_steps();
-        let start_state = CoreState::cat(&groups.iter().map(|g| g.state.clone()).collect::<Vec<_>>())?;
+        let start_state =
+            CoreState::cat(&groups.iter().map(|g| g.state.clone()).collect::<Vec<_>>())?;
         rollout.begin(&start_state)?;
         for t in 0..num_steps {
             for g in 0..groups.len() {
@@ -391,16 +425,27 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         let envs = self.groups[g].clone();
         let obs = self.obs_tensor(&group.obs, envs.len())?;
         let resets = Tensor::new(group.resets.as_slice(), &self.device)?;
-        let (logits, values, next_state) = self.learner.net().act(&obs, &group.state, &resets)?;
+        let (logits, values, next_state, trace) = crate::eval::act_traced(
+            self.learner.net(),
+            &obs,
+            &group.state,
+            &resets,
+            self.trace_cores,
+        )?;
+        if let Some(trace) = trace {
+            self.activity.add(&trace, None);
+        }
         let (actions, logprobs) = ppo::sample_actions(&logits, self.learner.rng_mut())?;
         rollout.record_policy(
             t,
             envs.start,
-            &group.obs,
-            &group.resets,
-            &actions,
-            &logprobs,
-            &values.to_vec1::<f32>()?,
+            PolicyStep {
+                obs: &group.obs,
+                resets: &group.resets,
+                actions: &actions,
+                logprobs: &logprobs,
+                values: &values.to_vec1::<f32>()?,
+            },
         )?;
         group.state = next_state.detach();
         let actions: Vec<usize> = actions.iter().map(|&a| a as usize).collect();
@@ -417,7 +462,13 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         outcome: GroupStep<T>,
     ) -> anyhow::Result<()> {
         let env0 = outcome.envs.start;
-        rollout.record_outcome(t, env0, &outcome.rewards, &outcome.terminated, &outcome.truncated)?;
+        rollout.record_outcome(
+            t,
+            env0,
+            &outcome.rewards,
+            &outcome.terminated,
+            &outcome.truncated,
+        )?;
         // A truncated (not terminated) episode bootstraps from V(final observation), computed
         // from the env's state after step t, without a reset.
         for (i, final_obs) in outcome.final_obs.iter().enumerate() {
@@ -434,14 +485,21 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
                 rollout.record_final_value(t, env0 + i, value.to_vec1::<f32>()?[0])?;
             }
         }
-        for (i, (&term, &trunc)) in outcome.terminated.iter().zip(&outcome.truncated).enumerate() {
+        for (i, (&term, &trunc)) in outcome
+            .terminated
+            .iter()
+            .zip(&outcome.truncated)
+            .enumerate()
+        {
             group.resets[i] = if term || trunc { 1.0 } else { 0.0 };
         }
         group.obs = outcome.obs;
         let step_now = self.learner.global_step() + ((t + 1) * self.cfg.ppo.num_envs) as u64;
         for (_, stats) in outcome.episodes {
-            self.logger.scalar("charts/episodic_return", stats.ret, step_now)?;
-            self.logger.scalar("charts/episodic_length", stats.len as f64, step_now)?;
+            self.logger
+                .scalar("charts/episodic_return", stats.ret, step_now)?;
+            self.logger
+                .scalar("charts/episodic_length", stats.len as f64, step_now)?;
             writeln!(
                 self.returns_csv,
                 "{step_now},{},{},{}",
@@ -485,18 +543,38 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         for (tag, value) in scalars {
             self.logger.scalar(tag, value, step)?;
         }
+        let bands = self.activity.take_bands();
+        if !bands.is_empty() {
+            self.logger.brims_activity(&bands, step, false)?;
+        }
         self.returns_csv.flush()?;
         self.logger.flush()?;
         Ok(())
     }
 
+    /// Plays one evaluation episode (at most 1,000 steps) and logs its module activity as the
+    /// steps × modules picture: the hierarchy made visible.
+    fn log_activity_image(&mut self) -> anyhow::Result<()> {
+        let episode = crate::eval::evaluate(
+            self.learner.net(),
+            &self.cfg.env,
+            1,
+            self.cfg.seed ^ 0xE7A1,
+            true,
+            Some(1000),
+        )?;
+        let bands = crate::activity::bands(&episode[0].traces);
+        if !bands.is_empty() {
+            self.logger
+                .brims_activity(&bands, self.learner.global_step(), true)?;
+        }
+        Ok(())
+    }
+
     fn checkpoint(&mut self) -> anyhow::Result<PathBuf> {
         let dir = self.dir.join(run_dir::CHECKPOINT_DIR);
-        Ok(self.learner.save_checkpoint(&dir, self.cfg.run.keep_checkpoints)?)
+        Ok(self
+            .learner
+            .save_checkpoint(&dir, self.cfg.run.keep_checkpoints)?)
     }
-}
-
-/// Turns an env construction error into the pool's error type.
-pub(crate) fn env_error(e: impl std::fmt::Display) -> EnvError {
-    EnvError::Backend(e.to_string())
 }

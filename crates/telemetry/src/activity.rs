@@ -2,8 +2,10 @@
 
 use crate::TelemetryError;
 
-/// Pixels per step and per module when the episode is short enough.
-const CELL_PX: usize = 4;
+/// Pixels per step when the episode is short enough.
+const STEP_PX: usize = 4;
+/// Pixel rows per module.
+const ROW_PX: usize = 8;
 /// Widest default picture; longer episodes are binned (a column = mean over several steps).
 const MAX_WIDTH: usize = 2048;
 /// Height of the separator line between layers.
@@ -76,6 +78,11 @@ impl ActivityBand {
         step < self.steps && module < self.modules && self.active[step * self.modules + module]
     }
 
+    /// Null-attention scores `[steps, modules]` row-major, if given.
+    pub fn null_attention(&self) -> Option<&[f32]> {
+        self.null_attention.as_deref()
+    }
+
     /// Fraction of steps each module was active, `[modules]` (zeros for an empty band); what
     /// `brims/layer{l}/module{j}_active_rate` logs.
     pub fn active_rates(&self) -> Vec<f64> {
@@ -132,14 +139,14 @@ pub struct RgbImage {
 /// Draws `layers` (index 0 = bottom layer) as one picture: time on x, one band of module rows
 /// per layer with the top layer on top, a light separator between layers. Active cells are
 /// amber, inactive ones dark (bluish when the module paid little attention to the null input).
-/// Short episodes get 4 px per step and module; episodes longer than 512 steps are squeezed to
+/// Short episodes get 4 px per step and 8 px rows per module; episodes longer than 512 steps are squeezed to
 /// at most 2048 px, each column showing the mean over its steps.
 pub fn module_activity_image(layers: &[ActivityBand]) -> RgbImage {
     let steps = layers.iter().map(|b| b.steps).max().unwrap_or(0).max(1);
-    let step_px = (MAX_WIDTH / steps).clamp(1, CELL_PX);
+    let step_px = (MAX_WIDTH / steps).clamp(1, STEP_PX);
     let width = (steps * step_px).min(MAX_WIDTH);
     let rows: usize = layers.iter().map(|b| b.modules).sum();
-    let height = (rows * CELL_PX + SEPARATOR_PX * layers.len().saturating_sub(1)).max(1);
+    let height = (rows * ROW_PX + SEPARATOR_PX * layers.len().saturating_sub(1)).max(1);
     module_activity_image_sized(layers, width as u32, height as u32)
 }
 
@@ -279,20 +286,20 @@ mod tests {
     #[test]
     fn short_episode_gets_four_px_cells_top_layer_on_top() {
         let img = module_activity_image(&two_layers(10));
-        assert_eq!((img.width, img.height), (40, 5 * 4 + 2));
-        assert_eq!(img.rgb.len(), 40 * 22 * 3);
+        assert_eq!((img.width, img.height), (40, 5 * 8 + 2));
+        assert_eq!(img.rgb.len(), 40 * 42 * 3);
         let active = ACTIVE.map(|c| c as u8);
         let inactive = INACTIVE.map(|c| c as u8);
-        // Rows 0..8: layer 1 (module 0 never active, module 1 active on odd steps).
+        // Rows 0..16: layer 1 (module 0 never active, module 1 active on odd steps).
         assert_eq!(pixel(&img, 1, 1), inactive);
-        assert_eq!(pixel(&img, 1, 5), inactive); // step 0
-        assert_eq!(pixel(&img, 5, 5), active); // step 1
-        assert_eq!(pixel(&img, 0, 8), SEPARATOR);
-        assert_eq!(pixel(&img, 39, 9), SEPARATOR);
-        // Rows 10..22: layer 0, module 0 active at every step.
-        assert_eq!(pixel(&img, 0, 10), active);
-        assert_eq!(pixel(&img, 39, 13), active);
-        assert_eq!(pixel(&img, 20, 14), inactive);
+        assert_eq!(pixel(&img, 1, 10), inactive); // step 0
+        assert_eq!(pixel(&img, 5, 10), active); // step 1
+        assert_eq!(pixel(&img, 0, 16), SEPARATOR);
+        assert_eq!(pixel(&img, 39, 17), SEPARATOR);
+        // Rows 18..42: layer 0, module 0 active at every step.
+        assert_eq!(pixel(&img, 0, 18), active);
+        assert_eq!(pixel(&img, 39, 25), active);
+        assert_eq!(pixel(&img, 20, 28), inactive);
     }
 
     #[test]
@@ -300,7 +307,7 @@ mod tests {
         let img = module_activity_image(&two_layers(5000));
         assert_eq!(img.width as usize, MAX_WIDTH);
         // Layer 1 module 1 is active half the time: its columns are the mean colour.
-        let mid = pixel(&img, 100, 5);
+        let mid = pixel(&img, 100, 10);
         for c in 0..3 {
             let expect = (ACTIVE[c] + INACTIVE[c]) / 2.0;
             assert!((mid[c] as f32 - expect).abs() <= 2.0, "{mid:?}");

@@ -16,7 +16,11 @@
 //! [`tags::EPISODIC_RETURN`] … [`tags::EXPLAINED_VARIANCE`]. BRIMs adds, per layer `l` and module
 //! `j`, the scalar [`tags::module_active_rate`] (`brims/layer{l}/module{j}_active_rate`), the
 //! histogram [`tags::null_attention`] (`brims/layer{l}/null_attention`) and the image
-//! [`tags::MODULE_ACTIVITY`] (`brims/module_activity`).
+//! [`tags::MODULE_ACTIVITY`] (`brims/module_activity`); [`RunLogger::brims_activity`] writes
+//! all three from a list of [`ActivityBand`]s.
+//!
+//! One `RunLogger` per run directory: TensorBoard polls only the newest event file of a
+//! directory for new data while it runs, so a second live writer there would look stalled.
 #![deny(missing_docs)]
 
 mod activity;

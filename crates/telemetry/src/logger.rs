@@ -30,7 +30,7 @@ use tensorboard_proto::types::DataType;
 
 use crate::activity::encode_png;
 use crate::record::write_record;
-use crate::TelemetryError;
+use crate::{module_activity_image, tags, ActivityBand, TelemetryError};
 
 /// Events are flushed to disk at least this often, so a live TensorBoard sees them.
 const AUTO_FLUSH: Duration = Duration::from_secs(5);
@@ -84,7 +84,7 @@ impl RunLogger {
         let (path, file) = loop {
             let n = WRITER_COUNTER.fetch_add(1, Ordering::Relaxed);
             let path = dir.join(format!(
-                "events.out.tfevents.{:010}.{host}.{pid}.{}-{n}",
+                "events.out.tfevents.{:010}.{host}.{pid}.{:09}-{n}",
                 now.as_secs(),
                 now.subsec_nanos()
             ));
@@ -250,6 +250,32 @@ impl RunLogger {
         let mut data = HParamsPluginData::new();
         data.set_session_end_info(end);
         self.write_hparams_data(HPARAMS_SESSION_END_TAG, &data)
+    }
+
+    /// Logs BRIMs diagnostics for `layers` (index 0 = bottom layer): each module's active rate
+    /// as `brims/layer{l}/module{j}_active_rate`, the null-attention scores of layers that have
+    /// them as the histogram `brims/layer{l}/null_attention`, and with `with_image` the picture
+    /// of [`module_activity_image`] as `brims/module_activity`.
+    pub fn brims_activity(
+        &mut self,
+        layers: &[ActivityBand],
+        step: u64,
+        with_image: bool,
+    ) -> Result<(), TelemetryError> {
+        for (l, band) in layers.iter().enumerate() {
+            for (j, rate) in band.active_rates().into_iter().enumerate() {
+                self.scalar(&tags::module_active_rate(l, j), rate, step)?;
+            }
+            if let Some(scores) = band.null_attention() {
+                let scores: Vec<f64> = scores.iter().map(|&x| f64::from(x)).collect();
+                self.histogram(&tags::null_attention(l), &scores, step)?;
+            }
+        }
+        if with_image && !layers.is_empty() {
+            let img = module_activity_image(layers);
+            self.image_rgb(tags::MODULE_ACTIVITY, img.width, img.height, &img.rgb, step)?;
+        }
+        Ok(())
     }
 
     /// Pushes buffered events to the OS (also done automatically every few seconds and on drop).

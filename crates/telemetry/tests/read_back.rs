@@ -138,12 +138,12 @@ fn every_summary_kind_reads_back_with_its_values() {
     let Some(V::Image(im)) = &image.value else {
         panic!("not an image")
     };
-    assert_eq!((im.width, im.height, im.colorspace), (120, 18, 3));
+    assert_eq!((im.width, im.height, im.colorspace), (120, 34, 3));
     let decoder = png::Decoder::new(std::io::Cursor::new(&im.encoded_image_string));
     let mut reader = decoder.read_info().unwrap();
     let mut pixels = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut pixels).unwrap();
-    assert_eq!((info.width, info.height), (120, 18));
+    assert_eq!((info.width, info.height), (120, 34));
     assert_eq!(info.color_type, png::ColorType::Rgb);
     assert_eq!(&pixels[..info.buffer_size()], &img.rgb[..]);
 
@@ -250,4 +250,48 @@ fn bad_inputs_are_errors_not_panics() {
     log.histogram("h", &[f64::NAN], 0).unwrap();
     log.flush().unwrap();
     assert!(read_values(log.path()).is_empty());
+}
+
+#[test]
+fn brims_activity_logs_rates_histograms_and_the_picture() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = RunLogger::create(dir.path()).unwrap();
+    // Layer 0: 2 modules, module 1 active 3 of 4 steps; layer 1: 1 module, never active.
+    let l0 = ActivityBand::new(
+        4,
+        2,
+        vec![true, false, false, true, true, true, false, true],
+    )
+    .unwrap()
+    .with_null_attention(vec![0.1, 0.9, 0.8, 0.2, 0.3, 0.1, 0.7, 0.05])
+    .unwrap();
+    let l1 = ActivityBand::new(4, 1, vec![false; 4]).unwrap();
+    log.brims_activity(&[l0, l1], 99, true).unwrap();
+    log.flush().unwrap();
+    let values = read_values(log.path());
+    assert_eq!(
+        scalars(&values, "brims/layer0/module0_active_rate"),
+        vec![(99, 0.5)]
+    );
+    assert_eq!(
+        scalars(&values, "brims/layer0/module1_active_rate"),
+        vec![(99, 0.75)]
+    );
+    assert_eq!(
+        scalars(&values, "brims/layer1/module0_active_rate"),
+        vec![(99, 0.0)]
+    );
+    let histos: Vec<_> = values
+        .iter()
+        .filter_map(|(_, v)| match &v.value {
+            Some(V::Histo(h)) => Some((v.tag.as_str(), h.num)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(histos, vec![("brims/layer0/null_attention", 8.0)]);
+    let images = values
+        .iter()
+        .filter(|(_, v)| v.tag == tags::MODULE_ACTIVITY)
+        .count();
+    assert_eq!(images, 1);
 }

@@ -42,7 +42,7 @@ const ACTION_NAMES: [&str; 18] = [
 ];
 
 /// Preprocessing switches. Defaults follow Machado et al. 2018 and CleanRL's Atari PPO.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AtariConfig {
     /// Probability that ALE repeats the previous action on each frame (sticky actions).

@@ -1,12 +1,181 @@
-//! `brims bench cnn` (see ../shared/ARCHITECTURE.md, "Commands").
+//! `brims bench cnn` (see ../shared/ARCHITECTURE.md, "Commands"): the Nature CNN encoder
+//! (3 convs + ReLU, Linear 3136 -> 512) forward + backward on u8 frames scaled to [0, 1],
+//! timed with fastconv's convolutions and, in the same run, with candle's own `conv2d`
+//! (same weights) and, where /work/pyenv has torch, with torch on 2 threads.
 
+use anyhow::Context;
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{VarBuilder, VarMap};
 use clap::Args;
+use std::time::Instant;
 
 /// Arguments of `brims bench cnn`.
 #[derive(Args, Debug, Clone)]
-pub(crate) struct CnnArgs {}
+pub(crate) struct CnnArgs {
+    /// Frames per forward+backward pass.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Timed passes per network (after one warm-up pass); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// Python interpreter used for the torch comparison (skipped if it cannot import torch).
+    #[arg(long, default_value = "/work/pyenv/bin/python")]
+    python: String,
+}
+
+/// Stacked frames per observation and the frame side.
+const FRAMES: usize = 4;
+const SIDE: usize = 84;
+
+/// The Nature CNN with either convolution; `C` is the conv layer type.
+struct NatureCnn<C> {
+    convs: [C; 3],
+    linear: candle_nn::Linear,
+}
+
+impl<C: Module> NatureCnn<C> {
+    /// `frames` `[B, 4, 84, 84]` u8 -> features `[B, 512]`.
+    fn forward(&self, frames: &Tensor) -> candle_core::Result<Tensor> {
+        let mut x = (frames.to_dtype(DType::F32)? / 255.0)?;
+        for conv in &self.convs {
+            x = conv.forward(&x)?.relu()?;
+        }
+        self.linear.forward(&x.flatten_from(1)?)?.relu()
+    }
+}
+
+/// (in, out, kernel, stride) of the three convolutions.
+const CONVS: [(usize, usize, usize, usize); 3] =
+    [(FRAMES, 32, 8, 4), (32, 64, 4, 2), (64, 64, 3, 1)];
+
+fn fast_net(vb: &VarBuilder) -> anyhow::Result<NatureCnn<fastconv::Conv2d>> {
+    let conv = |i: usize| {
+        let (c_in, c_out, k, s) = CONVS[i];
+        fastconv::Conv2d::load(c_in, c_out, k, s, vb.pp(format!("conv{i}")))
+    };
+    Ok(NatureCnn {
+        convs: [conv(0)?, conv(1)?, conv(2)?],
+        linear: candle_nn::linear(64 * 7 * 7, 512, vb.pp("linear"))?,
+    })
+}
+
+fn candle_net(vb: &VarBuilder) -> anyhow::Result<NatureCnn<candle_nn::Conv2d>> {
+    let conv = |i: usize| {
+        let (c_in, c_out, k, stride) = CONVS[i];
+        let cfg = candle_nn::Conv2dConfig {
+            stride,
+            ..Default::default()
+        };
+        candle_nn::conv2d(c_in, c_out, k, cfg, vb.pp(format!("conv{i}")))
+    };
+    Ok(NatureCnn {
+        convs: [conv(0)?, conv(1)?, conv(2)?],
+        linear: candle_nn::linear(64 * 7 * 7, 512, vb.pp("linear"))?,
+    })
+}
+
+/// Median milliseconds of `iters` forward+backward passes, after one warm-up pass.
+fn time_fwd_bwd<C: Module>(
+    net: &NatureCnn<C>,
+    frames: &Tensor,
+    iters: usize,
+) -> anyhow::Result<f64> {
+    let pass = || -> anyhow::Result<f64> {
+        let start = Instant::now();
+        let grads = net.forward(frames)?.mean_all()?.backward()?;
+        drop(grads);
+        Ok(start.elapsed().as_secs_f64() * 1e3)
+    };
+    pass()?;
+    let mut times = (0..iters.max(1))
+        .map(|_| pass())
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+const TORCH_SCRIPT: &str = r#"
+import sys, time, torch, torch.nn as nn
+torch.set_num_threads(2)
+batch, iters = int(sys.argv[1]), int(sys.argv[2])
+net = nn.Sequential(
+    nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+    nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten(), nn.Linear(3136, 512), nn.ReLU())
+frames = torch.randint(0, 256, (batch, 4, 84, 84), dtype=torch.uint8)
+def run():
+    start = time.perf_counter()
+    net.zero_grad(set_to_none=True)
+    net(frames.float() / 255.0).mean().backward()
+    return (time.perf_counter() - start) * 1e3
+run()
+times = sorted(run() for _ in range(max(iters, 1)))
+print(times[len(times) // 2])
+"#;
+
+/// The torch figure, or `None` (with the reason printed) where torch is not available.
+fn torch_fwd_bwd_ms(python: &str, batch: usize, iters: usize) -> Option<f64> {
+    let out = std::process::Command::new(python)
+        .args(["-c", TORCH_SCRIPT, &batch.to_string(), &iters.to_string()])
+        .output();
+    let parsed = match &out {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .and_then(|line| line.trim().parse::<f64>().ok()),
+        _ => None,
+    };
+    if parsed.is_none() {
+        let why = match out {
+            Ok(out) => String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("no output")
+                .to_string(),
+            Err(e) => e.to_string(),
+        };
+        println!("torch comparison skipped ({python}: {why})");
+    }
+    parsed
+}
 
 /// Runs the benchmark; returns the JSON object printed as the last line.
-pub(crate) fn run(_args: &CnnArgs) -> anyhow::Result<serde_json::Value> {
-    anyhow::bail!("bench cnn is not implemented yet")
+pub(crate) fn run(args: &CnnArgs) -> anyhow::Result<serde_json::Value> {
+    anyhow::ensure!(args.batch > 0, "--batch must be positive");
+    let device = Device::Cpu;
+    let vars = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vars, DType::F32, &device);
+    // Both nets read the same variables, so they compute the same function.
+    let fast = fast_net(&vb).context("building the fastconv Nature CNN")?;
+    let anchor = candle_net(&vb).context("building the candle Nature CNN")?;
+    let frames = Tensor::rand(0f32, 256.0, (args.batch, FRAMES, SIDE, SIDE), &device)?
+        .floor()?
+        .to_dtype(DType::U8)?;
+    let threads = candle_core::utils::get_num_threads();
+    println!(
+        "Nature CNN forward+backward, batch {}, {threads} threads, median of {} passes",
+        args.batch, args.iters
+    );
+
+    let fast_ms = time_fwd_bwd(&fast, &frames, args.iters)?;
+    println!("  fastconv (im2col + gemm):  {fast_ms:9.1} ms");
+    let candle_ms = time_fwd_bwd(&anchor, &frames, args.iters)?;
+    println!(
+        "  candle conv2d:             {candle_ms:9.1} ms  ({:.2}x fastconv)",
+        candle_ms / fast_ms
+    );
+    let torch_ms = torch_fwd_bwd_ms(&args.python, args.batch, args.iters);
+    if let Some(torch_ms) = torch_ms {
+        println!(
+            "  torch CPU (2 threads):     {torch_ms:9.1} ms  (fastconv / torch = {:.2})",
+            fast_ms / torch_ms
+        );
+    }
+    Ok(serde_json::json!({
+        "batch": args.batch,
+        "fwd_bwd_ms": fast_ms,
+        "candle_conv_fwd_bwd_ms": candle_ms,
+        "speedup_vs_candle_conv": candle_ms / fast_ms,
+        "torch_fwd_bwd_ms": torch_ms,
+        "threads": threads,
+    }))
 }

@@ -1,0 +1,207 @@
+//! `brims compare`: every config × seed trained (or finished runs read back), then a Markdown
+//! report (final return ± 95% CI, AUC, SPS, parameter count) and learning curves.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use crate::report::{ConfigRuns, RunCurve};
+use crate::run_config::RunConfig;
+use crate::train::{self, Limits, RunSummary, TrainArgs, RETURNS_FILE, SUMMARY_FILE};
+use crate::{run_dir, run_dir::CONFIG_FILE};
+
+/// Arguments of `brims compare`.
+#[derive(Args, Debug, Clone)]
+#[command(after_help = "Examples:\n  \
+    brims compare configs/cartpole_lstm.toml configs/cartpole_brims.toml --seeds 3\n  \
+    brims compare configs/breakout_lstm.toml configs/breakout_brims.toml --seeds 3 --frames 2M\n  \
+    brims compare --runs runs/compare-20261128-091327/*")]
+pub(crate) struct CompareArgs {
+    /// Configs to train and compare (each × every seed).
+    pub configs: Vec<PathBuf>,
+    /// Seeds per config (seeds 1..=N).
+    #[arg(long, default_value_t = 3)]
+    pub seeds: u64,
+    /// Frame budget per run (overrides the configs'), e.g. 2M, 500K, 100000.
+    #[arg(long, value_parser = parse_count)]
+    pub frames: Option<u64>,
+    /// Read these finished run directories instead of training.
+    #[arg(long, num_args = 1..)]
+    pub runs: Vec<PathBuf>,
+    /// Where the runs, report.md and curves.png go (default: runs/compare-<UTC time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `2M` → 2,000,000; `500K`, `1.5M`, `100000` and `1e6` work too.
+pub(crate) fn parse_count(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (number, scale) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1e3),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1e6),
+        Some('g' | 'G' | 'b' | 'B') => (&t[..t.len() - 1], 1e9),
+        _ => (t, 1.0),
+    };
+    match number.parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok((x * scale).round() as u64),
+        _ => Err(format!(
+            "{text:?} is not a positive count (e.g. 2M, 500K, 100000)"
+        )),
+    }
+}
+
+/// `brims compare`.
+pub(crate) fn run(args: &CompareArgs) -> anyhow::Result<serde_json::Value> {
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("runs").join(format!(
+            "compare-{}",
+            run_dir::utc_stamp(std::time::SystemTime::now())
+        ))
+    });
+    let run_dirs = match (args.configs.is_empty(), args.runs.is_empty()) {
+        (true, true) => bail!("give configs to train, or --runs DIR… to read finished runs"),
+        (false, false) => bail!("give either configs or --runs, not both"),
+        (true, false) => args.runs.clone(),
+        (false, true) => train_all(args, &out)?,
+    };
+    let runs = read_runs(&run_dirs)?;
+    let (report, plot) = crate::report::write_report(&out, &runs)?;
+    println!("report: {}\nplot:   {}", report.display(), plot.display());
+    println!(
+        "TensorBoard groups the runs: tensorboard --logdir {}",
+        out.display()
+    );
+    Ok(serde_json::json!({"report": report, "plot": plot}))
+}
+
+/// Trains every config × seed into `out/<name>-s<seed>`; returns the run directories.
+fn train_all(args: &CompareArgs, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if args.seeds == 0 {
+        bail!("--seeds must be >= 1");
+    }
+    // Check every config before the first (long) run starts.
+    for config in &args.configs {
+        RunConfig::load(config, &[])?;
+    }
+    if out.exists() {
+        bail!("{} already exists; choose another --out", out.display());
+    }
+    let stop = train::install_ctrl_c();
+    let mut dirs = Vec::new();
+    for config in &args.configs {
+        for seed in 1..=args.seeds {
+            let mut overrides = vec![format!("seed={seed}")];
+            if let Some(frames) = args.frames {
+                overrides.push(format!("total_frames={frames}"));
+            }
+            let name = RunConfig::load(config, &[])?.name;
+            let targs = TrainArgs {
+                config: Some(config.clone()),
+                overrides,
+                run_dir: Some(out.join(format!("{name}-s{seed}"))),
+                resume: false,
+                quiet: args.quiet,
+            };
+            let (cfg, dir) = train::prepare_run(&targs)?;
+            println!(
+                "training {} seed {seed} → {}",
+                config.display(),
+                dir.display()
+            );
+            let limits = Limits {
+                seconds: None,
+                quiet: args.quiet,
+            };
+            let summary = train::train(&cfg, &dir, false, &limits, &stop)?;
+            if summary.interrupted {
+                bail!("interrupted; finished runs are in {}", out.display());
+            }
+            dirs.push(dir);
+        }
+    }
+    Ok(dirs)
+}
+
+/// Reads finished runs and groups them by config name.
+fn read_runs(dirs: &[PathBuf]) -> anyhow::Result<Vec<ConfigRuns>> {
+    let mut by_name: BTreeMap<String, Vec<RunCurve>> = BTreeMap::new();
+    for dir in dirs {
+        let cfg = RunConfig::load(&dir.join(CONFIG_FILE), &[])
+            .with_context(|| format!("{} is not a run directory", dir.display()))?;
+        let summary_path = dir.join(SUMMARY_FILE);
+        let summary: RunSummary = serde_json::from_str(
+            &std::fs::read_to_string(&summary_path)
+                .with_context(|| format!("{}: run not finished", summary_path.display()))?,
+        )
+        .with_context(|| format!("{}: malformed summary", summary_path.display()))?;
+        let points = read_returns(&dir.join(RETURNS_FILE))?;
+        if points.is_empty() {
+            bail!("{}: no finished episodes to compare", dir.display());
+        }
+        by_name.entry(cfg.name.clone()).or_default().push(RunCurve {
+            seed: cfg.seed,
+            points,
+            sps: summary.sps * cfg.env.frames_per_step() as f64,
+            param_count: summary.param_count,
+        });
+    }
+    Ok(by_name
+        .into_iter()
+        .map(|(name, runs)| ConfigRuns { name, runs })
+        .collect())
+}
+
+/// `(frames, episodic return)` of every finished episode in a run's returns.csv.
+fn read_returns(path: &Path) -> anyhow::Result<Vec<(u64, f64)>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, line)| {
+            let fields: Vec<&str> = line.split(',').collect();
+            let parsed = match fields.as_slice() {
+                [_, frames, ret, _] => frames.parse::<u64>().ok().zip(ret.parse::<f64>().ok()),
+                _ => None,
+            };
+            parsed.with_context(|| format!("{}:{}: malformed line {line:?}", path.display(), i + 2))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_parse_with_suffixes() {
+        assert_eq!(parse_count("2M"), Ok(2_000_000));
+        assert_eq!(parse_count("500k"), Ok(500_000));
+        assert_eq!(parse_count("1.5M"), Ok(1_500_000));
+        assert_eq!(parse_count("1e6"), Ok(1_000_000));
+        assert_eq!(parse_count("100000"), Ok(100_000));
+        assert!(parse_count("-3").is_err());
+        assert!(parse_count("many").is_err());
+    }
+
+    #[test]
+    fn returns_csv_is_read_and_bad_lines_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(RETURNS_FILE);
+        std::fs::write(
+            &path,
+            "global_step,frames,episodic_return,episodic_length\n10,40,3.5,10\n20,80,-1,12\n",
+        )
+        .unwrap();
+        assert_eq!(read_returns(&path).unwrap(), vec![(40, 3.5), (80, -1.0)]);
+        std::fs::write(&path, "header\n10,40,x,10\n").unwrap();
+        let err = read_returns(&path).unwrap_err().to_string();
+        assert!(err.contains(":2: malformed"), "{err}");
+    }
+}

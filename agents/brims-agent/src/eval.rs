@@ -1,0 +1,361 @@
+//! `brims eval`: a trained agent plays whole episodes (sticky actions on); mean ± std raw
+//! score, the human-normalised score, and a GIF of one episode with the module-activity strip.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use brims::StepTrace;
+use candle_core::{Device, Tensor};
+use clap::Args;
+use envs_api::{Element, RgbFrame};
+use ppo::{ActorCritic, Learner, ObsElement};
+use rand_pcg::Pcg64;
+
+use crate::envs::{BoxedEnv, EnvFactory};
+use crate::run_config::{EnvConfig, RunConfig};
+use crate::run_dir;
+
+/// Arguments of `brims eval`.
+#[derive(Args, Debug, Clone)]
+#[command(after_help = "Examples:\n  \
+    brims eval --checkpoint runs/smoke-20261128-091327 --episodes 5\n  \
+    brims eval --checkpoint runs/breakout_brims-20261128-091327/checkpoints/ckpt-00000100.json --episodes 10 --gif breakout.gif")]
+pub(crate) struct EvalArgs {
+    /// A checkpoint (its .json header or .safetensors file), or a run directory (its latest).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Number of episodes.
+    #[arg(long, default_value_t = 10)]
+    pub episodes: usize,
+    /// Write a GIF of the first episode (with the BRIMs module-activity strip) here.
+    #[arg(long)]
+    pub gif: Option<PathBuf>,
+    /// Seed of the evaluation envs and the action sampling.
+    #[arg(long, default_value_t = 12345)]
+    pub seed: u64,
+}
+
+/// One evaluated episode.
+pub(crate) struct Episode {
+    pub score: f64,
+    pub length: u64,
+    /// RGB frames, when recorded.
+    pub frames: Vec<RgbFrame>,
+    /// Per-step core traces (BRIMs), when recorded.
+    pub traces: Vec<StepTrace>,
+}
+
+/// A trained policy with the run config it was trained with.
+pub(crate) struct TrainedPolicy {
+    pub cfg: RunConfig,
+    pub learner: Learner,
+    pub checkpoint: PathBuf,
+}
+
+/// Finds the checkpoint header for a path (header, tensors file, or run directory).
+pub(crate) fn resolve_checkpoint(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.is_dir() {
+        let dir = if path.join(run_dir::CHECKPOINT_DIR).is_dir() {
+            path.join(run_dir::CHECKPOINT_DIR)
+        } else {
+            path.to_path_buf()
+        };
+        return ppo::latest_checkpoint(&dir)?
+            .with_context(|| format!("no checkpoint in {}", dir.display()));
+    }
+    if !path.exists() {
+        bail!("checkpoint {} does not exist", path.display());
+    }
+    Ok(if path.extension().is_some_and(|e| e == "safetensors") {
+        path.with_extension("json")
+    } else {
+        path.to_path_buf()
+    })
+}
+
+/// Loads a checkpoint and the config of the run that wrote it (`<run>/config.toml`).
+pub(crate) fn load_policy(path: &Path) -> anyhow::Result<TrainedPolicy> {
+    let header = resolve_checkpoint(path)?;
+    let run = header
+        .parent()
+        .and_then(Path::parent)
+        .context("a checkpoint lives in <run dir>/checkpoints/")?;
+    let cfg = RunConfig::load(&run.join(run_dir::CONFIG_FILE), &[])
+        .with_context(|| format!("the run config of checkpoint {}", header.display()))?;
+    let learner = Learner::resume(&header, &Device::Cpu)
+        .with_context(|| format!("cannot load checkpoint {}", header.display()))?;
+    if learner.network_config() != &cfg.network {
+        bail!(
+            "{}: the checkpoint's network differs from {}",
+            header.display(),
+            run.join(run_dir::CONFIG_FILE).display()
+        );
+    }
+    Ok(TrainedPolicy {
+        cfg,
+        learner,
+        checkpoint: header,
+    })
+}
+
+/// `brims eval`.
+pub(crate) fn run(args: &EvalArgs) -> anyhow::Result<serde_json::Value> {
+    if args.episodes == 0 {
+        bail!("--episodes must be >= 1");
+    }
+    if let Some(gif) = &args.gif {
+        check_writable(gif)?;
+    }
+    let policy = load_policy(&args.checkpoint)?;
+    println!("checkpoint {}", policy.checkpoint.display());
+    let episodes = evaluate(
+        policy.learner.net(),
+        &policy.cfg.env,
+        args.episodes,
+        args.seed,
+        args.gif.is_some(),
+        None,
+    )?;
+    let scores: Vec<f64> = episodes.iter().map(|e| e.score).collect();
+    for (i, e) in episodes.iter().enumerate() {
+        println!(
+            "episode {:>3}: score {:>8.1}  length {:>6}",
+            i + 1,
+            e.score,
+            e.length
+        );
+    }
+    let (mean, std) = mean_std(&scores);
+    let human_normalized = match &policy.cfg.env {
+        EnvConfig::Atari { game, .. } => envs_atari::reference_scores(game)
+            .map(|(random, human)| (mean - random) / (human - random)),
+        _ => None,
+    };
+    println!(
+        "mean score {mean:.2} ± {std:.2} over {} episodes",
+        scores.len()
+    );
+    match human_normalized {
+        Some(h) => println!("human-normalised score {:.1}%", 100.0 * h),
+        None => println!("human-normalised score: no reference scores for this env"),
+    }
+    if let (Some(gif), Some(first)) = (&args.gif, episodes.first()) {
+        let frames: Vec<telemetry::RgbImage> = first
+            .frames
+            .iter()
+            .map(|f| telemetry::RgbImage {
+                width: f.width as u32,
+                height: f.height as u32,
+                rgb: f.pixels.clone(),
+            })
+            .collect();
+        let bands = crate::activity::bands(&first.traces);
+        crate::gif_writer::write_episode_gif(
+            gif,
+            &frames,
+            (!bands.is_empty()).then_some(bands.as_slice()),
+            crate::gif_writer::GifOptions::default(),
+        )?;
+        println!("wrote {}", gif.display());
+    }
+    Ok(serde_json::json!({
+        "episodes": scores.len(),
+        "mean_score": mean,
+        "std_score": std,
+        "human_normalized": human_normalized,
+    }))
+}
+
+/// `brims play --checkpoint`: the trained agent on `game` (which must be the run's game).
+pub(crate) fn play_trained(
+    checkpoint: &Path,
+    game: &str,
+    episodes: usize,
+    seed: u64,
+) -> anyhow::Result<serde_json::Value> {
+    let policy = load_policy(checkpoint)?;
+    if let EnvConfig::Atari { game: trained, .. } = &policy.cfg.env {
+        let canonical = |g: &str| {
+            g.trim_start_matches("ALE/")
+                .split('-')
+                .next()
+                .unwrap_or(g)
+                .replace('_', "")
+                .to_lowercase()
+        };
+        if canonical(trained) != canonical(game) {
+            bail!("the checkpoint was trained on {trained}, not {game}");
+        }
+    }
+    let played = evaluate(
+        policy.learner.net(),
+        &policy.cfg.env,
+        episodes,
+        seed,
+        false,
+        None,
+    )?;
+    for (i, e) in played.iter().enumerate() {
+        println!(
+            "episode {:>3}: score {:>8.1}  length {:>6}",
+            i + 1,
+            e.score,
+            e.length
+        );
+    }
+    let scores: Vec<f64> = played.iter().map(|e| e.score).collect();
+    let (mean, _) = mean_std(&scores);
+    println!("mean score over {} episodes: {mean:.2}", scores.len());
+    Ok(serde_json::json!({"episodes": scores.len(), "mean_score": mean}))
+}
+
+/// Plays `episodes` episodes of `env_cfg` with `policy`; records frames and traces of the first
+/// when `record_first`; `max_steps` cuts episodes short (their score is then the partial one).
+pub(crate) fn evaluate(
+    net: &ActorCritic,
+    env_cfg: &EnvConfig,
+    episodes: usize,
+    seed: u64,
+    record_first: bool,
+    max_steps: Option<u64>,
+) -> anyhow::Result<Vec<Episode>> {
+    use rand::SeedableRng;
+    let mut rng = Pcg64::seed_from_u64(seed);
+    match EnvFactory::from_config(env_cfg)? {
+        EnvFactory::Frames(make) => {
+            let mut env = make(0)?;
+            (0..episodes)
+                .map(|i| {
+                    play_episode(
+                        net,
+                        &mut env,
+                        seed + i as u64,
+                        record_first && i == 0,
+                        max_steps,
+                        &mut rng,
+                    )
+                })
+                .collect()
+        }
+        EnvFactory::Vectors(make) => {
+            let mut env = make(0)?;
+            (0..episodes)
+                .map(|i| {
+                    play_episode(
+                        net,
+                        &mut env,
+                        seed + i as u64,
+                        record_first && i == 0,
+                        max_steps,
+                        &mut rng,
+                    )
+                })
+                .collect()
+        }
+    }
+}
+
+/// One real episode. A life loss ends the learner's episode (`terminated`) but not the game: the
+/// core state is reset as in training, the env is reset (which continues the game), and the
+/// episode ends when the env reports its statistics.
+fn play_episode<T: Element + ObsElement>(
+    net: &ActorCritic,
+    env: &mut BoxedEnv<T>,
+    seed: u64,
+    record: bool,
+    max_steps: Option<u64>,
+    rng: &mut Pcg64,
+) -> anyhow::Result<Episode> {
+    let device = net.device().clone();
+    let mut shape = vec![1];
+    shape.extend_from_slice(net.obs_shape());
+    let (mut obs, _) = env.reset(Some(seed))?;
+    let mut state = net.zero_state(1)?;
+    let mut reset = 1.0f32;
+    let mut frames = Vec::new();
+    let mut traces = Vec::new();
+    let (mut partial_score, mut steps) = (0.0, 0u64);
+    loop {
+        if max_steps.is_some_and(|m| steps >= m) {
+            return Ok(Episode {
+                score: partial_score,
+                length: steps,
+                frames,
+                traces,
+            });
+        }
+        let obs_t = Tensor::from_slice(&obs, shape.as_slice(), &device)?;
+        let resets = Tensor::new(&[reset], &device)?;
+        let (logits, _, next, trace) = act_traced(net, &obs_t, &state, &resets, record)?;
+        let (actions, _) = ppo::sample_actions(&logits, rng)?;
+        if record {
+            if let Some(frame) = env.render() {
+                frames.push(frame);
+            }
+            if let Some(trace) = trace {
+                traces.push(trace);
+            }
+        }
+        let step = env.step(actions[0] as usize)?;
+        steps += 1;
+        partial_score += f64::from(step.reward);
+        if let Some(stats) = step.info.episode {
+            return Ok(Episode {
+                score: stats.ret,
+                length: stats.len,
+                frames,
+                traces,
+            });
+        }
+        if step.terminated || step.truncated {
+            obs = env.reset(None)?.0;
+            reset = 1.0;
+        } else {
+            obs = step.obs;
+            reset = 0.0;
+        }
+        state = next;
+    }
+}
+
+/// Mean and (population) standard deviation.
+pub(crate) fn mean_std(xs: &[f64]) -> (f64, f64) {
+    if xs.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
+    (mean, var.sqrt())
+}
+
+/// Fails early (before any work) when `path` cannot be written.
+pub(crate) fn check_writable(path: &Path) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "cannot write {}: {} is not a directory",
+            path.display(),
+            dir.display()
+        );
+    }
+    let probe = dir.join(format!(".brims-write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").with_context(|| format!("cannot write to {}", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// One acting step that also returns the core's module activity when `want_trace` (BRIMs).
+pub(crate) fn act_traced(
+    net: &ActorCritic,
+    obs: &Tensor,
+    state: &brims::CoreState,
+    resets: &Tensor,
+    want_trace: bool,
+) -> anyhow::Result<(Tensor, Tensor, brims::CoreState, Option<StepTrace>)> {
+    let _ = want_trace;
+    let (logits, values, next) = net.act(obs, state, resets)?;
+    Ok((logits, values, next, None))
+}

@@ -1,0 +1,85 @@
+//! `Conv2d`: a drop-in for `candle_nn::Conv2d` (same parameter names, layout and init).
+
+use crate::error::{Error, Result};
+use crate::op::conv2d;
+use candle_core::{Module, Tensor};
+
+/// A 2-D convolution layer without padding: input `[B, Cin, H, W]` ->
+/// `[B, Cout, (H-K)/stride+1, (W-K)/stride+1]`, with weight `[Cout, Cin, K, K]` and bias `[Cout]`.
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: usize,
+}
+
+impl Conv2d {
+    /// Wraps existing parameters: `weight` `[Cout, Cin, Kh, Kw]`, `bias` `[Cout]`.
+    pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize) -> Result<Self> {
+        let dims = weight.dims();
+        if dims.len() != 4 {
+            return Err(Error::Rank {
+                what: "weight",
+                expected: 4,
+                shape: dims.to_vec(),
+            });
+        }
+        if stride == 0 {
+            return Err(Error::Zero { what: "stride" });
+        }
+        if let Some(b) = &bias {
+            if b.dims() != [dims[0]] {
+                return Err(Error::BiasShape {
+                    c_out: dims[0],
+                    shape: b.dims().to_vec(),
+                });
+            }
+        }
+        Ok(Self {
+            weight,
+            bias,
+            stride,
+        })
+    }
+
+    /// Creates (or loads) `weight` `[out, in, kernel, kernel]` and `bias` `[out]` under `vb`,
+    /// initialised exactly as `candle_nn::conv2d` does.
+    pub fn load(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        vb: candle_nn::VarBuilder,
+    ) -> Result<Self> {
+        if stride == 0 {
+            return Err(Error::Zero { what: "stride" });
+        }
+        let cfg = candle_nn::Conv2dConfig {
+            stride,
+            ..Default::default()
+        };
+        let inner = candle_nn::conv2d(in_channels, out_channels, kernel, cfg, vb)?;
+        Self::new(inner.weight().clone(), inner.bias().cloned(), stride)
+    }
+
+    /// The weight `[Cout, Cin, Kh, Kw]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias `[Cout]`, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// The stride, in both directions.
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        conv2d(xs, &self.weight, self.bias.as_ref(), self.stride).map_err(candle_core::Error::wrap)
+    }
+}

@@ -1,0 +1,131 @@
+//! Adam (Kingma & Ba) with torch's update rule and moments we can checkpoint.
+
+use std::collections::HashMap;
+
+use candle_core::backprop::GradStore;
+use candle_core::{Tensor, Var};
+use candle_nn::VarMap;
+
+use crate::error::Result;
+
+/// Adam over every variable of a [`VarMap`] (in name order), with global grad-norm clipping.
+pub(crate) struct Adam {
+    vars: Vec<(String, Var)>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    /// Optimiser steps taken (torch's `state['step']`).
+    pub(crate) step: u64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+}
+
+impl Adam {
+    pub(crate) fn new(varmap: &VarMap, eps: f64) -> Result<Self> {
+        let mut vars: Vec<(String, Var)> = match varmap.data().lock() {
+            Ok(d) => d.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(poisoned) => poisoned
+                .into_inner()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let m = vars
+            .iter()
+            .map(|(_, v)| v.zeros_like())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let v = vars
+            .iter()
+            .map(|(_, v)| v.zeros_like())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Adam {
+            vars,
+            m,
+            v,
+            step: 0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps,
+        })
+    }
+
+    /// Global L2 norm of all gradients (what `clip_grad_norm_` returns).
+    pub(crate) fn grad_norm(&self, grads: &GradStore) -> Result<f64> {
+        let mut sq = 0f64;
+        for (_, var) in &self.vars {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                sq += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
+            }
+        }
+        Ok(sq.sqrt())
+    }
+
+    /// Scales gradients by `min(1, max_norm / (norm + 1e-6))` (torch's clip_grad_norm_), then
+    /// takes one Adam step with learning rate `lr`.
+    pub(crate) fn clipped_step(
+        &mut self,
+        grads: &GradStore,
+        norm: f64,
+        max_norm: f64,
+        lr: f64,
+    ) -> Result<()> {
+        let clip = (max_norm / (norm + 1e-6)).min(1.0);
+        self.step += 1;
+        let bc1 = 1.0 - self.beta1.powi(self.step as i32);
+        let bc2 = 1.0 - self.beta2.powi(self.step as i32);
+        for (i, (_, var)) in self.vars.iter().enumerate() {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let g = if clip < 1.0 { (g * clip)? } else { g.clone() };
+            let m = ((&self.m[i] * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
+            let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+            let denom = ((v.sqrt()? / bc2.sqrt())? + self.eps)?;
+            let update = ((&m / denom)? * (lr / bc1))?;
+            var.set(&(var.as_tensor() - update)?)?;
+            self.m[i] = m;
+            self.v[i] = v;
+        }
+        Ok(())
+    }
+
+    /// The moments as named tensors (`adam.m.<var>`, `adam.v.<var>`).
+    pub(crate) fn state_tensors(&self) -> HashMap<String, Tensor> {
+        let mut out = HashMap::new();
+        for (i, (name, _)) in self.vars.iter().enumerate() {
+            out.insert(format!("adam.m.{name}"), self.m[i].clone());
+            out.insert(format!("adam.v.{name}"), self.v[i].clone());
+        }
+        out
+    }
+
+    /// Names and shapes of the moment tensors, for validating a checkpoint before loading it.
+    pub(crate) fn expected(&self) -> Vec<(String, Vec<usize>)> {
+        let mut out = Vec::new();
+        for (name, var) in &self.vars {
+            out.push((format!("adam.m.{name}"), var.dims().to_vec()));
+            out.push((format!("adam.v.{name}"), var.dims().to_vec()));
+        }
+        out
+    }
+
+    /// Replaces the moments from `tensors` (already validated) and the step count.
+    pub(crate) fn load_state(
+        &mut self,
+        tensors: &HashMap<String, Tensor>,
+        step: u64,
+    ) -> Result<()> {
+        for (i, (name, _)) in self.vars.iter().enumerate() {
+            if let (Some(m), Some(v)) = (
+                tensors.get(&format!("adam.m.{name}")),
+                tensors.get(&format!("adam.v.{name}")),
+            ) {
+                self.m[i] = m.clone();
+                self.v[i] = v.clone();
+            }
+        }
+        self.step = step;
+        Ok(())
+    }
+}

@@ -1,0 +1,191 @@
+//! Checkpoint files: `ckpt-<update>.safetensors` (model + Adam moments) and `ckpt-<update>.json`
+//! (header). Written atomically (temp file, fsync, rename); the header goes last, so a header
+//! on disk always names a complete tensor file.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use rand_pcg::Pcg64;
+use serde::{Deserialize, Serialize};
+
+use crate::config::PpoConfig;
+use crate::error::{PpoError, Result};
+use crate::network::NetworkConfig;
+
+/// Version of the checkpoint layout; bumped on incompatible changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The JSON header of a checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointHeader {
+    /// [`FORMAT_VERSION`] at write time.
+    pub format_version: u32,
+    /// PPO hyperparameters of the run.
+    pub ppo: PpoConfig,
+    /// The network.
+    pub network: NetworkConfig,
+    /// Shape of one observation.
+    pub obs_shape: Vec<usize>,
+    /// Number of actions.
+    pub n_actions: usize,
+    /// Environment steps consumed.
+    pub global_step: u64,
+    /// Updates done.
+    pub updates: u64,
+    /// Adam's step count.
+    pub adam_step: u64,
+    /// The learner's RNG state.
+    pub rng: Pcg64,
+    /// The tensor file's name (same directory).
+    pub tensors_file: String,
+    /// The tensor file's size in bytes (detects truncation).
+    pub tensors_bytes: u64,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PpoError + '_ {
+    move |source| PpoError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `path` via `path.tmp`: `fill` writes the temp file, which is fsynced and renamed.
+fn write_atomic(path: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    fill(&tmp)?;
+    File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io(&tmp))?;
+    fs::rename(&tmp, path).map_err(io(path))?;
+    if let Some(dir) = path.parent() {
+        // Make the rename durable; not every platform can open a directory, so best effort.
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Checkpoint headers in `dir`, oldest first, as `(update, header path)`.
+pub fn list_checkpoints(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(num) = name
+            .strip_prefix("ckpt-")
+            .and_then(|n| n.strip_suffix(".json"))
+        {
+            if let Ok(u) = num.parse::<u64>() {
+                out.push((u, path));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The newest checkpoint header in `dir`, if any.
+pub fn latest_checkpoint(dir: &Path) -> Result<Option<PathBuf>> {
+    Ok(list_checkpoints(dir)?.pop().map(|(_, p)| p))
+}
+
+pub(crate) fn write(
+    dir: &Path,
+    mut header: CheckpointHeader,
+    tensors: &HashMap<String, Tensor>,
+    keep: usize,
+) -> Result<PathBuf> {
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let stem = format!("ckpt-{:08}", header.updates);
+    let tensors_path = dir.join(format!("{stem}.safetensors"));
+    let header_path = dir.join(format!("{stem}.json"));
+    write_atomic(&tensors_path, |tmp| {
+        candle_core::safetensors::save(tensors, tmp).map_err(|e| PpoError::Checkpoint {
+            path: tmp.to_path_buf(),
+            why: e.to_string(),
+        })
+    })?;
+    header.tensors_file = format!("{stem}.safetensors");
+    header.tensors_bytes = fs::metadata(&tensors_path)
+        .map_err(io(&tensors_path))?
+        .len();
+    let json = serde_json::to_vec_pretty(&header).map_err(|e| PpoError::Checkpoint {
+        path: header_path.clone(),
+        why: e.to_string(),
+    })?;
+    write_atomic(&header_path, |tmp| {
+        let mut f = File::create(tmp).map_err(io(tmp))?;
+        f.write_all(&json).map_err(io(tmp))
+    })?;
+    // Keep the newest `keep`; delete headers first so no header ever names a missing file.
+    let all = list_checkpoints(dir)?;
+    let excess = all.len().saturating_sub(keep.max(1));
+    for (_, old) in all.into_iter().take(excess) {
+        if old == header_path {
+            continue;
+        }
+        if let Ok(h) = read_header(&old) {
+            fs::remove_file(&old).map_err(io(&old))?;
+            let t = dir.join(h.tensors_file);
+            if t.exists() {
+                fs::remove_file(&t).map_err(io(&t))?;
+            }
+        }
+    }
+    Ok(header_path)
+}
+
+/// Reads and checks a checkpoint header.
+pub fn read_header(path: &Path) -> Result<CheckpointHeader> {
+    let bytes = fs::read(path).map_err(io(path))?;
+    let header: CheckpointHeader =
+        serde_json::from_slice(&bytes).map_err(|e| PpoError::Checkpoint {
+            path: path.to_path_buf(),
+            why: format!("not a checkpoint header: {e}"),
+        })?;
+    if header.format_version != FORMAT_VERSION {
+        return Err(PpoError::Checkpoint {
+            path: path.to_path_buf(),
+            why: format!(
+                "format version {} (this build reads {FORMAT_VERSION})",
+                header.format_version
+            ),
+        });
+    }
+    Ok(header)
+}
+
+/// Loads the tensors a header names (on the CPU), checking the file's size first.
+pub(crate) fn read_tensors(
+    header_path: &Path,
+    header: &CheckpointHeader,
+) -> Result<(PathBuf, HashMap<String, Tensor>)> {
+    let dir = header_path.parent().unwrap_or(Path::new("."));
+    let path = dir.join(&header.tensors_file);
+    let len = fs::metadata(&path).map_err(io(&path))?.len();
+    if len != header.tensors_bytes {
+        return Err(PpoError::Checkpoint {
+            path,
+            why: format!(
+                "file has {len} bytes, the header says {} (truncated or replaced)",
+                header.tensors_bytes
+            ),
+        });
+    }
+    let tensors =
+        candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| PpoError::Checkpoint {
+            path: path.clone(),
+            why: format!("unreadable safetensors: {e}"),
+        })?;
+    Ok((path, tensors))
+}

@@ -1,0 +1,430 @@
+//! The actor-critic network: encoder → optional recurrent core → policy and value heads.
+
+use brims::{Core, CoreState};
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Linear, VarBuilder, VarMap};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::core_config::{build_core, CoreConfig};
+use crate::error::{PpoError, Result};
+use crate::init::{orthogonal, SeededInit};
+
+/// Hidden-layer nonlinearity of the MLP encoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// `tanh` (CleanRL's classic-control choice).
+    Tanh,
+    /// `max(0, x)`.
+    Relu,
+}
+
+/// The observation encoder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum EncoderConfig {
+    /// Fully connected layers for vector observations `[D]`.
+    Mlp {
+        /// Widths of the hidden layers (the last is the feature width); at least one.
+        hidden: Vec<usize>,
+        /// Nonlinearity after every layer.
+        activation: Activation,
+    },
+    /// The Nature DQN CNN for `[k, 84, 84]` frames: 32@8×8/4, 64@4×4/2, 64@3×3/1, then a
+    /// linear layer of `hidden` (512) units; ReLU everywhere.
+    NatureCnn {
+        /// Width of the final linear layer.
+        hidden: usize,
+    },
+}
+
+/// The whole network: encoder, optional core (`None` = feed-forward), heads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Observation encoder.
+    pub encoder: EncoderConfig,
+    /// Recurrent core; `None` for the feed-forward variant.
+    pub core: Option<CoreConfig>,
+}
+
+impl NetworkConfig {
+    /// CleanRL's Atari network: Nature CNN (512) → `core` → heads.
+    pub fn atari(core: Option<CoreConfig>) -> Self {
+        NetworkConfig {
+            encoder: EncoderConfig::NatureCnn { hidden: 512 },
+            core,
+        }
+    }
+}
+
+/// The encoder's conv layer type: the one place to switch to a faster conv implementation.
+type Conv = candle_nn::Conv2d;
+
+fn conv(
+    in_c: usize,
+    out_c: usize,
+    kernel: usize,
+    stride: usize,
+    vb: VarBuilder,
+) -> candle_core::Result<Conv> {
+    let cfg = candle_nn::Conv2dConfig {
+        stride,
+        ..Default::default()
+    };
+    candle_nn::conv2d(in_c, out_c, kernel, cfg, vb)
+}
+
+enum Encoder {
+    Mlp {
+        layers: Vec<Linear>,
+        activation: Activation,
+    },
+    NatureCnn {
+        convs: [Conv; 3],
+        fc: Linear,
+    },
+}
+
+impl Encoder {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Encoder::Mlp { layers, activation } => {
+                let mut h = x.clone();
+                for layer in layers {
+                    h = layer.forward(&h)?;
+                    h = match activation {
+                        Activation::Tanh => h.tanh()?,
+                        Activation::Relu => h.relu()?,
+                    };
+                }
+                Ok(h)
+            }
+            Encoder::NatureCnn { convs, fc } => {
+                let mut h = x.clone();
+                for c in convs {
+                    h = c.forward(&h)?.relu()?;
+                }
+                fc.forward(&h.flatten_from(1)?)?.relu()
+            }
+        }
+    }
+}
+
+/// Encoder, optional recurrent core, policy head (logits) and value head.
+///
+/// Acting ([`ActorCritic::act`]) and learning ([`ActorCritic::evaluate_sequence`]) share the
+/// encoder and head code; the core runs `step_with_reset` when acting and `seq` (defined as the
+/// same step with the same resets) when replaying, so on unchanged weights they agree (ratio 1).
+pub struct ActorCritic {
+    encoder: Encoder,
+    core: Option<Box<dyn Core>>,
+    policy: Linear,
+    value: Linear,
+    obs_shape: Vec<usize>,
+    n_actions: usize,
+    device: Device,
+}
+
+/// One layer's parameters to initialise: name prefix, weight shape, gain.
+struct InitSpec {
+    prefix: String,
+    shape: Vec<usize>,
+    gain: f64,
+}
+
+impl ActorCritic {
+    /// Builds the network for observations of `obs_shape` (one env, e.g. `[4]` or `[4, 84, 84]`)
+    /// and `n_actions` discrete actions. Its parameters are created in `varmap` on `device`;
+    /// encoder and heads get CleanRL's orthogonal init (gain √2 hidden, 0.01 policy, 1 value,
+    /// zero biases) drawn from `rng`; the core keeps its own init.
+    pub fn new(
+        cfg: &NetworkConfig,
+        obs_shape: &[usize],
+        n_actions: usize,
+        varmap: &mut VarMap,
+        device: &Device,
+        rng: &mut impl Rng,
+    ) -> Result<Self> {
+        if n_actions == 0 {
+            return Err(PpoError::Shape {
+                op: "ActorCritic::new",
+                why: "the action space has 0 actions".into(),
+            });
+        }
+        // Every variable (the core's too) is drawn from `rng`, so a seed fixes the whole network.
+        let init_seed: u64 = rng.gen();
+        let backend = SeededInit {
+            varmap,
+            rng: std::sync::Mutex::new(rand_pcg::Pcg64::seed_from_u64(init_seed)),
+        };
+        let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
+        let mut specs = Vec::new();
+        let hidden_gain = 2f64.sqrt();
+        let (encoder, features) = match &cfg.encoder {
+            EncoderConfig::Mlp { hidden, activation } => {
+                let &[input] = obs_shape else {
+                    return Err(PpoError::Shape {
+                        op: "ActorCritic::new",
+                        why: format!(
+                            "the MLP encoder needs 1-D observations, got shape {obs_shape:?}"
+                        ),
+                    });
+                };
+                if hidden.is_empty() || hidden.contains(&0) {
+                    return Err(PpoError::Config {
+                        field: "encoder.hidden",
+                        value: format!("{hidden:?}"),
+                        why: "needs at least one layer, every width ≥ 1".into(),
+                    });
+                }
+                let mut layers = Vec::new();
+                let mut width = input;
+                for (i, &h) in hidden.iter().enumerate() {
+                    let prefix = format!("encoder.fc{i}");
+                    layers.push(candle_nn::linear(width, h, vb.pp(&prefix))?);
+                    specs.push(InitSpec {
+                        prefix,
+                        shape: vec![h, width],
+                        gain: hidden_gain,
+                    });
+                    width = h;
+                }
+                (
+                    Encoder::Mlp {
+                        layers,
+                        activation: *activation,
+                    },
+                    width,
+                )
+            }
+            EncoderConfig::NatureCnn { hidden } => {
+                let &[frames, height, width] = obs_shape else {
+                    return Err(PpoError::Shape {
+                        op: "ActorCritic::new",
+                        why: format!(
+                            "the Nature CNN needs [k, H, W] frames, got shape {obs_shape:?}"
+                        ),
+                    });
+                };
+                // Spatial size after each valid conv: (x - k) / s + 1.
+                let out = |x: usize| -> Option<usize> {
+                    let a = x.checked_sub(8)? / 4 + 1;
+                    let b = a.checked_sub(4)? / 2 + 1;
+                    Some(b.checked_sub(3)? + 1)
+                };
+                let (Some(oh), Some(ow)) = (out(height), out(width)) else {
+                    return Err(PpoError::Shape {
+                        op: "ActorCritic::new",
+                        why: format!(
+                            "frames {height}×{width} are too small for the Nature CNN (≥ 36×36)"
+                        ),
+                    });
+                };
+                let layers = [(frames, 32, 8, 4), (32, 64, 4, 2), (64, 64, 3, 1)];
+                let mut convs = Vec::new();
+                for (i, (ic, oc, k, s)) in layers.into_iter().enumerate() {
+                    let prefix = format!("encoder.conv{i}");
+                    convs.push(conv(ic, oc, k, s, vb.pp(&prefix))?);
+                    specs.push(InitSpec {
+                        prefix,
+                        shape: vec![oc, ic, k, k],
+                        gain: hidden_gain,
+                    });
+                }
+                let flat = 64 * oh * ow;
+                let fc = candle_nn::linear(flat, *hidden, vb.pp("encoder.fc"))?;
+                specs.push(InitSpec {
+                    prefix: "encoder.fc".into(),
+                    shape: vec![*hidden, flat],
+                    gain: hidden_gain,
+                });
+                let convs: [Conv; 3] = convs.try_into().map_err(|_| PpoError::Shape {
+                    op: "ActorCritic::new",
+                    why: "Nature CNN has three convs".into(),
+                })?;
+                (Encoder::NatureCnn { convs, fc }, *hidden)
+            }
+        };
+        let core = match &cfg.core {
+            Some(c) => Some(build_core(c, features, vb.pp("core"))?),
+            None => None,
+        };
+        let head_in = core.as_ref().map_or(features, |c| c.output_size());
+        let policy = candle_nn::linear(head_in, n_actions, vb.pp("policy"))?;
+        specs.push(InitSpec {
+            prefix: "policy".into(),
+            shape: vec![n_actions, head_in],
+            gain: 0.01,
+        });
+        let value = candle_nn::linear(head_in, 1, vb.pp("value"))?;
+        specs.push(InitSpec {
+            prefix: "value".into(),
+            shape: vec![1, head_in],
+            gain: 1.0,
+        });
+        drop(vb); // releases the borrow of `varmap`
+        for spec in specs {
+            let w = orthogonal(&spec.shape, spec.gain, rng, device)?;
+            varmap.set_one(format!("{}.weight", spec.prefix), w)?;
+            let b = Tensor::zeros(spec.shape[0], DType::F32, device)?;
+            varmap.set_one(format!("{}.bias", spec.prefix), b)?;
+        }
+        Ok(ActorCritic {
+            encoder,
+            core,
+            policy,
+            value,
+            obs_shape: obs_shape.to_vec(),
+            n_actions,
+            device: device.clone(),
+        })
+    }
+
+    /// Number of discrete actions `A`.
+    pub fn n_actions(&self) -> usize {
+        self.n_actions
+    }
+
+    /// The shape of one observation.
+    pub fn obs_shape(&self) -> &[usize] {
+        &self.obs_shape
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Whether the network has a recurrent core.
+    pub fn is_recurrent(&self) -> bool {
+        self.core.is_some()
+    }
+
+    /// The initial (all-zero) core state for `batch` envs (no parts for the feed-forward net).
+    pub fn zero_state(&self, batch: usize) -> Result<CoreState> {
+        match &self.core {
+            Some(core) => Ok(core.zero_state(batch)?),
+            None => Ok(CoreState { parts: vec![] }),
+        }
+    }
+
+    /// Observations `[B, …]` (u8 are scaled to [0, 1]; f32 are taken as they are) → features `[B, E]`.
+    fn encode(&self, obs: &Tensor) -> candle_core::Result<Tensor> {
+        let x = match obs.dtype() {
+            DType::U8 => (obs.to_dtype(DType::F32)? / 255.0)?,
+            DType::F32 => obs.clone(),
+            other => obs
+                .to_dtype(DType::F32)
+                .map_err(|e| e.context(format!("observations of dtype {other:?}")))?,
+        };
+        self.encoder.forward(&x)
+    }
+
+    /// Core outputs `[B, H]` → `(logits [B, A], values [B])`. The one head path for acting and learning.
+    fn heads(&self, hidden: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let logits = self.policy.forward(hidden)?;
+        let values = self.value.forward(hidden)?.squeeze(D::Minus1)?;
+        Ok((logits, values))
+    }
+
+    fn check_obs(&self, obs: &Tensor, lead: usize, op: &'static str) -> Result<()> {
+        let dims = obs.dims();
+        if dims.len() != lead + self.obs_shape.len() || dims[lead..] != self.obs_shape[..] {
+            return Err(PpoError::Shape {
+                op,
+                why: format!(
+                    "observations have shape {dims:?}, expected {lead} leading dims then {:?}",
+                    self.obs_shape
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// One acting step for `B` envs: `obs` is `[B, …]` (u8 or f32), `state` the core state
+    /// (parts `[B, width]`), `resets` `[B]` f32 (1.0 = this step starts an episode, so the state is
+    /// zeroed first). Returns `(logits [B, A], values [B], next_state)`.
+    pub fn act(
+        &self,
+        obs: &Tensor,
+        state: &CoreState,
+        resets: &Tensor,
+    ) -> Result<(Tensor, Tensor, CoreState)> {
+        self.check_obs(obs, 1, "ActorCritic::act")?;
+        let features = self.encode(obs)?;
+        let (hidden, next) = match &self.core {
+            Some(core) => core.step_with_reset(&features, state, resets)?,
+            None => (features, state.clone()),
+        };
+        let (logits, values) = self.heads(&hidden)?;
+        Ok((logits, values, next))
+    }
+
+    /// The learner's replay of whole sequences: `obs` `[T, B, …]`, `resets` `[T, B]` f32 (exactly
+    /// as acting saw them), `start` the core state before step 0 (parts `[B, width]`), `actions`
+    /// `[T, B]` u32. Returns `(log_probs [T, B], entropy [T, B], values [T, B])`, differentiable.
+    pub fn evaluate_sequence(
+        &self,
+        obs: &Tensor,
+        resets: &Tensor,
+        start: &CoreState,
+        actions: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        self.check_obs(obs, 2, "ActorCritic::evaluate_sequence")?;
+        let (t, b) = (obs.dim(0)?, obs.dim(1)?);
+        let features = self.encode(&obs.flatten_to(1)?)?; // [T·B, E]
+        let hidden = match &self.core {
+            Some(core) => {
+                let seq = features.reshape((t, b, features.dim(1)?))?;
+                let (out, _) = core.seq(&seq, resets, start)?;
+                out.flatten_to(1)?
+            }
+            None => features,
+        };
+        let (logits, values) = self.heads(&hidden)?;
+        let (log_probs, entropy) = log_prob_entropy(&logits, &actions.flatten_all()?)?;
+        Ok((
+            log_probs.reshape((t, b))?,
+            entropy.reshape((t, b))?,
+            values.reshape((t, b))?,
+        ))
+    }
+}
+
+/// `logits` `[B, A]`, `actions` `[B]` u32 → `(log π(a) [B], entropy [B])`.
+pub fn log_prob_entropy(
+    logits: &Tensor,
+    actions: &Tensor,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let taken = log_p.gather(&actions.unsqueeze(1)?, 1)?.squeeze(1)?;
+    let entropy = (log_p.exp()? * &log_p)?.sum(D::Minus1)?.neg()?;
+    Ok((taken, entropy))
+}
+
+/// Samples one action per row of `logits` `[B, A]` from the categorical distribution with
+/// `rng`; returns the actions and their log-probabilities (`B` each), computed by
+/// [`log_prob_entropy`]'s log-softmax so they match what the learner replays.
+pub fn sample_actions(logits: &Tensor, rng: &mut impl Rng) -> Result<(Vec<u32>, Vec<f32>)> {
+    let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?.to_vec2::<f32>()?;
+    let mut actions = Vec::with_capacity(log_p.len());
+    let mut log_probs = Vec::with_capacity(log_p.len());
+    for row in log_p {
+        let u: f32 = rng.gen();
+        let mut acc = 0.0f32;
+        // The last action absorbs rounding (the probabilities may sum to 1 − ε).
+        let mut chosen = row.len() - 1;
+        for (a, lp) in row.iter().enumerate() {
+            acc += lp.exp();
+            if u < acc {
+                chosen = a;
+                break;
+            }
+        }
+        actions.push(chosen as u32);
+        log_probs.push(row[chosen]);
+    }
+    Ok((actions, log_probs))
+}
