@@ -61,6 +61,11 @@ impl Geometry {
                 what: "input channels",
             });
         }
+        if c_out == 0 {
+            return Err(Error::Zero {
+                what: "output channels",
+            });
+        }
         if c_in != wc_in {
             return Err(Error::ChannelMismatch {
                 input: c_in,
@@ -207,24 +212,50 @@ fn matmul<T: Element>(
 
 /// Fills `col` `[K, S·N]` with the patches of the `S` samples in `input` `[S, Cin, H, W]`.
 fn im2col<T: Element>(g: &Geometry, input: &[T], samples: usize, col: &mut [T]) {
-    let (n, ld) = (g.out_pixels(), samples * g.out_pixels());
+    // A constant stride lets the compiler turn the row gathers into straight-line code.
+    match g.stride {
+        1 => im2col_strided::<T, 1>(g, input, samples, col),
+        2 => im2col_strided::<T, 2>(g, input, samples, col),
+        3 => im2col_strided::<T, 3>(g, input, samples, col),
+        4 => im2col_strided::<T, 4>(g, input, samples, col),
+        _ => im2col_strided::<T, 0>(g, input, samples, col),
+    }
+}
+
+/// [`im2col`] for stride `ST` (0: read the stride from `g`).
+fn im2col_strided<T: Element, const ST: usize>(
+    g: &Geometry,
+    input: &[T],
+    samples: usize,
+    col: &mut [T],
+) {
+    let stride = if ST == 0 { g.stride } else { ST };
+    let (n, ld, plane_len) = (g.out_pixels(), samples * g.out_pixels(), g.h * g.w);
+    // The last element one output row reads lies (wo - 1) * stride after its first.
+    let span = (g.wo - 1) * stride + 1;
     let mut rows = col.chunks_exact_mut(ld);
     for c in 0..g.c_in {
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let Some(row) = rows.next() else { return };
                 for s in 0..samples {
-                    let plane = &input[(s * g.c_in + c) * g.h * g.w..][..g.h * g.w];
+                    let plane = &input[(s * g.c_in + c) * plane_len..][..plane_len];
                     let dst = &mut row[s * n..][..n];
                     for (oy, dst) in dst.chunks_exact_mut(g.wo).enumerate() {
-                        let src = &plane[(oy * g.stride + ky) * g.w + kx..];
-                        if g.stride == 1 {
-                            dst.copy_from_slice(&src[..g.wo]);
-                        } else {
-                            for (d, s) in dst.iter_mut().zip(src.iter().step_by(g.stride)) {
-                                *d = *s;
-                            }
+                        let src = &plane[(oy * stride + ky) * g.w + kx..][..span];
+                        if stride == 1 {
+                            dst.copy_from_slice(src);
+                            continue;
                         }
+                        // Every pixel but the last starts a whole chunk of `stride` inputs
+                        // (so no bounds checks); the last one is read on its own.
+                        let Some((last, body)) = dst.split_last_mut() else {
+                            continue;
+                        };
+                        for (d, chunk) in body.iter_mut().zip(src.chunks_exact(stride)) {
+                            *d = chunk[0];
+                        }
+                        *last = src[span - 1];
                     }
                 }
             }
@@ -265,18 +296,44 @@ fn nchw_to_mat<T: Element>(g: &Geometry, nchw: &[T], samples: usize, mat: &mut [
     }
 }
 
-/// `mat` `[Cout, S·N]` into `[S, Cout, N]` rows of `nchw`.
-fn mat_to_nchw<T: Element>(g: &Geometry, mat: &[T], samples: usize, nchw: &mut [T]) {
+/// `mat` `[Cout, S·N]` (plus `bias` `[Cout]`, then ReLU if `relu`) into `[S, Cout, N]` rows
+/// of `nchw`.
+fn mat_to_nchw<T: Element>(
+    g: &Geometry,
+    mat: &[T],
+    (bias, relu): (Option<&[T]>, bool),
+    samples: usize,
+    nchw: &mut [T],
+) {
     let (n, ld) = (g.out_pixels(), samples * g.out_pixels());
     for s in 0..samples {
         for co in 0..g.c_out {
-            nchw[(s * g.c_out + co) * n..][..n].copy_from_slice(&mat[co * ld + s * n..][..n]);
+            let dst = &mut nchw[(s * g.c_out + co) * n..][..n];
+            let src = &mat[co * ld + s * n..][..n];
+            let b = bias.map_or(T::zero(), |bias| bias[co]);
+            if relu {
+                for (d, x) in dst.iter_mut().zip(src) {
+                    let y = *x + b;
+                    *d = if y > T::zero() { y } else { T::zero() };
+                }
+            } else {
+                for (d, x) in dst.iter_mut().zip(src) {
+                    *d = *x + b;
+                }
+            }
         }
     }
 }
 
-/// Forward: `input` `[B, Cin, H, W]`, `weight` `[Cout, K]` -> `[B, Cout, Ho, Wo]`.
-pub(crate) fn forward<T: Element>(g: &Geometry, input: &[T], weight: &[T]) -> Vec<T> {
+/// Forward: `input` `[B, Cin, H, W]`, `weight` `[Cout, K]`, `bias` `[Cout]` ->
+/// `[B, Cout, Ho, Wo]`, through a ReLU if `relu`.
+pub(crate) fn forward<T: Element>(
+    g: &Geometry,
+    input: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    relu: bool,
+) -> Vec<T> {
     let (k, n) = (g.patch_len(), g.out_pixels());
     let mut out = vec![T::zero(); g.batch * g.out_sample_len()];
     for_sample_ranges(g.batch, &mut out, g.out_sample_len(), |samples, out| {
@@ -302,7 +359,7 @@ pub(crate) fn forward<T: Element>(g: &Geometry, input: &[T], weight: &[T]) -> Ve
                 &col,
                 (ld, 1),
             );
-            mat_to_nchw(g, &mat, s, out);
+            mat_to_nchw(g, &mat, (bias, relu), s, out);
         }
     });
     out
@@ -386,6 +443,37 @@ pub(crate) fn input_grad<T: Element>(g: &Geometry, weight: &[T], grad_out: &[T])
         },
     );
     grad_in
+}
+
+/// Bias gradient: `grad_out` `[B, Cout, Ho, Wo]` -> `[Cout]`, the sum over batch and pixels.
+pub(crate) fn bias_grad<T: Element>(g: &Geometry, grad_out: &[T]) -> Vec<T> {
+    let n = g.out_pixels();
+    let mut grad_b = vec![T::zero(); g.c_out];
+    for sample in grad_out.chunks_exact(g.out_sample_len()) {
+        for (b, row) in grad_b.iter_mut().zip(sample.chunks_exact(n)) {
+            // Eight independent partial sums, so the adds pipeline (and vectorise).
+            let mut lanes = [T::zero(); 8];
+            let mut blocks = row.chunks_exact(8);
+            for block in &mut blocks {
+                for (l, x) in lanes.iter_mut().zip(block) {
+                    *l += *x;
+                }
+            }
+            for (l, x) in lanes.iter_mut().zip(blocks.remainder()) {
+                *l += *x;
+            }
+            *b += lanes.iter().fold(T::zero(), |acc, x| acc + *x);
+        }
+    }
+    grad_b
+}
+
+/// ReLU's backward from its output: `grad` where `output > 0`, else 0 (same shapes).
+pub(crate) fn relu_grad<T: Element>(grad: &[T], output: &[T]) -> Vec<T> {
+    grad.iter()
+        .zip(output)
+        .map(|(g, y)| if *y > T::zero() { *g } else { T::zero() })
+        .collect()
 }
 
 #[cfg(test)]
