@@ -48,7 +48,8 @@
 //!
 //! Ctrl-C: the driver's handler sets [`ActorPool::stop_handle`]; shards exit at their next
 //! env step and `recv` returns [`ActorError::Stopped`] within 50 ms, so the driver can write
-//! its checkpoint and drop the pool. An env stuck forever inside one call cannot be
+//! its checkpoint and drop the pool. A stopped pool cannot be restarted (create a new one).
+//! An env stuck forever inside one call cannot be
 //! interrupted; dropping the pool then waits for it.
 #![deny(missing_docs)]
 

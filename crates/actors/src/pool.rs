@@ -566,3 +566,26 @@ impl<E: Env> Drop for ActorPool<E> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn split_covers_the_range_in_near_equal_contiguous_parts() {
+        for (range, k) in [(0..16, 2), (8..16, 3), (3..10, 4), (0..5, 5)] {
+            let parts = split(&range, k);
+            assert_eq!(parts.len(), k);
+            assert_eq!(parts[0].start, range.start);
+            assert_eq!(parts[k - 1].end, range.end);
+            for w in parts.windows(2) {
+                assert_eq!(w[0].end, w[1].start);
+            }
+            let (min, max) = (
+                parts.iter().map(|p| p.len()).min().unwrap(),
+                parts.iter().map(|p| p.len()).max().unwrap(),
+            );
+            assert!(max - min <= 1, "{parts:?}");
+        }
+    }
+}

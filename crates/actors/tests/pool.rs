@@ -598,6 +598,42 @@ fn the_stop_flag_makes_recv_return_stopped() {
 }
 
 #[test]
+fn a_stop_from_another_thread_ends_a_waiting_recv() {
+    // As a Ctrl-C handler would: the driver waits on a group whose env 1 is stuck; another
+    // thread raises the stop flag; recv returns `Stopped` instead of waiting on.
+    let live = Arc::new(());
+    let (gate_tx, gate_rx) = bounded::<()>(0);
+    let (entered_tx, entered_rx) = bounded::<()>(1);
+    let stuck = Fault::Gate {
+        at: 0,
+        gate: gate_rx,
+        entered: entered_tx,
+    };
+    let make = faulty(4, vec![(1, stuck)], &live);
+    let mut pool = ActorPool::new(config(4, 2, true), make).expect("pool");
+    let stop = pool.stop_handle();
+    pool.reset().expect("reset");
+    pool.send_actions(0, &[0, 1]).expect("send");
+    let handler = std::thread::spawn(move || {
+        entered_rx.recv().expect("env 1 is stuck in its step");
+        stop.store(true, Ordering::Relaxed);
+    });
+    let (result_tx, result_rx) = bounded(1);
+    let driver = std::thread::spawn(move || {
+        let _ = result_tx.send(pool.recv(0).map(|_| ()));
+        drop(pool); // joins once the gate opens
+    });
+    let result = result_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("recv ignored the stop flag");
+    assert!(matches!(result, Err(ActorError::Stopped)), "{result:?}");
+    drop(gate_tx);
+    handler.join().expect("handler");
+    driver.join().expect("driver");
+    assert_eq!(Arc::strong_count(&live), 1);
+}
+
+#[test]
 fn creation_failures_name_the_env_and_leave_no_thread() {
     let live = Arc::new(());
     let l = Arc::clone(&live);

@@ -8,6 +8,7 @@
 
 use crate::error::{Error, Result};
 use std::ops::Range;
+use std::sync::Mutex;
 
 /// Elements the kernels run on (f32 and f64; gemm dispatches on the type).
 pub(crate) trait Element: candle_core::WithDType {}
@@ -59,6 +60,11 @@ impl Geometry {
         if c_in == 0 {
             return Err(Error::Zero {
                 what: "input channels",
+            });
+        }
+        if c_out == 0 {
+            return Err(Error::Zero {
+                what: "output channels",
             });
         }
         if c_in != wc_in {
@@ -115,41 +121,68 @@ impl Geometry {
     }
 }
 
-/// Splits `0..batch` into one contiguous range per worker thread.
-fn sample_ranges(batch: usize) -> Vec<Range<usize>> {
-    let threads = candle_core::utils::get_num_threads().clamp(1, batch.max(1));
-    let per = batch.div_ceil(threads).max(1);
-    (0..batch)
-        .step_by(per)
-        .map(|start| start..(start + per).min(batch))
-        .collect()
+/// Per-worker scratch: one chunk's `col` `[K, S·N]` and `mat` `[Cout, S·N]`, and the
+/// worker's share of a result that is summed over samples (the weight gradient).
+struct Scratch<T> {
+    col: Vec<T>,
+    mat: Vec<T>,
+    sum: Vec<T>,
 }
 
-/// Runs `work(samples, out_rows)` on every range of [`sample_ranges`], one thread each,
-/// handing each the rows `[samples, per_sample]` of `out`.
-fn for_sample_ranges<T, R, F>(batch: usize, out: &mut [T], per_sample: usize, work: F) -> Vec<R>
+/// Runs `work(scratch, samples, rows)` over chunks of at most [`Geometry::chunk_samples`]
+/// samples, where `rows` are those samples' rows `[S, per_sample]` of `out`. Workers (candle's
+/// thread count) take chunks from a shared queue, so a worker slowed by other load on the
+/// machine does less of the work; each worker's scratch (its `sum` of `sum_len` elements) is
+/// returned.
+fn for_each_chunk<T, F>(
+    g: &Geometry,
+    out: &mut [T],
+    per_sample: usize,
+    sum_len: usize,
+    work: F,
+) -> Vec<Scratch<T>>
 where
-    T: Send,
-    R: Send,
-    F: Fn(Range<usize>, &mut [T]) -> R + Sync,
+    T: Element,
+    F: Fn(&mut Scratch<T>, Range<usize>, &mut [T]) + Sync,
 {
-    let ranges = sample_ranges(batch);
-    if ranges.len() <= 1 {
-        return ranges.into_iter().map(|r| work(r, out)).collect();
+    let chunk = g.chunk_samples();
+    let jobs: Vec<(Range<usize>, &mut [T])> = if per_sample == 0 {
+        (0..g.batch)
+            .step_by(chunk)
+            .map(|first| (first..(first + chunk).min(g.batch), Default::default()))
+            .collect()
+    } else {
+        out.chunks_mut(chunk * per_sample)
+            .enumerate()
+            .map(|(i, rows)| (i * chunk..i * chunk + rows.len() / per_sample, rows))
+            .collect()
+    };
+    let threads = candle_core::utils::get_num_threads().clamp(1, jobs.len().max(1));
+    let queue = Mutex::new(jobs.into_iter());
+    let worker = || {
+        let mut scratch = Scratch {
+            col: vec![T::zero(); g.patch_len() * chunk * g.out_pixels()],
+            mat: vec![T::zero(); g.c_out * chunk * g.out_pixels()],
+            sum: vec![T::zero(); sum_len],
+        };
+        // The lock is held only to take a job; a poisoned queue just ends this worker.
+        while let Some((samples, rows)) = queue.lock().ok().and_then(|mut q| q.next()) {
+            work(&mut scratch, samples, rows);
+        }
+        scratch
+    };
+    if threads <= 1 {
+        return vec![worker()];
     }
     std::thread::scope(|scope| {
-        let mut rest = out;
-        let mut handles = Vec::with_capacity(ranges.len());
-        for range in ranges {
-            let (rows, tail) = std::mem::take(&mut rest).split_at_mut(range.len() * per_sample);
-            rest = tail;
-            let work = &work;
-            handles.push(scope.spawn(move || work(range, rows)));
-        }
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(worker)).collect();
+        let mut done = vec![worker()];
+        done.extend(
+            helpers
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
+        );
+        done
     })
 }
 
@@ -207,24 +240,50 @@ fn matmul<T: Element>(
 
 /// Fills `col` `[K, S·N]` with the patches of the `S` samples in `input` `[S, Cin, H, W]`.
 fn im2col<T: Element>(g: &Geometry, input: &[T], samples: usize, col: &mut [T]) {
-    let (n, ld) = (g.out_pixels(), samples * g.out_pixels());
+    // A constant stride lets the compiler turn the row gathers into straight-line code.
+    match g.stride {
+        1 => im2col_strided::<T, 1>(g, input, samples, col),
+        2 => im2col_strided::<T, 2>(g, input, samples, col),
+        3 => im2col_strided::<T, 3>(g, input, samples, col),
+        4 => im2col_strided::<T, 4>(g, input, samples, col),
+        _ => im2col_strided::<T, 0>(g, input, samples, col),
+    }
+}
+
+/// [`im2col`] for stride `ST` (0: read the stride from `g`).
+fn im2col_strided<T: Element, const ST: usize>(
+    g: &Geometry,
+    input: &[T],
+    samples: usize,
+    col: &mut [T],
+) {
+    let stride = if ST == 0 { g.stride } else { ST };
+    let (n, ld, plane_len) = (g.out_pixels(), samples * g.out_pixels(), g.h * g.w);
+    // The last element one output row reads lies (wo - 1) * stride after its first.
+    let span = (g.wo - 1) * stride + 1;
     let mut rows = col.chunks_exact_mut(ld);
     for c in 0..g.c_in {
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let Some(row) = rows.next() else { return };
                 for s in 0..samples {
-                    let plane = &input[(s * g.c_in + c) * g.h * g.w..][..g.h * g.w];
+                    let plane = &input[(s * g.c_in + c) * plane_len..][..plane_len];
                     let dst = &mut row[s * n..][..n];
                     for (oy, dst) in dst.chunks_exact_mut(g.wo).enumerate() {
-                        let src = &plane[(oy * g.stride + ky) * g.w + kx..];
-                        if g.stride == 1 {
-                            dst.copy_from_slice(&src[..g.wo]);
-                        } else {
-                            for (d, s) in dst.iter_mut().zip(src.iter().step_by(g.stride)) {
-                                *d = *s;
-                            }
+                        let src = &plane[(oy * stride + ky) * g.w + kx..][..span];
+                        if stride == 1 {
+                            dst.copy_from_slice(src);
+                            continue;
                         }
+                        // Every pixel but the last starts a whole chunk of `stride` inputs
+                        // (so no bounds checks); the last one is read on its own.
+                        let Some((last, body)) = dst.split_last_mut() else {
+                            continue;
+                        };
+                        for (d, chunk) in body.iter_mut().zip(src.chunks_exact(stride)) {
+                            *d = chunk[0];
+                        }
+                        *last = src[span - 1];
                     }
                 }
             }
@@ -265,79 +324,81 @@ fn nchw_to_mat<T: Element>(g: &Geometry, nchw: &[T], samples: usize, mat: &mut [
     }
 }
 
-/// `mat` `[Cout, S·N]` into `[S, Cout, N]` rows of `nchw`.
-fn mat_to_nchw<T: Element>(g: &Geometry, mat: &[T], samples: usize, nchw: &mut [T]) {
+/// `mat` `[Cout, S·N]` (plus `bias` `[Cout]`, then ReLU if `relu`) into `[S, Cout, N]` rows
+/// of `nchw`.
+fn mat_to_nchw<T: Element>(
+    g: &Geometry,
+    mat: &[T],
+    (bias, relu): (Option<&[T]>, bool),
+    samples: usize,
+    nchw: &mut [T],
+) {
     let (n, ld) = (g.out_pixels(), samples * g.out_pixels());
     for s in 0..samples {
         for co in 0..g.c_out {
-            nchw[(s * g.c_out + co) * n..][..n].copy_from_slice(&mat[co * ld + s * n..][..n]);
+            let dst = &mut nchw[(s * g.c_out + co) * n..][..n];
+            let src = &mat[co * ld + s * n..][..n];
+            let b = bias.map_or(T::zero(), |bias| bias[co]);
+            if relu {
+                for (d, x) in dst.iter_mut().zip(src) {
+                    let y = *x + b;
+                    *d = if y > T::zero() { y } else { T::zero() };
+                }
+            } else {
+                for (d, x) in dst.iter_mut().zip(src) {
+                    *d = *x + b;
+                }
+            }
         }
     }
 }
 
-/// Forward: `input` `[B, Cin, H, W]`, `weight` `[Cout, K]` -> `[B, Cout, Ho, Wo]`.
-pub(crate) fn forward<T: Element>(g: &Geometry, input: &[T], weight: &[T]) -> Vec<T> {
-    let (k, n) = (g.patch_len(), g.out_pixels());
+/// Forward: `input` `[B, Cin, H, W]`, `weight` `[Cout, K]`, `bias` `[Cout]` ->
+/// `[B, Cout, Ho, Wo]`, through a ReLU if `relu`.
+pub(crate) fn forward<T: Element>(
+    g: &Geometry,
+    input: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    relu: bool,
+) -> Vec<T> {
+    let k = g.patch_len();
     let mut out = vec![T::zero(); g.batch * g.out_sample_len()];
-    for_sample_ranges(g.batch, &mut out, g.out_sample_len(), |samples, out| {
-        let chunk = g.chunk_samples().min(samples.len());
-        let mut col = vec![T::zero(); k * chunk * n];
-        let mut mat = vec![T::zero(); g.c_out * chunk * n];
-        for (first, out) in samples
-            .clone()
-            .step_by(chunk)
-            .zip(out.chunks_mut(chunk * g.out_sample_len()))
-        {
-            let s = chunk.min(samples.end - first);
-            let ld = s * n;
-            let input = &input[first * g.in_sample_len()..][..s * g.in_sample_len()];
-            im2col(g, input, s, &mut col[..k * ld]);
-            matmul(
-                (g.c_out, ld, k),
-                &mut mat,
-                ld,
-                false,
-                weight,
-                (k, 1),
-                &col,
-                (ld, 1),
-            );
-            mat_to_nchw(g, &mat, s, out);
-        }
+    for_each_chunk(g, &mut out, g.out_sample_len(), 0, |sc, samples, out| {
+        let (s, ld) = (samples.len(), samples.len() * g.out_pixels());
+        let input = &input[samples.start * g.in_sample_len()..][..s * g.in_sample_len()];
+        im2col(g, input, s, &mut sc.col[..k * ld]);
+        // mat[Cout, S·N] = weight[Cout, K] · col[K, S·N]
+        let (col, mat) = (&sc.col, &mut sc.mat);
+        matmul(
+            (g.c_out, ld, k),
+            mat,
+            ld,
+            false,
+            weight,
+            (k, 1),
+            col,
+            (ld, 1),
+        );
+        mat_to_nchw(g, mat, (bias, relu), s, out);
     });
     out
 }
 
 /// Weight gradient: `input` `[B, Cin, H, W]`, `grad_out` `[B, Cout, Ho, Wo]` -> `[Cout, K]`.
 pub(crate) fn weight_grad<T: Element>(g: &Geometry, input: &[T], grad_out: &[T]) -> Vec<T> {
-    let (k, n) = (g.patch_len(), g.out_pixels());
-    let partials = for_sample_ranges(g.batch, &mut [] as &mut [T], 0, |samples, _| {
-        let chunk = g.chunk_samples().min(samples.len());
-        let mut col = vec![T::zero(); k * chunk * n];
-        let mut mat = vec![T::zero(); g.c_out * chunk * n];
-        let mut grad_w = vec![T::zero(); g.weight_len()];
-        for first in samples.clone().step_by(chunk) {
-            let s = chunk.min(samples.end - first);
-            let ld = s * n;
-            let input = &input[first * g.in_sample_len()..][..s * g.in_sample_len()];
-            im2col(g, input, s, &mut col[..k * ld]);
-            let grad_out = &grad_out[first * g.out_sample_len()..][..s * g.out_sample_len()];
-            nchw_to_mat(g, grad_out, s, &mut mat);
-            // grad_w[Cout, K] += mat[Cout, S·N] · colᵀ[S·N, K]
-            matmul(
-                (g.c_out, k, ld),
-                &mut grad_w,
-                k,
-                true,
-                &mat,
-                (ld, 1),
-                &col,
-                (1, ld),
-            );
-        }
-        grad_w
+    let k = g.patch_len();
+    let workers = for_each_chunk(g, &mut [], 0, g.weight_len(), |sc, samples, _| {
+        let (s, ld) = (samples.len(), samples.len() * g.out_pixels());
+        let input = &input[samples.start * g.in_sample_len()..][..s * g.in_sample_len()];
+        im2col(g, input, s, &mut sc.col[..k * ld]);
+        let grad_out = &grad_out[samples.start * g.out_sample_len()..][..s * g.out_sample_len()];
+        nchw_to_mat(g, grad_out, s, &mut sc.mat);
+        // sum[Cout, K] += mat[Cout, S·N] · colᵀ[S·N, K]
+        let (col, mat, sum) = (&sc.col, &sc.mat, &mut sc.sum);
+        matmul((g.c_out, k, ld), sum, k, true, mat, (ld, 1), col, (1, ld));
     });
-    let mut parts = partials.into_iter();
+    let mut parts = workers.into_iter().map(|w| w.sum);
     let mut total = parts
         .next()
         .unwrap_or_else(|| vec![T::zero(); g.weight_len()]);
@@ -351,41 +412,65 @@ pub(crate) fn weight_grad<T: Element>(g: &Geometry, input: &[T], grad_out: &[T])
 
 /// Input gradient: `weight` `[Cout, K]`, `grad_out` `[B, Cout, Ho, Wo]` -> `[B, Cin, H, W]`.
 pub(crate) fn input_grad<T: Element>(g: &Geometry, weight: &[T], grad_out: &[T]) -> Vec<T> {
-    let (k, n) = (g.patch_len(), g.out_pixels());
+    let k = g.patch_len();
     let mut grad_in = vec![T::zero(); g.batch * g.in_sample_len()];
-    for_sample_ranges(
-        g.batch,
+    for_each_chunk(
+        g,
         &mut grad_in,
         g.in_sample_len(),
-        |samples, grad_in| {
-            let chunk = g.chunk_samples().min(samples.len());
-            let mut col = vec![T::zero(); k * chunk * n];
-            let mut mat = vec![T::zero(); g.c_out * chunk * n];
-            for (first, grad_in) in samples
-                .clone()
-                .step_by(chunk)
-                .zip(grad_in.chunks_mut(chunk * g.in_sample_len()))
-            {
-                let s = chunk.min(samples.end - first);
-                let ld = s * n;
-                let grad_out = &grad_out[first * g.out_sample_len()..][..s * g.out_sample_len()];
-                nchw_to_mat(g, grad_out, s, &mut mat);
-                // col[K, S·N] = weightᵀ[K, Cout] · mat[Cout, S·N]
-                matmul(
-                    (k, ld, g.c_out),
-                    &mut col,
-                    ld,
-                    false,
-                    weight,
-                    (1, k),
-                    &mat,
-                    (ld, 1),
-                );
-                col2im_add(g, &col, s, grad_in);
-            }
+        0,
+        |sc, samples, grad_in| {
+            let (s, ld) = (samples.len(), samples.len() * g.out_pixels());
+            let grad_out =
+                &grad_out[samples.start * g.out_sample_len()..][..s * g.out_sample_len()];
+            nchw_to_mat(g, grad_out, s, &mut sc.mat);
+            // col[K, S·N] = weightᵀ[K, Cout] · mat[Cout, S·N]
+            let (col, mat) = (&mut sc.col, &sc.mat);
+            matmul(
+                (k, ld, g.c_out),
+                col,
+                ld,
+                false,
+                weight,
+                (1, k),
+                mat,
+                (ld, 1),
+            );
+            col2im_add(g, &col[..k * ld], s, grad_in);
         },
     );
     grad_in
+}
+
+/// Bias gradient: `grad_out` `[B, Cout, Ho, Wo]` -> `[Cout]`, the sum over batch and pixels.
+pub(crate) fn bias_grad<T: Element>(g: &Geometry, grad_out: &[T]) -> Vec<T> {
+    let n = g.out_pixels();
+    let mut grad_b = vec![T::zero(); g.c_out];
+    for sample in grad_out.chunks_exact(g.out_sample_len()) {
+        for (b, row) in grad_b.iter_mut().zip(sample.chunks_exact(n)) {
+            // Eight independent partial sums, so the adds pipeline (and vectorise).
+            let mut lanes = [T::zero(); 8];
+            let mut blocks = row.chunks_exact(8);
+            for block in &mut blocks {
+                for (l, x) in lanes.iter_mut().zip(block) {
+                    *l += *x;
+                }
+            }
+            for (l, x) in lanes.iter_mut().zip(blocks.remainder()) {
+                *l += *x;
+            }
+            *b += lanes.iter().fold(T::zero(), |acc, x| acc + *x);
+        }
+    }
+    grad_b
+}
+
+/// ReLU's backward from its output: `grad` where `output > 0`, else 0 (same shapes).
+pub(crate) fn relu_grad<T: Element>(grad: &[T], output: &[T]) -> Vec<T> {
+    grad.iter()
+        .zip(output)
+        .map(|(g, y)| if *y > T::zero() { *g } else { T::zero() })
+        .collect()
 }
 
 #[cfg(test)]
@@ -393,11 +478,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sample_ranges_cover_the_batch_once() {
-        for batch in [0, 1, 2, 3, 7, 256] {
-            let ranges = sample_ranges(batch);
-            let covered: Vec<usize> = ranges.into_iter().flatten().collect();
-            assert_eq!(covered, (0..batch).collect::<Vec<_>>());
+    fn chunks_cover_every_sample_once_with_their_rows() {
+        for batch in [1, 2, 3, 7, 40] {
+            // K·N = 4·4: one chunk; K·N = 400·441: one sample per chunk.
+            for (h, k) in [(3, 2), (40, 20)] {
+                let g = Geometry::new(&[batch, 1, h, h], &[1, 1, k, k], 1).unwrap();
+                let mut out = vec![0.0f64; batch * 2];
+                let seen = Mutex::new(vec![0; batch]);
+                for_each_chunk(&g, &mut out, 2, 0, |_, samples, rows| {
+                    assert_eq!(rows.len(), samples.len() * 2);
+                    for (i, s) in samples.enumerate() {
+                        seen.lock().unwrap()[s] += 1;
+                        rows[2 * i] = s as f64;
+                        rows[2 * i + 1] = s as f64;
+                    }
+                });
+                assert_eq!(seen.into_inner().unwrap(), vec![1; batch]);
+                let expected: Vec<f64> = (0..batch).flat_map(|s| [s as f64; 2]).collect();
+                assert_eq!(out, expected);
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 //! `Conv2d`: a drop-in for `candle_nn::Conv2d` (same parameter names, layout and init).
 
 use crate::error::{Error, Result};
-use crate::op::conv2d;
+use crate::op::{conv2d, conv2d_relu};
 use candle_core::{Module, Tensor};
 
 /// A 2-D convolution layer without padding: input `[B, Cin, H, W]` ->
@@ -11,6 +11,7 @@ pub struct Conv2d {
     weight: Tensor,
     bias: Option<Tensor>,
     stride: usize,
+    relu: bool,
 }
 
 impl Conv2d {
@@ -39,6 +40,7 @@ impl Conv2d {
             weight,
             bias,
             stride,
+            relu: false,
         })
     }
 
@@ -62,6 +64,12 @@ impl Conv2d {
         Self::new(inner.weight().clone(), inner.bias().cloned(), stride)
     }
 
+    /// The same layer with a ReLU fused into it: `forward` returns `relu(conv(x))`
+    /// (see [`conv2d_relu`]).
+    pub fn with_relu(self) -> Self {
+        Self { relu: true, ..self }
+    }
+
     /// The weight `[Cout, Cin, Kh, Kw]`.
     pub fn weight(&self) -> &Tensor {
         &self.weight
@@ -80,6 +88,7 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        conv2d(xs, &self.weight, self.bias.as_ref(), self.stride).map_err(candle_core::Error::wrap)
+        let conv = if self.relu { conv2d_relu } else { conv2d };
+        conv(xs, &self.weight, self.bias.as_ref(), self.stride).map_err(candle_core::Error::wrap)
     }
 }

@@ -14,4 +14,4 @@ mod op;
 
 pub use crate::error::{Error, Result};
 pub use crate::layer::Conv2d;
-pub use crate::op::conv2d;
+pub use crate::op::{conv2d, conv2d_relu};

@@ -1,7 +1,7 @@
 //! fastconv against candle's own conv2d: forward values and all three gradients.
 
 use candle_core::{DType, Device, Module, Tensor, Var};
-use fastconv::{conv2d, Conv2d, Error};
+use fastconv::{conv2d, conv2d_relu, Conv2d, Error};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 fn random(rng: &mut StdRng, shape: &[usize], dtype: DType) -> Tensor {
@@ -46,6 +46,17 @@ fn run(
 }
 
 fn check(input: [usize; 4], weight: [usize; 4], stride: usize, dtype: DType, seed: u64) {
+    check_maybe_relu(input, weight, stride, dtype, seed, false)
+}
+
+fn check_maybe_relu(
+    input: [usize; 4],
+    weight: [usize; 4],
+    stride: usize,
+    dtype: DType,
+    seed: u64,
+    relu: bool,
+) {
     let tol = if dtype == DType::F64 { 1e-10 } else { 1e-4 };
     let mut rng = StdRng::seed_from_u64(seed);
     let x = Var::from_tensor(&random(&mut rng, &input, dtype)).unwrap();
@@ -57,7 +68,10 @@ fn check(input: [usize; 4], weight: [usize; 4], stride: usize, dtype: DType, see
     );
     let probe = random(&mut rng, &[input[0], weight[0], ho, wo], dtype);
     let ours = run(
-        |x, w, b| conv2d(x, w, Some(b), stride).unwrap(),
+        |x, w, b| {
+            let conv = if relu { conv2d_relu } else { conv2d };
+            conv(x, w, Some(b), stride).unwrap()
+        },
         &x,
         &w,
         &b,
@@ -70,8 +84,14 @@ fn check(input: [usize; 4], weight: [usize; 4], stride: usize, dtype: DType, see
             let x = x.narrow(2, 0, (ho - 1) * stride + weight[2]).unwrap();
             let x = x.narrow(3, 0, (wo - 1) * stride + weight[3]).unwrap();
             let out = x.conv2d(w, 0, stride, 1, 1).unwrap();
-            out.broadcast_add(&b.reshape((1, weight[0], 1, 1)).unwrap())
-                .unwrap()
+            let out = out
+                .broadcast_add(&b.reshape((1, weight[0], 1, 1)).unwrap())
+                .unwrap();
+            if relu {
+                out.relu().unwrap()
+            } else {
+                out
+            }
         },
         &x,
         &w,
@@ -108,6 +128,22 @@ fn nature_cnn_layers_match_candle_f64() {
     for (i, (input, weight, stride)) in NATURE.into_iter().enumerate() {
         check(input, weight, stride, DType::F64, 10 + i as u64);
     }
+}
+
+#[test]
+fn fused_relu_matches_candle_conv_then_relu() {
+    for (i, (input, weight, stride)) in NATURE.into_iter().enumerate() {
+        check_maybe_relu(input, weight, stride, DType::F64, 20 + i as u64, true);
+    }
+    check_maybe_relu([3, 2, 11, 9], [5, 2, 3, 4], 2, DType::F32, 30, true);
+    // The layer's fused form equals the plain layer followed by candle's ReLU.
+    let vars = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&vars, DType::F64, &Device::Cpu);
+    let plain = Conv2d::load(3, 4, 3, 1, vb).unwrap();
+    let fused = plain.clone().with_relu();
+    let x = random(&mut StdRng::seed_from_u64(31), &[2, 3, 6, 6], DType::F64);
+    let expected = plain.forward(&x).unwrap().relu().unwrap();
+    assert!(rel_err(&fused.forward(&x).unwrap(), &expected) < 1e-12);
 }
 
 #[test]

@@ -77,6 +77,12 @@ pub enum PpoError {
         #[source]
         source: std::io::Error,
     },
+    /// The recurrent core could not be built or run.
+    #[error(transparent)]
+    Core(#[from] brims::BrimsError),
+    /// The encoder's convolution failed.
+    #[error(transparent)]
+    Conv(#[from] fastconv::Error),
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

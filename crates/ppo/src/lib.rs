@@ -9,7 +9,6 @@
 mod adam;
 mod checkpoint;
 mod config;
-mod core_config;
 mod error;
 mod init;
 mod learner;
@@ -17,11 +16,11 @@ mod loss;
 mod network;
 mod rollout;
 
+pub use brims::{CoreConfig, CoreState};
 pub use checkpoint::{
     latest_checkpoint, list_checkpoints, read_header, CheckpointHeader, FORMAT_VERSION,
 };
 pub use config::{PpoConfig, PpoPlan};
-pub use core_config::{build_core, CoreConfig};
 pub use error::{PpoError, Result};
 pub use init::orthogonal;
 pub use learner::{Learner, UpdateMetrics};

@@ -1,12 +1,11 @@
 //! The actor-critic network: encoder → optional recurrent core → policy and value heads.
 
-use brims::{Core, CoreState};
+use brims::{build_core, Core, CoreConfig, CoreState};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::core_config::{build_core, CoreConfig};
 use crate::error::{PpoError, Result};
 use crate::init::{orthogonal, SeededInit};
 
@@ -59,21 +58,12 @@ impl NetworkConfig {
     }
 }
 
-/// The encoder's conv layer type: the one place to switch to a faster conv implementation.
-type Conv = candle_nn::Conv2d;
+/// The encoder's conv layer type: the one place that picks the conv implementation
+/// (fastconv's im2col + gemm; `candle_nn::Conv2d` is the drop-in fallback).
+type Conv = fastconv::Conv2d;
 
-fn conv(
-    in_c: usize,
-    out_c: usize,
-    kernel: usize,
-    stride: usize,
-    vb: VarBuilder,
-) -> candle_core::Result<Conv> {
-    let cfg = candle_nn::Conv2dConfig {
-        stride,
-        ..Default::default()
-    };
-    candle_nn::conv2d(in_c, out_c, kernel, cfg, vb)
+fn conv(in_c: usize, out_c: usize, kernel: usize, stride: usize, vb: VarBuilder) -> Result<Conv> {
+    Ok(fastconv::Conv2d::load(in_c, out_c, kernel, stride, vb)?)
 }
 
 enum Encoder {

@@ -1,6 +1,7 @@
 //! The update on synthetic rollouts: ratio 1 on the first minibatch, resume == straight run,
 //! non-finite stop, checkpoint errors.
 
+use brims::{BrimsConfig, BrimsLayerConfig, LstmConfig};
 use candle_core::{Device, Tensor};
 use ppo::{
     Activation, CoreConfig, EncoderConfig, Learner, NetworkConfig, PolicyStep, PpoConfig, PpoError,
@@ -37,7 +38,7 @@ fn mlp(core: Option<CoreConfig>, hidden: usize) -> NetworkConfig {
 }
 
 fn lstm() -> NetworkConfig {
-    mlp(Some(CoreConfig::Lstm { hidden_size: 8 }), 16)
+    mlp(Some(CoreConfig::Lstm(LstmConfig { hidden_size: 8 })), 16)
 }
 
 /// Acts with the learner's network on random observations for `T` steps, after a few warm-up
@@ -131,6 +132,50 @@ fn ratio_is_one_on_first_minibatch_lstm() {
     );
 }
 
+/// A small two-layer BRIMs: 16 = 4 modules of 4 (2 active), 8 = 2 modules of 4 (1 active).
+fn small_brims() -> NetworkConfig {
+    let layers = vec![
+        BrimsLayerConfig {
+            hidden_size: 16,
+            modules: 4,
+            active: 2,
+        },
+        BrimsLayerConfig {
+            hidden_size: 8,
+            modules: 2,
+            active: 1,
+        },
+    ];
+    let mut cfg = BrimsConfig::with_layers(layers);
+    cfg.input_attention.key_size = 8;
+    cfg.comm_attention.key_size = 8;
+    cfg.comm_attention.value_size = 8;
+    mlp(Some(CoreConfig::Brims(cfg)), 16)
+}
+
+#[test]
+fn ratio_is_one_on_first_minibatch_brims() {
+    let mut learner = new_learner(small_brims());
+    let mut rollout = Rollout::new::<f32>(T, N, &[3]);
+    for seed in 0..3 {
+        fill(&mut learner, &mut rollout, seed, false);
+        let m = learner.update(&rollout).unwrap();
+        assert!(
+            m.first_ratio_deviation < 1e-5,
+            "update {}: |ratio − 1| = {}",
+            m.update,
+            m.first_ratio_deviation
+        );
+    }
+    fill(&mut learner, &mut rollout, 9, true);
+    let m = learner.update(&rollout).unwrap();
+    assert!(
+        m.first_ratio_deviation > 1e-4,
+        "sabotaged start state went unnoticed: {}",
+        m.first_ratio_deviation
+    );
+}
+
 #[test]
 fn ratio_is_one_feed_forward() {
     let mut learner = new_learner(mlp(None, 16));
@@ -156,7 +201,7 @@ fn ratio_is_one_nature_cnn_lstm_u8() {
     }
     .validate()
     .unwrap();
-    let net = NetworkConfig::atari(Some(CoreConfig::Lstm { hidden_size: 32 }));
+    let net = NetworkConfig::atari(Some(CoreConfig::Lstm(LstmConfig { hidden_size: 32 })));
     let shape = [2usize, 84, 84];
     let mut learner = Learner::new(plan, net, &shape, 4, &Device::Cpu).unwrap();
     let mut rng = Pcg64::seed_from_u64(3);
@@ -281,7 +326,10 @@ fn non_finite_loss_stops_and_leaves_checkpoint_untouched() {
 #[test]
 fn checkpoint_of_other_shape_or_truncated_is_a_typed_error() {
     let dir = tempfile::tempdir().unwrap();
-    let saved = new_learner(mlp(Some(CoreConfig::Lstm { hidden_size: 8 }), 32));
+    let saved = new_learner(mlp(
+        Some(CoreConfig::Lstm(LstmConfig { hidden_size: 8 })),
+        32,
+    ));
     let header = saved.save_checkpoint(dir.path(), 2).unwrap();
 
     // Another network shape: error names the file and the tensor; nothing changes.

@@ -15,12 +15,16 @@ pub(crate) struct CnnArgs {
     /// Frames per forward+backward pass.
     #[arg(long, default_value_t = 256)]
     batch: usize,
-    /// Timed passes per network (after one warm-up pass); the median is reported.
+    /// Timed passes per network (after one warm-up pass); the fastest is reported, the one
+    /// least disturbed by other load on the machine.
     #[arg(long, default_value_t = 5)]
     iters: usize,
     /// Python interpreter used for the torch comparison (skipped if it cannot import torch).
     #[arg(long, default_value = "/work/pyenv/bin/python")]
     python: String,
+    /// Skip the (slow) comparisons with candle's conv2d and torch.
+    #[arg(long)]
+    no_compare: bool,
 }
 
 /// Stacked frames per observation and the frame side.
@@ -30,6 +34,8 @@ const SIDE: usize = 84;
 /// The Nature CNN with either convolution; `C` is the conv layer type.
 struct NatureCnn<C> {
     convs: [C; 3],
+    /// Whether the convs apply their ReLU themselves.
+    relu_fused: bool,
     linear: candle_nn::Linear,
 }
 
@@ -38,7 +44,10 @@ impl<C: Module> NatureCnn<C> {
     fn forward(&self, frames: &Tensor) -> candle_core::Result<Tensor> {
         let mut x = (frames.to_dtype(DType::F32)? / 255.0)?;
         for conv in &self.convs {
-            x = conv.forward(&x)?.relu()?;
+            x = conv.forward(&x)?;
+            if !self.relu_fused {
+                x = x.relu()?;
+            }
         }
         self.linear.forward(&x.flatten_from(1)?)?.relu()
     }
@@ -48,13 +57,15 @@ impl<C: Module> NatureCnn<C> {
 const CONVS: [(usize, usize, usize, usize); 3] =
     [(FRAMES, 32, 8, 4), (32, 64, 4, 2), (64, 64, 3, 1)];
 
-fn fast_net(vb: &VarBuilder) -> anyhow::Result<NatureCnn<fastconv::Conv2d>> {
+fn fast_net(vb: &VarBuilder, relu_fused: bool) -> anyhow::Result<NatureCnn<fastconv::Conv2d>> {
     let conv = |i: usize| {
         let (c_in, c_out, k, s) = CONVS[i];
-        fastconv::Conv2d::load(c_in, c_out, k, s, vb.pp(format!("conv{i}")))
+        let conv = fastconv::Conv2d::load(c_in, c_out, k, s, vb.pp(format!("conv{i}")))?;
+        anyhow::Ok(if relu_fused { conv.with_relu() } else { conv })
     };
     Ok(NatureCnn {
         convs: [conv(0)?, conv(1)?, conv(2)?],
+        relu_fused,
         linear: candle_nn::linear(64 * 7 * 7, 512, vb.pp("linear"))?,
     })
 }
@@ -70,11 +81,12 @@ fn candle_net(vb: &VarBuilder) -> anyhow::Result<NatureCnn<candle_nn::Conv2d>> {
     };
     Ok(NatureCnn {
         convs: [conv(0)?, conv(1)?, conv(2)?],
+        relu_fused: false,
         linear: candle_nn::linear(64 * 7 * 7, 512, vb.pp("linear"))?,
     })
 }
 
-/// Median milliseconds of `iters` forward+backward passes, after one warm-up pass.
+/// Fastest of `iters` forward+backward passes in milliseconds, after one warm-up pass.
 fn time_fwd_bwd<C: Module>(
     net: &NatureCnn<C>,
     frames: &Tensor,
@@ -108,8 +120,7 @@ def run():
     net(frames.float() / 255.0).mean().backward()
     return (time.perf_counter() - start) * 1e3
 run()
-times = sorted(run() for _ in range(max(iters, 1)))
-print(times[len(times) // 2])
+print(min(run() for _ in range(max(iters, 1))))
 "#;
 
 /// The torch figure, or `None` (with the reason printed) where torch is not available.
@@ -145,19 +156,30 @@ pub(crate) fn run(args: &CnnArgs) -> anyhow::Result<serde_json::Value> {
     let vars = VarMap::new();
     let vb = VarBuilder::from_varmap(&vars, DType::F32, &device);
     // Both nets read the same variables, so they compute the same function.
-    let fast = fast_net(&vb).context("building the fastconv Nature CNN")?;
+    let fused = fast_net(&vb, true).context("building the fastconv Nature CNN")?;
+    let fast = fast_net(&vb, false).context("building the fastconv Nature CNN")?;
     let anchor = candle_net(&vb).context("building the candle Nature CNN")?;
     let frames = Tensor::rand(0f32, 256.0, (args.batch, FRAMES, SIDE, SIDE), &device)?
         .floor()?
         .to_dtype(DType::U8)?;
     let threads = candle_core::utils::get_num_threads();
     println!(
-        "Nature CNN forward+backward, batch {}, {threads} threads, median of {} passes",
+        "Nature CNN forward+backward, batch {}, {threads} threads, fastest of {} passes",
         args.batch, args.iters
     );
 
-    let fast_ms = time_fwd_bwd(&fast, &frames, args.iters)?;
-    println!("  fastconv (im2col + gemm):  {fast_ms:9.1} ms");
+    let fast_ms = time_fwd_bwd(&fused, &frames, args.iters)?;
+    println!("  fastconv, ReLU fused:      {fast_ms:9.1} ms");
+    let unfused_ms = time_fwd_bwd(&fast, &frames, args.iters)?;
+    println!("  fastconv, candle ReLU:     {unfused_ms:9.1} ms");
+    if args.no_compare {
+        return Ok(serde_json::json!({
+            "batch": args.batch,
+            "fwd_bwd_ms": fast_ms,
+            "unfused_relu_fwd_bwd_ms": unfused_ms,
+            "threads": threads,
+        }));
+    }
     let candle_ms = time_fwd_bwd(&anchor, &frames, args.iters)?;
     println!(
         "  candle conv2d:             {candle_ms:9.1} ms  ({:.2}x fastconv)",
@@ -173,6 +195,7 @@ pub(crate) fn run(args: &CnnArgs) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::json!({
         "batch": args.batch,
         "fwd_bwd_ms": fast_ms,
+        "unfused_relu_fwd_bwd_ms": unfused_ms,
         "candle_conv_fwd_bwd_ms": candle_ms,
         "speedup_vs_candle_conv": candle_ms / fast_ms,
         "torch_fwd_bwd_ms": torch_ms,

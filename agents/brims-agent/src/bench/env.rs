@@ -134,24 +134,30 @@ pub(crate) fn run(args: &EnvArgs) -> anyhow::Result<serde_json::Value> {
         args.game, args.envs
     );
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ args.seed);
-    let (mut raw, mut pre) = (Tally::default(), Tally::default());
-    for _ in 0..ROUNDS {
-        let rate = with_cpu(&mut raw, |_| raw_frames_per_sec(&args.game, chunk))
-            .with_context(|| format!("raw ALE benchmark on {}", args.game))?;
-        raw.frames += rate * chunk;
-        raw.secs += chunk;
-        with_cpu(&mut pre, |t| {
-            step_single(&mut single, &mut rng, chunk, frame_skip, t)
-        })?;
-        for p in &mut pools {
-            let budget = Duration::from_secs_f64(chunk);
-            let (steps, secs, episodes) =
-                with_cpu(&mut p.tally, |_| drive(&mut p.pool, &mut rng, budget))?;
-            p.tally.frames += steps as f64 * frame_skip;
-            p.tally.secs += secs;
-            p.tally.episodes += episodes;
+    let (mut raw, mut pre, mut free) = (Tally::default(), Tally::default(), Tally::default());
+    let threads = pools[0].pool.num_threads();
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let free_runners = spawn_free_runners(scope, args, &cfg, threads)?;
+        for _ in 0..ROUNDS {
+            let rate = with_cpu(&mut raw, |_| raw_frames_per_sec(&args.game, chunk))
+                .with_context(|| format!("raw ALE benchmark on {}", args.game))?;
+            raw.frames += rate * chunk;
+            raw.secs += chunk;
+            with_cpu(&mut pre, |t| {
+                step_single(&mut single, &mut rng, chunk, frame_skip, t)
+            })?;
+            with_cpu(&mut free, |t| free_runners.run(chunk, frame_skip, t))?;
+            for p in &mut pools {
+                let budget = Duration::from_secs_f64(chunk);
+                let (steps, secs, episodes) =
+                    with_cpu(&mut p.tally, |_| drive(&mut p.pool, &mut rng, budget))?;
+                p.tally.frames += steps as f64 * frame_skip;
+                p.tally.secs += secs;
+                p.tally.episodes += episodes;
+            }
         }
-    }
+        Ok(())
+    })?;
     let raw_fps = raw.frames_per_sec();
     println!(
         "raw ALE: {raw_fps:.0} frames/s (1 thread), {:.0} frames per CPU-second",
@@ -163,8 +169,17 @@ pub(crate) fn run(args: &EnvArgs) -> anyhow::Result<serde_json::Value> {
         100.0 * pre.frames_per_sec() / raw_fps,
         pre.frames_per_cpu_sec(),
     );
+    println!(
+        "{threads} unsynchronised threads, one preprocessed env each: {:.0} frames/s \
+         (what this machine gives {threads} threads now; the pool's ceiling)",
+        free.frames_per_sec()
+    );
     for p in &pools {
         report(args, p, raw_fps, frame_skip);
+        println!(
+            "  {:.1}% of the {threads} unsynchronised threads",
+            100.0 * p.tally.frames_per_sec() / free.frames_per_sec()
+        );
         println!(
             "  {:.0} frames per CPU-second ({:.1}% of one preprocessed env on one thread)",
             p.tally.frames_per_cpu_sec(),
@@ -172,7 +187,6 @@ pub(crate) fn run(args: &EnvArgs) -> anyhow::Result<serde_json::Value> {
         );
     }
     let main = &pools[0];
-    let threads = main.pool.num_threads();
     let fps = main.tally.frames_per_sec();
     let mut json = json!({
         "raw_frames_per_sec_1thread": raw_fps,
@@ -187,6 +201,8 @@ pub(crate) fn run(args: &EnvArgs) -> anyhow::Result<serde_json::Value> {
         "raw_frames_per_cpu_sec": raw.frames_per_cpu_sec(),
         "preprocessed_frames_per_cpu_sec": pre.frames_per_cpu_sec(),
         "pool_frames_per_cpu_sec": main.tally.frames_per_cpu_sec(),
+        "unsynchronised_threads_frames_per_sec": free.frames_per_sec(),
+        "ratio_to_unsynchronised_threads": fps / free.frames_per_sec(),
         "episodes": main.tally.episodes,
         "game": args.game,
     });
@@ -247,6 +263,70 @@ fn start_pool(
         make_atari(&game, &atari_cfg, seed.wrapping_add(i as u64)).map_err(EnvError::from)
     })
     .context("starting the actor pool")
+}
+
+/// `T` threads that each step their own preprocessed env with no synchronisation at all:
+/// the most `T` threads can do on this machine at the moment, which the pool approaches.
+struct FreeRunners {
+    go: Vec<crossbeam_channel::Sender<f64>>,
+    done: crossbeam_channel::Receiver<anyhow::Result<(u64, f64)>>,
+}
+
+fn spawn_free_runners<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    args: &EnvArgs,
+    cfg: &AtariConfig,
+    threads: usize,
+) -> anyhow::Result<FreeRunners> {
+    let (done_tx, done) = crossbeam_channel::unbounded();
+    let mut go = Vec::new();
+    for t in 0..threads {
+        let (go_tx, go_rx) = crossbeam_channel::bounded::<f64>(1);
+        let (done_tx, game, cfg) = (done_tx.clone(), args.game.clone(), cfg.clone());
+        let seed = args.seed.wrapping_add(1000 + t as u64);
+        scope.spawn(move || {
+            let frame_skip = f64::from(cfg.frame_skip);
+            // Created in its thread, as the pool does.
+            let mut env = match make_atari(&game, &cfg, seed)
+                .map_err(anyhow::Error::from)
+                .and_then(|mut env| Ok(env.reset(Some(seed)).map(|_| env)?))
+            {
+                Ok(env) => env,
+                Err(e) => {
+                    let _ = done_tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut rng = XorShift(seed | 1);
+            for secs in go_rx.iter() {
+                let mut tally = Tally::default();
+                let result = step_single(&mut env, &mut rng, secs, frame_skip, &mut tally)
+                    .map(|()| ((tally.frames / frame_skip) as u64, tally.secs));
+                if done_tx.send(result).is_err() {
+                    return;
+                }
+            }
+        });
+        go.push(go_tx);
+    }
+    Ok(FreeRunners { go, done })
+}
+
+impl FreeRunners {
+    /// All threads step for `secs` at once; adds their frames and the round's time.
+    fn run(&self, secs: f64, frame_skip: f64, tally: &mut Tally) -> anyhow::Result<()> {
+        for go in &self.go {
+            go.send(secs).context("a free-running thread ended")?;
+        }
+        let mut rate = 0.0;
+        for _ in 0..self.go.len() {
+            let (steps, took) = self.done.recv().context("a free-running thread ended")??;
+            rate += steps as f64 * frame_skip / took.max(1e-9);
+        }
+        tally.frames += rate * secs;
+        tally.secs += secs;
+        Ok(())
+    }
 }
 
 /// Steps one preprocessed env on this thread for `secs`, with random actions.
