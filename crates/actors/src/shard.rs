@@ -175,6 +175,9 @@ where
     for part in &parts {
         let mut group_envs = Vec::with_capacity(part.len());
         for i in part.clone() {
+            if stop.load(Ordering::Relaxed) {
+                return; // the pool is being dropped (another shard failed to start)
+            }
             match guarded(|| make_env(i)) {
                 Ok(env) => group_envs.push(AutoReset::new(env)),
                 Err(cause) => {
@@ -190,12 +193,18 @@ where
         envs.push(group_envs);
     }
     drop(make_env);
-    let ready = match spaces(&parts, &envs) {
-        Ok(spaces) => {
-            let env = parts.first().map_or(0, |p| p.start);
-            InitMsg::Ready { spaces, env }
-        }
-        Err((env, why)) => InitMsg::Failed {
+    let first_env = parts.first().map_or(0, |p| p.start);
+    let ready = match guarded(|| Ok(spaces(&parts, &envs))) {
+        Ok(Ok(spaces)) => InitMsg::Ready {
+            spaces,
+            env: first_env,
+        },
+        Err(cause) => InitMsg::Failed {
+            env: first_env,
+            cause,
+            create: false,
+        },
+        Ok(Err((env, why))) => InitMsg::Failed {
             env,
             cause: EnvFailure::Error(EnvError::Invalid {
                 what: "spaces".into(),
