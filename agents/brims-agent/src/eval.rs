@@ -286,7 +286,7 @@ fn play_episode<T: Element + ObsElement>(
         }
         let obs_t = Tensor::from_slice(&obs, shape.as_slice(), &device)?;
         let resets = Tensor::new(&[reset], &device)?;
-        let (logits, _, next, trace) = act_traced(net, &obs_t, &state, &resets, record)?;
+        let (logits, _, next, trace) = net.act_traced(&obs_t, &state, &resets, record)?;
         let (actions, _) = ppo::sample_actions(&logits, rng)?;
         if record {
             if let Some(frame) = env.render() {
@@ -345,17 +345,4 @@ pub(crate) fn check_writable(path: &Path) -> anyhow::Result<()> {
     std::fs::write(&probe, b"").with_context(|| format!("cannot write to {}", dir.display()))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
-}
-
-/// One acting step that also returns the core's module activity when `want_trace` (BRIMs).
-pub(crate) fn act_traced(
-    net: &ActorCritic,
-    obs: &Tensor,
-    state: &brims::CoreState,
-    resets: &Tensor,
-    want_trace: bool,
-) -> anyhow::Result<(Tensor, Tensor, brims::CoreState, Option<StepTrace>)> {
-    let _ = want_trace;
-    let (logits, values, next) = net.act(obs, state, resets)?;
-    Ok((logits, values, next, None))
 }

@@ -428,13 +428,10 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         let envs = self.groups[g].clone();
         let obs = self.obs_tensor(&group.obs, envs.len())?;
         let resets = Tensor::new(group.resets.as_slice(), &self.device)?;
-        let (logits, values, next_state, trace) = crate::eval::act_traced(
-            self.learner.net(),
-            &obs,
-            &group.state,
-            &resets,
-            self.trace_cores,
-        )?;
+        let (logits, values, next_state, trace) =
+            self.learner
+                .net()
+                .act_traced(&obs, &group.state, &resets, self.trace_cores)?;
         if let Some(trace) = trace {
             self.activity.add(&trace, None);
         }

@@ -136,7 +136,7 @@ fn cartpole_training_writes_a_complete_run_directory() {
 fn ctrl_c_checkpoints_and_exits_zero_then_resume_finishes_the_budget() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let budget = 40 * 1024;
+    let budget = 40 * 256;
     let mut child = brims()
         .args(["train", "--config", "configs/cartpole_lstm.toml", "--quiet"])
         .args([

@@ -418,3 +418,82 @@ pub fn sample_actions(logits: &Tensor, rng: &mut impl Rng) -> Result<(Vec<u32>, 
     }
     Ok((actions, log_probs))
 }
+
+impl ActorCritic {
+    /// [`ActorCritic::act`] that also returns the core's per-layer module activity (BRIMs) when
+    /// `want_trace`; telemetry draws it. The outputs are those of `act` (same step, same reset).
+    pub fn act_traced(
+        &self,
+        obs: &Tensor,
+        state: &CoreState,
+        resets: &Tensor,
+        want_trace: bool,
+    ) -> Result<(Tensor, Tensor, CoreState, Option<brims::StepTrace>)> {
+        let Some(core) = self.core.as_ref().filter(|_| want_trace) else {
+            let (logits, values, next) = self.act(obs, state, resets)?;
+            return Ok((logits, values, next, None));
+        };
+        self.check_obs(obs, 1, "ActorCritic::act_traced")?;
+        let features = self.encode(obs)?;
+        let keep = resets.affine(-1.0, 1.0)?;
+        let (hidden, next, trace) = core.step_traced(&features, &state.masked(&keep)?)?;
+        let (logits, values) = self.heads(&hidden)?;
+        Ok((logits, values, next, trace))
+    }
+}
+
+#[cfg(test)]
+mod act_traced_tests {
+    use super::*;
+    use brims::{BrimsConfig, BrimsLayerConfig};
+
+    #[test]
+    fn traced_acting_matches_acting_and_reports_every_layer() {
+        let core = CoreConfig::Brims(BrimsConfig {
+            layers: vec![
+                BrimsLayerConfig {
+                    hidden_size: 16,
+                    modules: 4,
+                    active: 2,
+                },
+                BrimsLayerConfig {
+                    hidden_size: 8,
+                    modules: 2,
+                    active: 1,
+                },
+            ],
+            ..serde_json::from_str(r#"{"layers": []}"#).unwrap()
+        });
+        let cfg = NetworkConfig {
+            encoder: EncoderConfig::Mlp {
+                hidden: vec![8],
+                activation: Activation::Tanh,
+            },
+            core: Some(core),
+        };
+        let dev = Device::Cpu;
+        let mut varmap = VarMap::new();
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(7);
+        let net = ActorCritic::new(&cfg, &[3], 2, &mut varmap, &dev, &mut rng).unwrap();
+        let obs = Tensor::new(&[[0.1f32, -0.4, 0.3], [0.9, 0.2, -0.5]], &dev).unwrap();
+        let state = net.zero_state(2).unwrap();
+        let resets = Tensor::new(&[1f32, 0.0], &dev).unwrap();
+        let (logits, values, next) = net.act(&obs, &state, &resets).unwrap();
+        let (t_logits, t_values, t_next, trace) =
+            net.act_traced(&obs, &state, &resets, true).unwrap();
+        let same = |a: &Tensor, b: &Tensor| {
+            a.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                == b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        assert!(same(&logits, &t_logits) && same(&values, &t_values));
+        assert!(next
+            .parts
+            .iter()
+            .zip(&t_next.parts)
+            .all(|(a, b)| same(a, b)));
+        let trace = trace.expect("BRIMs reports its module activity");
+        assert_eq!(trace.layers.len(), 2);
+        assert_eq!(trace.layers[0].active.iter().filter(|&&a| a).count(), 2 * 2);
+        assert_eq!(trace.layers[1].active.iter().filter(|&&a| a).count(), 2);
+    }
+}
