@@ -9,7 +9,7 @@ use candle_nn::{Init, VarBuilder};
 use crate::config::{BrimsConfig, TieBreak, TopDown};
 use crate::core::{Core, CoreState, LayerTrace, StepTrace};
 use crate::error::BrimsError;
-use crate::lstm::{check_width, expect_shape};
+use crate::lstm::{check_width, expect_shape, fast_tanh};
 use crate::topk::active_modules;
 
 /// One BRIMs layer's sizes and parameters. Every weight is stored `[.., in, out]` so a forward
@@ -440,13 +440,13 @@ impl Brims {
             .add(&h_mb.matmul(&ly.lstm_hh)?)?
             .broadcast_add(&ly.lstm_b)?;
         let sig = candle_nn::ops::sigmoid(&gates.narrow(2, 0, 2 * d)?)?;
-        let g = gates.narrow(2, 2 * d, d)?.tanh()?;
+        let g = fast_tanh(&gates.narrow(2, 2 * d, d)?)?;
         let o = candle_nn::ops::sigmoid(&gates.narrow(2, 3 * d, d)?)?;
         let lstm_c = sig
             .narrow(2, d, d)?
             .mul(&c_mb)?
             .add(&sig.narrow(2, 0, d)?.mul(&g)?)?;
-        let lstm_h = o.mul(&lstm_c.tanh()?)?;
+        let lstm_h = o.mul(&fast_tanh(&lstm_c)?)?;
 
         // Communication (spec §4.5). Its input is h̃ with the gradient masked to active modules.
         let dtype = h.dtype();
@@ -486,7 +486,7 @@ impl Brims {
             fc = candle_nn::ops::dropout(&fc, self.cfg.comm_dropout)?;
         }
         let comm_upd = candle_nn::ops::sigmoid(&fg.narrow(1, d, d)?)?
-            .mul(&fc.tanh()?)?
+            .mul(&fast_tanh(&fc)?)?
             .reshape((b, m, d))?;
         let h_new = lstm_h.transpose(0, 1)?.add(&comm_upd)?;
 

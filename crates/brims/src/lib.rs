@@ -1,4 +1,28 @@
 //! Recurrent policy cores: an LSTM baseline and BRIMs (RIMs = BRIMs with one layer).
+//!
+//! Both implement [`Core`] (`[B, E]` in, `[B, H]` out, a flat [`CoreState`], resets by
+//! masking, a fused `seq` over `[T, B, E]`) and `candle_nn::rnn::RNN`. Build either from a
+//! [`CoreConfig`] (TOML: `kind = "lstm" | "brims"`):
+//!
+//! ```
+//! use brims::{build_core, BrimsConfig, Core, CoreConfig};
+//! use candle_core::{DType, Device, Tensor};
+//! use candle_nn::{VarBuilder, VarMap};
+//!
+//! let cfg = CoreConfig::Brims(BrimsConfig::atari());
+//! let vm = VarMap::new();
+//! let core = build_core(&cfg, 64, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu))?;
+//! let state = core.zero_state(2)?;
+//! let x = Tensor::zeros((2, 64), DType::F32, &Device::Cpu)?;
+//! let reset = Tensor::new(&[0f32, 1.0], &Device::Cpu)?; // env 1 starts a new episode
+//! let (y, next) = core.step_with_reset(&x, &state, &reset)?;
+//! assert_eq!(y.dims(), &[2, 512]);
+//! let (_, _, trace) = core.step_traced(&x, &next)?; // which modules were active, per layer
+//! assert_eq!(trace.map(|t| t.layers.len()), Some(2));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! [`check_fixture`] compares the BRIMs cell with the reference code's recorded tensors.
 #![deny(missing_docs)]
 
 mod brims;

@@ -420,3 +420,24 @@ fn brims_gradients_match_finite_differences() {
         check_gradients(&vm, &core, steps, filter, masks);
     }
 }
+
+/// Dropout acts only in training mode (and the reference sites default to 0 for RL).
+#[test]
+fn dropout_only_in_training() {
+    let mut cfg = tiny_cfg();
+    cfg.read_dropout = 0.5;
+    cfg.comm_dropout = 0.5;
+    let (_vm, mut core) = tiny(&cfg, DType::F64);
+    let s = rand_state(&core, 4, DType::F64);
+    let x = randn(&[4, E], DType::F64);
+    let (a, _) = core.step(&x, &s).unwrap();
+    let (b, _) = core.step(&x, &s).unwrap();
+    assert_eq!(max_diff(&a, &b), 0.0);
+    Core::set_training(&mut core, true);
+    let (c, _) = core.step(&x, &s).unwrap();
+    let (d, _) = core.step(&x, &s).unwrap();
+    assert!(max_diff(&c, &d) > 1e-6);
+    Core::set_training(&mut core, false);
+    let (e, _) = core.step(&x, &s).unwrap();
+    assert_eq!(max_diff(&a, &e), 0.0);
+}
