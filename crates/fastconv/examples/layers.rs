@@ -2,7 +2,7 @@
 //! input gradient), as GFLOP/s next to a plain candle matmul of similar size.
 //! `cargo run --release -p fastconv --example layers -- [batch]`
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use std::time::Instant;
 
 fn median_ms(mut f: impl FnMut()) -> f64 {
@@ -54,6 +54,5 @@ fn main() -> candle_core::Result<()> {
             flop / fwd / 1e6, flop / bw / 1e6, flop / bi / 1e6
         );
     }
-    let _ = DType::F32;
     Ok(())
 }

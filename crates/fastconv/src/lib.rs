@@ -5,6 +5,19 @@
 //! candle's thread count. [`conv2d`] is the function, [`Conv2d`] the layer (a drop-in for
 //! `candle_nn::Conv2d` without padding). Non-CPU devices and dtypes other than f32/f64 fall
 //! back to candle's own convolution.
+//!
+//! ```
+//! use candle_core::{DType, Device, Module, Tensor};
+//! use candle_nn::{VarBuilder, VarMap};
+//!
+//! let vars = VarMap::new();
+//! let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+//! // Nature CNN's first layer: 4 -> 32 channels, 8x8 kernel, stride 4, ReLU fused in.
+//! let conv = fastconv::Conv2d::load(4, 32, 8, 4, vb.pp("conv0"))?.with_relu();
+//! let frames = Tensor::zeros((2, 4, 84, 84), DType::F32, &Device::Cpu)?;
+//! assert_eq!(conv.forward(&frames)?.dims(), [2, 32, 20, 20]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(missing_docs)]
 
 mod error;

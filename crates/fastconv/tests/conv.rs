@@ -212,6 +212,21 @@ fn layer_is_a_drop_in_for_candle_nn() {
 }
 
 #[test]
+fn other_dtypes_fall_back_to_candle() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let x = random(&mut rng, &[2, 3, 7, 7], DType::F16);
+    let w = random(&mut rng, &[4, 3, 3, 3], DType::F16);
+    let b = random(&mut rng, &[4], DType::F16);
+    let ours = conv2d_relu(&x, &w, Some(&b), 2).unwrap();
+    let reference = x.conv2d(&w, 0, 2, 1, 1).unwrap();
+    let reference = reference.broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap());
+    let reference = reference.unwrap().relu().unwrap();
+    assert_eq!(ours.dtype(), DType::F16);
+    let to_f64 = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+    assert!(rel_err(&to_f64(&ours), &to_f64(&reference)) < 1e-6);
+}
+
+#[test]
 fn bad_arguments_are_typed_errors() {
     let t = |shape: &[usize]| Tensor::zeros(shape, DType::F32, &Device::Cpu).unwrap();
     let x = t(&[2, 3, 8, 8]);
