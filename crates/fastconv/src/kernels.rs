@@ -293,20 +293,49 @@ fn im2col_strided<T: Element, const ST: usize>(
 
 /// Adds the patches in `col` `[K, S·N]` back onto `grad_in` `[S, Cin, H, W]` (im2col's adjoint).
 fn col2im_add<T: Element>(g: &Geometry, col: &[T], samples: usize, grad_in: &mut [T]) {
-    let (n, ld) = (g.out_pixels(), samples * g.out_pixels());
+    match g.stride {
+        1 => col2im_add_strided::<T, 1>(g, col, samples, grad_in),
+        2 => col2im_add_strided::<T, 2>(g, col, samples, grad_in),
+        3 => col2im_add_strided::<T, 3>(g, col, samples, grad_in),
+        4 => col2im_add_strided::<T, 4>(g, col, samples, grad_in),
+        _ => col2im_add_strided::<T, 0>(g, col, samples, grad_in),
+    }
+}
+
+/// [`col2im_add`] for stride `ST` (0: read the stride from `g`).
+fn col2im_add_strided<T: Element, const ST: usize>(
+    g: &Geometry,
+    col: &[T],
+    samples: usize,
+    grad_in: &mut [T],
+) {
+    let stride = if ST == 0 { g.stride } else { ST };
+    let (n, ld, plane_len) = (g.out_pixels(), samples * g.out_pixels(), g.h * g.w);
+    let span = (g.wo - 1) * stride + 1;
     let mut rows = col.chunks_exact(ld);
     for c in 0..g.c_in {
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let Some(row) = rows.next() else { return };
                 for s in 0..samples {
-                    let plane = &mut grad_in[(s * g.c_in + c) * g.h * g.w..][..g.h * g.w];
+                    let plane = &mut grad_in[(s * g.c_in + c) * plane_len..][..plane_len];
                     let src = &row[s * n..][..n];
                     for (oy, src) in src.chunks_exact(g.wo).enumerate() {
-                        let dst = &mut plane[(oy * g.stride + ky) * g.w + kx..];
-                        for (d, s) in dst.iter_mut().step_by(g.stride).zip(src) {
-                            *d += *s;
+                        let dst = &mut plane[(oy * stride + ky) * g.w + kx..][..span];
+                        if stride == 1 {
+                            for (d, x) in dst.iter_mut().zip(src) {
+                                *d += *x;
+                            }
+                            continue;
                         }
+                        // As in im2col: whole chunks of `stride` for all but the last pixel.
+                        let Some((last, body)) = src.split_last() else {
+                            continue;
+                        };
+                        for (chunk, x) in dst.chunks_exact_mut(stride).zip(body) {
+                            chunk[0] += *x;
+                        }
+                        dst[span - 1] += *last;
                     }
                 }
             }
