@@ -27,4 +27,4 @@ mod op;
 
 pub use crate::error::{Error, Result};
 pub use crate::layer::Conv2d;
-pub use crate::op::{conv2d, conv2d_relu};
+pub use crate::op::{conv2d, conv2d_relu, conv2d_with, ConvOptions};
