@@ -69,8 +69,9 @@ impl Conv2d {
         self
     }
 
-    /// The same layer reading its input as `scale * input`; `forward` then also takes u8
-    /// frames `[B, Cin, H, W]` (with `1.0 / 255.0`: pixels in [0, 1] without a conversion pass).
+    /// The same layer reading its input as `scale * input`; with `1.0 / 255.0` and u8 frames
+    /// `[B, Cin, H, W]` (which `forward` accepts directly) pixels are in [0, 1] without a
+    /// conversion pass.
     pub fn with_input_scale(mut self, scale: f64) -> Self {
         self.opts.input_scale = scale;
         self
