@@ -186,7 +186,7 @@ where
     })
 }
 
-/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`, single-threaded, with element strides
+/// `dst[m×n] (+)= scale · lhs[m×k] · rhs[k×n]`, single-threaded, with element strides
 /// (`*_rs` between rows, `*_cs` between columns); `dst` is row-major with row stride `dst_rs`.
 #[allow(clippy::too_many_arguments)]
 fn matmul<T: Element>(
@@ -198,6 +198,7 @@ fn matmul<T: Element>(
     (lhs_rs, lhs_cs): (usize, usize),
     rhs: &[T],
     (rhs_rs, rhs_cs): (usize, usize),
+    scale: T,
 ) {
     if m == 0 || n == 0 || k == 0 {
         return;
@@ -229,7 +230,7 @@ fn matmul<T: Element>(
             rhs_cs as isize,
             rhs_rs as isize,
             T::one(),
-            T::one(),
+            scale,
             false,
             false,
             false,
@@ -238,24 +239,32 @@ fn matmul<T: Element>(
     }
 }
 
-/// Fills `col` `[K, S·N]` with the patches of the `S` samples in `input` `[S, Cin, H, W]`.
-fn im2col<T: Element>(g: &Geometry, input: &[T], samples: usize, col: &mut [T]) {
+/// Fills `col` `[K, S·N]` with the patches of the `S` samples in `input` `[S, Cin, H, W]`,
+/// each element read through `load` (a conversion and scaling, e.g. of u8 pixels).
+fn im2col<I: Copy, T: Element>(
+    g: &Geometry,
+    input: &[I],
+    samples: usize,
+    col: &mut [T],
+    load: impl Fn(I) -> T + Copy,
+) {
     // A constant stride lets the compiler turn the row gathers into straight-line code.
     match g.stride {
-        1 => im2col_strided::<T, 1>(g, input, samples, col),
-        2 => im2col_strided::<T, 2>(g, input, samples, col),
-        3 => im2col_strided::<T, 3>(g, input, samples, col),
-        4 => im2col_strided::<T, 4>(g, input, samples, col),
-        _ => im2col_strided::<T, 0>(g, input, samples, col),
+        1 => im2col_strided::<I, T, 1>(g, input, samples, col, load),
+        2 => im2col_strided::<I, T, 2>(g, input, samples, col, load),
+        3 => im2col_strided::<I, T, 3>(g, input, samples, col, load),
+        4 => im2col_strided::<I, T, 4>(g, input, samples, col, load),
+        _ => im2col_strided::<I, T, 0>(g, input, samples, col, load),
     }
 }
 
 /// [`im2col`] for stride `ST` (0: read the stride from `g`).
-fn im2col_strided<T: Element, const ST: usize>(
+fn im2col_strided<I: Copy, T: Element, const ST: usize>(
     g: &Geometry,
-    input: &[T],
+    input: &[I],
     samples: usize,
     col: &mut [T],
+    load: impl Fn(I) -> T + Copy,
 ) {
     let stride = if ST == 0 { g.stride } else { ST };
     let (n, ld, plane_len) = (g.out_pixels(), samples * g.out_pixels(), g.h * g.w);
@@ -272,7 +281,9 @@ fn im2col_strided<T: Element, const ST: usize>(
                     for (oy, dst) in dst.chunks_exact_mut(g.wo).enumerate() {
                         let src = &plane[(oy * stride + ky) * g.w + kx..][..span];
                         if stride == 1 {
-                            dst.copy_from_slice(src);
+                            for (d, x) in dst.iter_mut().zip(src) {
+                                *d = load(*x);
+                            }
                             continue;
                         }
                         // Every pixel but the last starts a whole chunk of `stride` inputs
@@ -281,9 +292,9 @@ fn im2col_strided<T: Element, const ST: usize>(
                             continue;
                         };
                         for (d, chunk) in body.iter_mut().zip(src.chunks_exact(stride)) {
-                            *d = chunk[0];
+                            *d = load(chunk[0]);
                         }
-                        *last = src[span - 1];
+                        *last = load(src[span - 1]);
                     }
                 }
             }
@@ -293,20 +304,49 @@ fn im2col_strided<T: Element, const ST: usize>(
 
 /// Adds the patches in `col` `[K, S·N]` back onto `grad_in` `[S, Cin, H, W]` (im2col's adjoint).
 fn col2im_add<T: Element>(g: &Geometry, col: &[T], samples: usize, grad_in: &mut [T]) {
-    let (n, ld) = (g.out_pixels(), samples * g.out_pixels());
+    match g.stride {
+        1 => col2im_add_strided::<T, 1>(g, col, samples, grad_in),
+        2 => col2im_add_strided::<T, 2>(g, col, samples, grad_in),
+        3 => col2im_add_strided::<T, 3>(g, col, samples, grad_in),
+        4 => col2im_add_strided::<T, 4>(g, col, samples, grad_in),
+        _ => col2im_add_strided::<T, 0>(g, col, samples, grad_in),
+    }
+}
+
+/// [`col2im_add`] for stride `ST` (0: read the stride from `g`).
+fn col2im_add_strided<T: Element, const ST: usize>(
+    g: &Geometry,
+    col: &[T],
+    samples: usize,
+    grad_in: &mut [T],
+) {
+    let stride = if ST == 0 { g.stride } else { ST };
+    let (n, ld, plane_len) = (g.out_pixels(), samples * g.out_pixels(), g.h * g.w);
+    let span = (g.wo - 1) * stride + 1;
     let mut rows = col.chunks_exact(ld);
     for c in 0..g.c_in {
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let Some(row) = rows.next() else { return };
                 for s in 0..samples {
-                    let plane = &mut grad_in[(s * g.c_in + c) * g.h * g.w..][..g.h * g.w];
+                    let plane = &mut grad_in[(s * g.c_in + c) * plane_len..][..plane_len];
                     let src = &row[s * n..][..n];
                     for (oy, src) in src.chunks_exact(g.wo).enumerate() {
-                        let dst = &mut plane[(oy * g.stride + ky) * g.w + kx..];
-                        for (d, s) in dst.iter_mut().step_by(g.stride).zip(src) {
-                            *d += *s;
+                        let dst = &mut plane[(oy * stride + ky) * g.w + kx..][..span];
+                        if stride == 1 {
+                            for (d, x) in dst.iter_mut().zip(src) {
+                                *d += *x;
+                            }
+                            continue;
                         }
+                        // As in im2col: whole chunks of `stride` for all but the last pixel.
+                        let Some((last, body)) = src.split_last() else {
+                            continue;
+                        };
+                        for (chunk, x) in dst.chunks_exact_mut(stride).zip(body) {
+                            chunk[0] += *x;
+                        }
+                        dst[span - 1] += *last;
                     }
                 }
             }
@@ -353,21 +393,21 @@ fn mat_to_nchw<T: Element>(
     }
 }
 
-/// Forward: `input` `[B, Cin, H, W]`, `weight` `[Cout, K]`, `bias` `[Cout]` ->
-/// `[B, Cout, Ho, Wo]`, through a ReLU if `relu`.
-pub(crate) fn forward<T: Element>(
+/// Forward: `input` `[B, Cin, H, W]` (read through `load`), `weight` `[Cout, K]`, `bias`
+/// `[Cout]` -> `[B, Cout, Ho, Wo]`, through a ReLU if `relu`.
+pub(crate) fn forward<I: Copy + Sync, T: Element>(
     g: &Geometry,
-    input: &[T],
+    input: &[I],
+    load: impl Fn(I) -> T + Copy + Sync,
     weight: &[T],
-    bias: Option<&[T]>,
-    relu: bool,
+    (bias, relu): (Option<&[T]>, bool),
 ) -> Vec<T> {
     let k = g.patch_len();
     let mut out = vec![T::zero(); g.batch * g.out_sample_len()];
     for_each_chunk(g, &mut out, g.out_sample_len(), 0, |sc, samples, out| {
         let (s, ld) = (samples.len(), samples.len() * g.out_pixels());
         let input = &input[samples.start * g.in_sample_len()..][..s * g.in_sample_len()];
-        im2col(g, input, s, &mut sc.col[..k * ld]);
+        im2col(g, input, s, &mut sc.col[..k * ld], load);
         // mat[Cout, S·N] = weight[Cout, K] · col[K, S·N]
         let (col, mat) = (&sc.col, &mut sc.mat);
         matmul(
@@ -379,24 +419,42 @@ pub(crate) fn forward<T: Element>(
             (k, 1),
             col,
             (ld, 1),
+            T::one(),
         );
         mat_to_nchw(g, mat, (bias, relu), s, out);
     });
     out
 }
 
-/// Weight gradient: `input` `[B, Cin, H, W]`, `grad_out` `[B, Cout, Ho, Wo]` -> `[Cout, K]`.
-pub(crate) fn weight_grad<T: Element>(g: &Geometry, input: &[T], grad_out: &[T]) -> Vec<T> {
+/// Weight gradient: `input` `[B, Cin, H, W]` (read through `load`), `grad_out`
+/// `[B, Cout, Ho, Wo]` -> `[Cout, K]`.
+pub(crate) fn weight_grad<I: Copy + Sync, T: Element>(
+    g: &Geometry,
+    input: &[I],
+    load: impl Fn(I) -> T + Copy + Sync,
+    grad_out: &[T],
+) -> Vec<T> {
     let k = g.patch_len();
     let workers = for_each_chunk(g, &mut [], 0, g.weight_len(), |sc, samples, _| {
         let (s, ld) = (samples.len(), samples.len() * g.out_pixels());
         let input = &input[samples.start * g.in_sample_len()..][..s * g.in_sample_len()];
-        im2col(g, input, s, &mut sc.col[..k * ld]);
+        im2col(g, input, s, &mut sc.col[..k * ld], load);
         let grad_out = &grad_out[samples.start * g.out_sample_len()..][..s * g.out_sample_len()];
         nchw_to_mat(g, grad_out, s, &mut sc.mat);
         // sum[Cout, K] += mat[Cout, S·N] · colᵀ[S·N, K]
         let (col, mat, sum) = (&sc.col, &sc.mat, &mut sc.sum);
-        matmul((g.c_out, k, ld), sum, k, true, mat, (ld, 1), col, (1, ld));
+        let one = T::one();
+        matmul(
+            (g.c_out, k, ld),
+            sum,
+            k,
+            true,
+            mat,
+            (ld, 1),
+            col,
+            (1, ld),
+            one,
+        );
     });
     let mut parts = workers.into_iter().map(|w| w.sum);
     let mut total = parts
@@ -410,8 +468,14 @@ pub(crate) fn weight_grad<T: Element>(g: &Geometry, input: &[T], grad_out: &[T])
     total
 }
 
-/// Input gradient: `weight` `[Cout, K]`, `grad_out` `[B, Cout, Ho, Wo]` -> `[B, Cin, H, W]`.
-pub(crate) fn input_grad<T: Element>(g: &Geometry, weight: &[T], grad_out: &[T]) -> Vec<T> {
+/// Input gradient: `weight` `[Cout, K]`, `grad_out` `[B, Cout, Ho, Wo]` -> `[B, Cin, H, W]`,
+/// times `scale` (the factor the forward read the input with).
+pub(crate) fn input_grad<T: Element>(
+    g: &Geometry,
+    weight: &[T],
+    grad_out: &[T],
+    scale: T,
+) -> Vec<T> {
     let k = g.patch_len();
     let mut grad_in = vec![T::zero(); g.batch * g.in_sample_len()];
     for_each_chunk(
@@ -435,6 +499,7 @@ pub(crate) fn input_grad<T: Element>(g: &Geometry, weight: &[T], grad_out: &[T])
                 (1, k),
                 mat,
                 (ld, 1),
+                scale,
             );
             col2im_add(g, &col[..k * ld], s, grad_in);
         },
@@ -510,7 +575,7 @@ mod tests {
         let len = g.patch_len() * 2 * g.out_pixels();
         let y: Vec<f64> = (0..len).map(|i| (i as f64 * 0.7).cos()).collect();
         let mut col = vec![0.0; len];
-        im2col(&g, &x, 2, &mut col);
+        im2col(&g, &x, 2, &mut col, |x| x);
         let mut back = vec![0.0; x.len()];
         col2im_add(&g, &y, 2, &mut back);
         let lhs: f64 = col.iter().zip(&y).map(|(a, b)| a * b).sum();

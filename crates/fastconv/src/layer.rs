@@ -1,7 +1,7 @@
 //! `Conv2d`: a drop-in for `candle_nn::Conv2d` (same parameter names, layout and init).
 
 use crate::error::{Error, Result};
-use crate::op::{conv2d, conv2d_relu};
+use crate::op::{conv2d_with, ConvOptions};
 use candle_core::{Module, Tensor};
 
 /// A 2-D convolution layer without padding: input `[B, Cin, H, W]` ->
@@ -10,8 +10,7 @@ use candle_core::{Module, Tensor};
 pub struct Conv2d {
     weight: Tensor,
     bias: Option<Tensor>,
-    stride: usize,
-    relu: bool,
+    opts: ConvOptions,
 }
 
 impl Conv2d {
@@ -36,12 +35,11 @@ impl Conv2d {
                 });
             }
         }
-        Ok(Self {
-            weight,
-            bias,
+        let opts = ConvOptions {
             stride,
-            relu: false,
-        })
+            ..ConvOptions::default()
+        };
+        Ok(Self { weight, bias, opts })
     }
 
     /// Creates (or loads) `weight` `[out, in, kernel, kernel]` and `bias` `[out]` under `vb`,
@@ -65,9 +63,18 @@ impl Conv2d {
     }
 
     /// The same layer with a ReLU fused into it: `forward` returns `relu(conv(x))`
-    /// (see [`conv2d_relu`]).
-    pub fn with_relu(self) -> Self {
-        Self { relu: true, ..self }
+    /// (see [`crate::conv2d_relu`]).
+    pub fn with_relu(mut self) -> Self {
+        self.opts.relu = true;
+        self
+    }
+
+    /// The same layer reading its input as `scale * input`; with `1.0 / 255.0` and u8 frames
+    /// `[B, Cin, H, W]` (which `forward` accepts directly) pixels are in [0, 1] without a
+    /// conversion pass.
+    pub fn with_input_scale(mut self, scale: f64) -> Self {
+        self.opts.input_scale = scale;
+        self
     }
 
     /// The weight `[Cout, Cin, Kh, Kw]`.
@@ -82,13 +89,13 @@ impl Conv2d {
 
     /// The stride, in both directions.
     pub fn stride(&self) -> usize {
-        self.stride
+        self.opts.stride
     }
 }
 
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let conv = if self.relu { conv2d_relu } else { conv2d };
-        conv(xs, &self.weight, self.bias.as_ref(), self.stride).map_err(candle_core::Error::wrap)
+        conv2d_with(xs, &self.weight, self.bias.as_ref(), self.opts)
+            .map_err(candle_core::Error::wrap)
     }
 }

@@ -1,9 +1,33 @@
-//! The convolution as candle custom ops: a forward op whose `bwd` calls two more ops
-//! (weight gradient, input gradient), all running the kernels of `kernels.rs`.
+//! The convolution as candle custom ops: a forward op whose `bwd` calls more ops (ReLU mask,
+//! weight, input and bias gradients), all running the kernels of `kernels.rs`.
 
 use crate::error::{Error, Result};
 use crate::kernels::{self, Element, Geometry};
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, WithDType,
+};
+
+/// How [`conv2d_with`] convolves.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConvOptions {
+    /// Stride in both directions (positive).
+    pub stride: usize,
+    /// Whether a ReLU follows, fused into the op (no extra pass forward, one backward).
+    pub relu: bool,
+    /// The input is read as `input_scale * input`, in the weight's dtype; with `1/255` the op
+    /// takes u8 frames directly, saving candle's two conversion passes over them.
+    pub input_scale: f64,
+}
+
+impl Default for ConvOptions {
+    fn default() -> Self {
+        Self {
+            stride: 1,
+            relu: false,
+            input_scale: 1.0,
+        }
+    }
+}
 
 /// Convolves `input` `[B, Cin, H, W]` with `weight` `[Cout, Cin, Kh, Kw]` (no padding, no
 /// dilation, `stride` in both directions) and adds `bias` `[Cout]`; returns
@@ -17,7 +41,11 @@ pub fn conv2d(
     bias: Option<&Tensor>,
     stride: usize,
 ) -> Result<Tensor> {
-    conv2d_maybe_relu(input, weight, bias, stride, false)
+    let opts = ConvOptions {
+        stride,
+        ..ConvOptions::default()
+    };
+    conv2d_with(input, weight, bias, opts)
 }
 
 /// `relu(conv2d(input, weight, bias, stride))` as one op (see [`conv2d`] for the shapes): the
@@ -28,20 +56,27 @@ pub fn conv2d_relu(
     bias: Option<&Tensor>,
     stride: usize,
 ) -> Result<Tensor> {
-    conv2d_maybe_relu(input, weight, bias, stride, true)
+    let opts = ConvOptions {
+        stride,
+        relu: true,
+        ..ConvOptions::default()
+    };
+    conv2d_with(input, weight, bias, opts)
 }
 
-fn conv2d_maybe_relu(
+/// [`conv2d`] with options: `[B, Cin, H, W]` -> `[B, Cout, Ho, Wo]` computing
+/// `conv(input_scale * input) + bias`, then ReLU if `opts.relu`. `input` has the weight's
+/// dtype or is u8 (converted on the fly); `weight` and `bias` share one dtype.
+pub fn conv2d_with(
     input: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
-    stride: usize,
-    relu: bool,
+    opts: ConvOptions,
 ) -> Result<Tensor> {
-    let g = Geometry::new(input.dims(), weight.dims(), stride)?;
-    check_same(input, weight, "weight")?;
+    let g = Geometry::new(input.dims(), weight.dims(), opts.stride)?;
+    check_same(weight, input, "input", input.dtype() != DType::U8)?;
     if let Some(bias) = bias {
-        check_same(input, bias, "bias")?;
+        check_same(weight, bias, "bias", true)?;
         if bias.dims() != [g.c_out] {
             return Err(Error::BiasShape {
                 c_out: g.c_out,
@@ -49,29 +84,45 @@ fn conv2d_maybe_relu(
             });
         }
     }
-    let fast = input.device().is_cpu() && matches!(input.dtype(), DType::F32 | DType::F64);
-    if !fast {
-        let out = input.conv2d(weight, 0, stride, 1, 1)?;
-        let out = match bias {
-            Some(bias) => out.broadcast_add(&bias.reshape((1, g.c_out, 1, 1))?)?,
-            None => out,
-        };
-        return Ok(if relu { out.relu()? } else { out });
+    let floats = matches!(weight.dtype(), DType::F32 | DType::F64);
+    if !(weight.device().is_cpu() && floats) {
+        return fallback(input, weight, bias, opts, g.c_out);
     }
     let (input, weight) = (input.contiguous()?, weight.contiguous()?);
-    let op = ConvForward { stride, relu };
+    let op = ConvForward(opts);
     Ok(match bias {
         Some(bias) => input.apply_op3(&weight, &bias.contiguous()?, op)?,
         None => input.apply_op2(&weight, op)?,
     })
 }
 
-fn check_same(input: &Tensor, other: &Tensor, what: &str) -> Result<()> {
-    if input.dtype() != other.dtype() || !input.device().same_device(other.device()) {
+/// The same computation from candle's own ops (other devices and dtypes).
+fn fallback(
+    input: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    opts: ConvOptions,
+    c_out: usize,
+) -> Result<Tensor> {
+    let mut x = input.to_dtype(weight.dtype())?;
+    if opts.input_scale != 1.0 {
+        x = x.affine(opts.input_scale, 0.0)?;
+    }
+    let mut out = x.conv2d(weight, 0, opts.stride, 1, 1)?;
+    if let Some(bias) = bias {
+        out = out.broadcast_add(&bias.reshape((1, c_out, 1, 1))?)?;
+    }
+    Ok(if opts.relu { out.relu()? } else { out })
+}
+
+/// `other` must be on `weight`'s device and, if `same_dtype`, of its dtype.
+fn check_same(weight: &Tensor, other: &Tensor, what: &str, same_dtype: bool) -> Result<()> {
+    let dtype_ok = !same_dtype || weight.dtype() == other.dtype();
+    if !dtype_ok || !weight.device().same_device(other.device()) {
         return Err(Error::Mismatch(format!(
-            "input is {:?} on {:?}, {what} is {:?} on {:?}",
-            input.dtype(),
-            input.device().location(),
+            "weight is {:?} on {:?}, {what} is {:?} on {:?}",
+            weight.dtype(),
+            weight.device().location(),
             other.dtype(),
             other.device().location()
         )));
@@ -80,59 +131,103 @@ fn check_same(input: &Tensor, other: &Tensor, what: &str) -> Result<()> {
 }
 
 /// The contiguous slice of a CPU storage seen through `layout`.
-fn slice<'a, T: Element>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [T]> {
+fn slice<'a, T: WithDType>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+) -> candle_core::Result<&'a [T]> {
     let Some((start, end)) = layout.contiguous_offsets() else {
         candle_core::bail!("fastconv: operands must be contiguous")
     };
     Ok(&storage.as_slice::<T>()?[start..end])
 }
 
-fn geometry(input: &Layout, weight: &Layout, stride: usize) -> candle_core::Result<Geometry> {
-    Geometry::new(input.dims(), weight.dims(), stride).map_err(candle_core::Error::wrap)
+/// A kernel generic over the input type `I` and the float type `T` (closures cannot be).
+/// `input` is the operand read through `load`, `floats` the others, in op order.
+trait KernelFn {
+    fn run<I: WithDType, T: Element>(
+        &self,
+        input: &[I],
+        load: impl Fn(I) -> T + Copy + Sync,
+        floats: &[&[T]],
+    ) -> Vec<T>;
 }
 
-/// Runs `kernel` on the operands as f32 or f64, whichever they all are.
+/// Runs `kernel` with `input` as u8, f32 or f64 and the `floats` all f32 or all f64;
+/// `input` is read as `scale * input` in the float type.
 fn dispatch(
-    operands: &[(&CpuStorage, &Layout)],
+    input: (&CpuStorage, &Layout),
+    floats: &[(&CpuStorage, &Layout)],
+    scale: f64,
     kernel: impl KernelFn,
 ) -> candle_core::Result<CpuStorage> {
-    fn slices<'a, T: Element>(
-        operands: &[(&'a CpuStorage, &Layout)],
-    ) -> candle_core::Result<Vec<&'a [T]>> {
-        operands.iter().map(|(s, l)| slice::<T>(s, l)).collect()
+    fn typed<I: WithDType, T: Element>(
+        (s, l): (&CpuStorage, &Layout),
+        floats: &[(&CpuStorage, &Layout)],
+        scale: f64,
+        kernel: impl KernelFn,
+    ) -> candle_core::Result<Vec<T>> {
+        let floats: Vec<&[T]> = floats
+            .iter()
+            .map(|(s, l)| slice::<T>(s, l))
+            .collect::<candle_core::Result<_>>()?;
+        let scale = T::from_f64(scale);
+        let load = move |x: I| T::from_f64(x.to_f64()) * scale;
+        Ok(kernel.run(slice::<I>(s, l)?, load, &floats))
     }
-    match operands.first() {
-        Some((CpuStorage::F32(_), _)) => Ok(CpuStorage::F32(kernel.run(&slices(operands)?))),
-        Some((CpuStorage::F64(_), _)) => Ok(CpuStorage::F64(kernel.run(&slices(operands)?))),
-        _ => candle_core::bail!("fastconv: operands must all be f32 or all f64"),
+    let float_dtype = floats.first().map(|(s, _)| s);
+    match (input.0, float_dtype) {
+        (CpuStorage::U8(_), Some(CpuStorage::F32(_))) => Ok(CpuStorage::F32(typed::<u8, f32>(
+            input, floats, scale, kernel,
+        )?)),
+        (CpuStorage::U8(_), Some(CpuStorage::F64(_))) => Ok(CpuStorage::F64(typed::<u8, f64>(
+            input, floats, scale, kernel,
+        )?)),
+        (CpuStorage::F32(_), Some(CpuStorage::F32(_)) | None) => {
+            Ok(CpuStorage::F32(typed::<f32, f32>(
+                input, floats, scale, kernel,
+            )?))
+        }
+        (CpuStorage::F64(_), Some(CpuStorage::F64(_)) | None) => {
+            Ok(CpuStorage::F64(typed::<f64, f64>(
+                input, floats, scale, kernel,
+            )?))
+        }
+        _ => candle_core::bail!("fastconv: u8, f32 or f64 input with f32 or f64 weights expected"),
     }
 }
 
-/// A kernel generic over the element type (closures cannot be); `operands` are in the
-/// order the op received them.
-trait KernelFn {
-    fn run<T: Element>(&self, operands: &[&[T]]) -> Vec<T>;
-}
-
-/// `(input, weight[, bias]) -> output`, through a ReLU if `relu`.
-struct ConvForward {
-    stride: usize,
-    relu: bool,
-}
+/// `(input, weight[, bias]) -> output`.
+struct ConvForward(ConvOptions);
 
 struct Forward(Geometry, bool);
 impl KernelFn for Forward {
-    fn run<T: Element>(&self, operands: &[&[T]]) -> Vec<T> {
-        let bias = operands.get(2).copied();
-        kernels::forward(&self.0, operands[0], operands[1], bias, self.1)
+    fn run<I: WithDType, T: Element>(
+        &self,
+        input: &[I],
+        load: impl Fn(I) -> T + Copy + Sync,
+        floats: &[&[T]],
+    ) -> Vec<T> {
+        let bias = floats.get(1).copied();
+        kernels::forward(&self.0, input, load, floats[0], (bias, self.1))
     }
 }
 
 impl ConvForward {
+    fn run_forward(
+        &self,
+        input: (&CpuStorage, &Layout),
+        floats: &[(&CpuStorage, &Layout)],
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(input.1.dims(), floats[0].1.dims(), self.0.stride)
+            .map_err(candle_core::Error::wrap)?;
+        let out = dispatch(input, floats, self.0.input_scale, Forward(g, self.0.relu))?;
+        Ok((out, Shape::from((g.batch, g.c_out, g.ho, g.wo))))
+    }
+
     /// The gradient at the convolution's output (before the ReLU), contiguous.
     fn pre_relu_grad(&self, output: &Tensor, grad_out: &Tensor) -> candle_core::Result<Tensor> {
         let grad_out = grad_out.contiguous()?;
-        if self.relu {
+        if self.0.relu {
             grad_out.apply_op2_no_bwd(output, &ReluGrad)
         } else {
             Ok(grad_out)
@@ -150,10 +245,11 @@ impl ConvForward {
             return Ok(None);
         }
         let op = ConvInputGrad {
-            stride: self.stride,
+            opts: self.0,
             input_shape: input.dims4()?,
         };
-        Ok(Some(weight.apply_op2_no_bwd(grad_out, &op)?))
+        let grad = weight.apply_op2_no_bwd(grad_out, &op)?;
+        Ok(Some(grad.to_dtype(input.dtype())?))
     }
 
     fn weight_grad(
@@ -166,7 +262,7 @@ impl ConvForward {
             return Ok(None);
         }
         let op = ConvWeightGrad {
-            stride: self.stride,
+            opts: self.0,
             weight_shape: weight.dims4()?,
         };
         Ok(Some(input.apply_op2_no_bwd(grad_out, &op)?))
@@ -185,9 +281,7 @@ impl CustomOp2 for ConvForward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = geometry(l1, l2, self.stride)?;
-        let out = dispatch(&[(s1, l1), (s2, l2)], Forward(g, self.relu))?;
-        Ok((out, Shape::from((g.batch, g.c_out, g.ho, g.wo))))
+        self.run_forward((s1, l1), &[(s2, l2)])
     }
 
     fn bwd(
@@ -219,16 +313,14 @@ impl CustomOp3 for ConvForward {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = geometry(l1, l2, self.stride)?;
-        if l3.dims() != [g.c_out] {
+        let c_out = l2.dims().first().copied().unwrap_or(0);
+        if l3.dims() != [c_out] {
             candle_core::bail!(
-                "fastconv: bias of shape {:?}, expected [{}]",
-                l3.dims(),
-                g.c_out
+                "fastconv: bias of shape {:?}, expected [{c_out}]",
+                l3.dims()
             )
         }
-        let out = dispatch(&[(s1, l1), (s2, l2), (s3, l3)], Forward(g, self.relu))?;
-        Ok((out, Shape::from((g.batch, g.c_out, g.ho, g.wo))))
+        self.run_forward((s1, l1), &[(s2, l2), (s3, l3)])
     }
 
     fn bwd(
@@ -277,11 +369,16 @@ impl CustomOp2 for ReluGrad {
         }
         struct Mask;
         impl KernelFn for Mask {
-            fn run<T: Element>(&self, operands: &[&[T]]) -> Vec<T> {
-                kernels::relu_grad(operands[0], operands[1])
+            fn run<I: WithDType, T: Element>(
+                &self,
+                _: &[I],
+                _: impl Fn(I) -> T + Copy + Sync,
+                floats: &[&[T]],
+            ) -> Vec<T> {
+                kernels::relu_grad(floats[0], floats[1])
             }
         }
-        let out = dispatch(&[(s1, l1), (s2, l2)], Mask)?;
+        let out = dispatch((s1, l1), &[(s1, l1), (s2, l2)], 1.0, Mask)?;
         Ok((out, l1.shape().clone()))
     }
 }
@@ -301,18 +398,23 @@ impl CustomOp1 for ConvBiasGrad {
             .map_err(candle_core::Error::wrap)?;
         struct BiasGrad(Geometry);
         impl KernelFn for BiasGrad {
-            fn run<T: Element>(&self, operands: &[&[T]]) -> Vec<T> {
-                kernels::bias_grad(&self.0, operands[0])
+            fn run<I: WithDType, T: Element>(
+                &self,
+                _: &[I],
+                _: impl Fn(I) -> T + Copy + Sync,
+                floats: &[&[T]],
+            ) -> Vec<T> {
+                kernels::bias_grad(&self.0, floats[0])
             }
         }
-        let out = dispatch(&[(s, l)], BiasGrad(g))?;
+        let out = dispatch((s, l), &[(s, l)], 1.0, BiasGrad(g))?;
         Ok((out, Shape::from(c_out)))
     }
 }
 
 /// `(input, grad_out) -> grad_weight`.
 struct ConvWeightGrad {
-    stride: usize,
+    opts: ConvOptions,
     weight_shape: (usize, usize, usize, usize),
 }
 
@@ -329,23 +431,28 @@ impl CustomOp2 for ConvWeightGrad {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let w = self.weight_shape;
-        let g = Geometry::new(l1.dims(), &[w.0, w.1, w.2, w.3], self.stride)
+        let g = Geometry::new(l1.dims(), &[w.0, w.1, w.2, w.3], self.opts.stride)
             .map_err(candle_core::Error::wrap)?;
         check_grad_shape(&g, l2)?;
         struct WeightGrad(Geometry);
         impl KernelFn for WeightGrad {
-            fn run<T: Element>(&self, operands: &[&[T]]) -> Vec<T> {
-                kernels::weight_grad(&self.0, operands[0], operands[1])
+            fn run<I: WithDType, T: Element>(
+                &self,
+                input: &[I],
+                load: impl Fn(I) -> T + Copy + Sync,
+                floats: &[&[T]],
+            ) -> Vec<T> {
+                kernels::weight_grad(&self.0, input, load, floats[0])
             }
         }
-        let out = dispatch(&[(s1, l1), (s2, l2)], WeightGrad(g))?;
+        let out = dispatch((s1, l1), &[(s2, l2)], self.opts.input_scale, WeightGrad(g))?;
         Ok((out, Shape::from(w)))
     }
 }
 
-/// `(weight, grad_out) -> grad_input`.
+/// `(weight, grad_out) -> grad_input` (in the weight's dtype).
 struct ConvInputGrad {
-    stride: usize,
+    opts: ConvOptions,
     input_shape: (usize, usize, usize, usize),
 }
 
@@ -362,16 +469,23 @@ impl CustomOp2 for ConvInputGrad {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let i = self.input_shape;
-        let g = Geometry::new(&[i.0, i.1, i.2, i.3], l1.dims(), self.stride)
+        let g = Geometry::new(&[i.0, i.1, i.2, i.3], l1.dims(), self.opts.stride)
             .map_err(candle_core::Error::wrap)?;
         check_grad_shape(&g, l2)?;
-        struct InputGrad(Geometry);
+        struct InputGrad(Geometry, f64);
         impl KernelFn for InputGrad {
-            fn run<T: Element>(&self, operands: &[&[T]]) -> Vec<T> {
-                kernels::input_grad(&self.0, operands[0], operands[1])
+            fn run<I: WithDType, T: Element>(
+                &self,
+                _: &[I],
+                _: impl Fn(I) -> T + Copy + Sync,
+                floats: &[&[T]],
+            ) -> Vec<T> {
+                let scale = T::from_f64(self.1);
+                kernels::input_grad(&self.0, floats[0], floats[1], scale)
             }
         }
-        let out = dispatch(&[(s1, l1), (s2, l2)], InputGrad(g))?;
+        let kernel = InputGrad(g, self.opts.input_scale);
+        let out = dispatch((s1, l1), &[(s1, l1), (s2, l2)], 1.0, kernel)?;
         Ok((out, Shape::from(i)))
     }
 }

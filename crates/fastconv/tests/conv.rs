@@ -1,7 +1,7 @@
 //! fastconv against candle's own conv2d: forward values and all three gradients.
 
 use candle_core::{DType, Device, Module, Tensor, Var};
-use fastconv::{conv2d, conv2d_relu, Conv2d, Error};
+use fastconv::{conv2d, conv2d_relu, conv2d_with, Conv2d, ConvOptions, Error};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 fn random(rng: &mut StdRng, shape: &[usize], dtype: DType) -> Tensor {
@@ -147,6 +147,70 @@ fn fused_relu_matches_candle_conv_then_relu() {
 }
 
 #[test]
+fn u8_frames_with_input_scale_match_candle_on_scaled_floats() {
+    let mut rng = StdRng::seed_from_u64(40);
+    for dtype in [DType::F32, DType::F64] {
+        let pixels: Vec<u8> = (0..3 * 4 * 84 * 84).map(|_| rng.gen()).collect();
+        let frames = Tensor::from_vec(pixels, (3, 4, 84, 84), &Device::Cpu).unwrap();
+        let w = Var::from_tensor(&random(&mut rng, &[32, 4, 8, 8], dtype)).unwrap();
+        let b = Var::from_tensor(&random(&mut rng, &[32], dtype)).unwrap();
+        let probe = random(&mut rng, &[3, 32, 20, 20], dtype);
+        let opts = ConvOptions {
+            stride: 4,
+            relu: true,
+            input_scale: 1.0 / 255.0,
+        };
+        let ours = conv2d_with(&frames, &w, Some(&b), opts).unwrap();
+        let x = (frames.to_dtype(dtype).unwrap() / 255.0).unwrap();
+        let reference = x.conv2d(&w, 0, 4, 1, 1).unwrap();
+        let reference = reference.broadcast_add(&b.reshape((1, 32, 1, 1)).unwrap());
+        let reference = reference.unwrap().relu().unwrap();
+        let tol = if dtype == DType::F64 { 1e-10 } else { 1e-4 };
+        assert!(rel_err(&ours, &reference) < tol);
+        let g1 = (&ours * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = (&reference * &probe).unwrap().sum_all().unwrap();
+        let g2 = g2.backward().unwrap();
+        for v in [&w, &b] {
+            let err = rel_err(g1.get(v).unwrap(), g2.get(v).unwrap());
+            assert!(err < tol, "{dtype:?} gradient off by {err:e}");
+        }
+    }
+}
+
+#[test]
+fn input_scale_scales_the_input_gradient_too() {
+    let mut rng = StdRng::seed_from_u64(41);
+    let x = Var::from_tensor(&random(&mut rng, &[2, 3, 9, 9], DType::F64)).unwrap();
+    let w = random(&mut rng, &[5, 3, 3, 3], DType::F64);
+    let opts = ConvOptions {
+        stride: 2,
+        relu: false,
+        input_scale: 0.25,
+    };
+    let ours = conv2d_with(&x, &w, None, opts).unwrap();
+    let reference = (x.as_tensor() * 0.25)
+        .unwrap()
+        .conv2d(&w, 0, 2, 1, 1)
+        .unwrap();
+    assert!(rel_err(&ours, &reference) < 1e-12);
+    let g1 = ours.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    let g2 = reference
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let err = rel_err(g1.get(&x).unwrap(), g2.get(&x).unwrap());
+    assert!(err < 1e-10, "d input off by {err:e}");
+}
+
+#[test]
 fn random_shapes_match_candle() {
     let mut rng = StdRng::seed_from_u64(7);
     for case in 0..12 {
@@ -209,6 +273,21 @@ fn layer_is_a_drop_in_for_candle_nn() {
     let x = random(&mut StdRng::seed_from_u64(9), &[2, 4, 12, 12], DType::F32);
     let err = rel_err(&ours.forward(&x).unwrap(), &theirs.forward(&x).unwrap());
     assert!(err < 1e-5, "layer output off by {err:e}");
+}
+
+#[test]
+fn other_dtypes_fall_back_to_candle() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let x = random(&mut rng, &[2, 3, 7, 7], DType::F16);
+    let w = random(&mut rng, &[4, 3, 3, 3], DType::F16);
+    let b = random(&mut rng, &[4], DType::F16);
+    let ours = conv2d_relu(&x, &w, Some(&b), 2).unwrap();
+    let reference = x.conv2d(&w, 0, 2, 1, 1).unwrap();
+    let reference = reference.broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap());
+    let reference = reference.unwrap().relu().unwrap();
+    assert_eq!(ours.dtype(), DType::F16);
+    let to_f64 = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+    assert!(rel_err(&to_f64(&ours), &to_f64(&reference)) < 1e-6);
 }
 
 #[test]

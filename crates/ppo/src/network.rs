@@ -335,7 +335,7 @@ impl ActorCritic {
 
     /// One acting step for `B` envs: `obs` is `[B, …]` (u8 or f32), `state` the core state
     /// (parts `[B, width]`), `resets` `[B]` f32 (1.0 = this step starts an episode, so the state is
-    /// zeroed first). Returns `(logits [B, A], values [B], next_state)`.
+    /// zeroed first). Returns `(logits [B, A], values [B], next_state)`, all detached (no graph).
     pub fn act(
         &self,
         obs: &Tensor,
@@ -349,7 +349,9 @@ impl ActorCritic {
             None => (features, state.clone()),
         };
         let (logits, values) = self.heads(&hidden)?;
-        Ok((logits, values, next))
+        // Acting never backpropagates; detaching stops the state from dragging the graph of
+        // every past step along (unbounded memory, and a recursive drop that overflows the stack).
+        Ok((logits.detach(), values.detach(), next.detach()))
     }
 
     /// The learner's replay of whole sequences: `obs` `[T, B, …]`, `resets` `[T, B]` f32 (exactly

@@ -34,18 +34,22 @@ const SIDE: usize = 84;
 /// The Nature CNN with either convolution; `C` is the conv layer type.
 struct NatureCnn<C> {
     convs: [C; 3],
-    /// Whether the convs apply their ReLU themselves.
-    relu_fused: bool,
+    /// Whether the convs apply their ReLU themselves and the first reads u8 frames itself.
+    fused: bool,
     linear: candle_nn::Linear,
 }
 
 impl<C: Module> NatureCnn<C> {
     /// `frames` `[B, 4, 84, 84]` u8 -> features `[B, 512]`.
     fn forward(&self, frames: &Tensor) -> candle_core::Result<Tensor> {
-        let mut x = (frames.to_dtype(DType::F32)? / 255.0)?;
+        let mut x = if self.fused {
+            frames.clone()
+        } else {
+            (frames.to_dtype(DType::F32)? / 255.0)?
+        };
         for conv in &self.convs {
             x = conv.forward(&x)?;
-            if !self.relu_fused {
+            if !self.fused {
                 x = x.relu()?;
             }
         }
@@ -57,15 +61,19 @@ impl<C: Module> NatureCnn<C> {
 const CONVS: [(usize, usize, usize, usize); 3] =
     [(FRAMES, 32, 8, 4), (32, 64, 4, 2), (64, 64, 3, 1)];
 
-fn fast_net(vb: &VarBuilder, relu_fused: bool) -> anyhow::Result<NatureCnn<fastconv::Conv2d>> {
+fn fast_net(vb: &VarBuilder, fused: bool) -> anyhow::Result<NatureCnn<fastconv::Conv2d>> {
     let conv = |i: usize| {
         let (c_in, c_out, k, s) = CONVS[i];
         let conv = fastconv::Conv2d::load(c_in, c_out, k, s, vb.pp(format!("conv{i}")))?;
-        anyhow::Ok(if relu_fused { conv.with_relu() } else { conv })
+        anyhow::Ok(match (fused, i) {
+            (false, _) => conv,
+            (true, 0) => conv.with_relu().with_input_scale(1.0 / 255.0),
+            (true, _) => conv.with_relu(),
+        })
     };
     Ok(NatureCnn {
         convs: [conv(0)?, conv(1)?, conv(2)?],
-        relu_fused,
+        fused,
         linear: candle_nn::linear(64 * 7 * 7, 512, vb.pp("linear"))?,
     })
 }
@@ -81,17 +89,46 @@ fn candle_net(vb: &VarBuilder) -> anyhow::Result<NatureCnn<candle_nn::Conv2d>> {
     };
     Ok(NatureCnn {
         convs: [conv(0)?, conv(1)?, conv(2)?],
-        relu_fused: false,
+        fused: false,
         linear: candle_nn::linear(64 * 7 * 7, 512, vb.pp("linear"))?,
     })
 }
 
-/// Fastest of `iters` forward+backward passes in milliseconds, after one warm-up pass.
+/// Wall and CPU time of a network's forward+backward pass, in milliseconds.
+#[derive(Clone, Copy, Debug)]
+struct PassTime {
+    /// The fastest pass (the one least disturbed by other load on the machine).
+    wall_ms: f64,
+    /// CPU time of all threads per pass, averaged over the passes (where measurable).
+    cpu_ms: Option<f64>,
+}
+
+impl std::fmt::Display for PassTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:8.1} ms", self.wall_ms)?;
+        match self.cpu_ms {
+            Some(cpu) => write!(f, "  (CPU {cpu:7.1} ms)"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// CPU time used so far by this process, all threads, in ms (Linux: /proc/self/stat).
+fn process_cpu_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the ")" that closes the command name, utime and stime are the 12th and 13th fields.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // Linux reports in USER_HZ, which is 100 on every architecture it supports.
+    Some(ticks * 10.0)
+}
+
+/// Times `iters` forward+backward passes after one warm-up pass.
 fn time_fwd_bwd<C: Module>(
     net: &NatureCnn<C>,
     frames: &Tensor,
     iters: usize,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<PassTime> {
     let pass = || -> anyhow::Result<f64> {
         let start = Instant::now();
         let grads = net.forward(frames)?.mean_all()?.backward()?;
@@ -99,11 +136,19 @@ fn time_fwd_bwd<C: Module>(
         Ok(start.elapsed().as_secs_f64() * 1e3)
     };
     pass()?;
-    let mut times = (0..iters.max(1))
+    let iters = iters.max(1);
+    let cpu_start = process_cpu_ms();
+    let times = (0..iters)
         .map(|_| pass())
         .collect::<anyhow::Result<Vec<_>>>()?;
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    let cpu_ms = match (cpu_start, process_cpu_ms()) {
+        (Some(start), Some(end)) => Some((end - start) / iters as f64),
+        _ => None,
+    };
+    Ok(PassTime {
+        wall_ms: times.into_iter().fold(f64::INFINITY, f64::min),
+        cpu_ms,
+    })
 }
 
 const TORCH_SCRIPT: &str = r#"
@@ -120,19 +165,32 @@ def run():
     net(frames.float() / 255.0).mean().backward()
     return (time.perf_counter() - start) * 1e3
 run()
-print(min(run() for _ in range(max(iters, 1))))
+cpu_start = time.process_time()
+wall = min(run() for _ in range(max(iters, 1)))
+print(wall, (time.process_time() - cpu_start) * 1e3 / max(iters, 1))
 "#;
 
-/// The torch figure, or `None` (with the reason printed) where torch is not available.
-fn torch_fwd_bwd_ms(python: &str, batch: usize, iters: usize) -> Option<f64> {
+/// The torch figures, or `None` (with the reason printed) where torch is not available.
+fn torch_fwd_bwd(python: &str, batch: usize, iters: usize) -> Option<PassTime> {
     let out = std::process::Command::new(python)
         .args(["-c", TORCH_SCRIPT, &batch.to_string(), &iters.to_string()])
         .output();
     let parsed = match &out {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .and_then(|line| line.trim().parse::<f64>().ok()),
+        Ok(out) if out.status.success() => {
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let mut numbers = stdout
+                .lines()
+                .last()?
+                .split_whitespace()
+                .map(str::parse::<f64>);
+            match (numbers.next(), numbers.next()) {
+                (Some(Ok(wall_ms)), Some(Ok(cpu_ms))) => Some(PassTime {
+                    wall_ms,
+                    cpu_ms: Some(cpu_ms),
+                }),
+                _ => None,
+            }
+        }
         _ => None,
     };
     if parsed.is_none() {
@@ -157,48 +215,56 @@ pub(crate) fn run(args: &CnnArgs) -> anyhow::Result<serde_json::Value> {
     let vb = VarBuilder::from_varmap(&vars, DType::F32, &device);
     // Both nets read the same variables, so they compute the same function.
     let fused = fast_net(&vb, true).context("building the fastconv Nature CNN")?;
-    let fast = fast_net(&vb, false).context("building the fastconv Nature CNN")?;
+    let unfused_net = fast_net(&vb, false).context("building the fastconv Nature CNN")?;
     let anchor = candle_net(&vb).context("building the candle Nature CNN")?;
     let frames = Tensor::rand(0f32, 256.0, (args.batch, FRAMES, SIDE, SIDE), &device)?
         .floor()?
         .to_dtype(DType::U8)?;
+    // The timed networks must compute the same function; check on a few frames.
+    let sample = frames.narrow(0, 0, args.batch.min(8))?;
+    let (ours, reference) = (fused.forward(&sample)?, anchor.forward(&sample)?);
+    let diff = (&ours - &reference)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    let scale = reference.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-6);
+    anyhow::ensure!(
+        diff <= 1e-4 * scale,
+        "fastconv and candle disagree: max |diff| {diff:e} (scale {scale:e})"
+    );
     let threads = candle_core::utils::get_num_threads();
     println!(
-        "Nature CNN forward+backward, batch {}, {threads} threads, fastest of {} passes",
+        "Nature CNN forward+backward, batch {}, {threads} threads, fastest of {} passes, mean CPU",
         args.batch, args.iters
     );
 
-    let fast_ms = time_fwd_bwd(&fused, &frames, args.iters)?;
-    println!("  fastconv, ReLU fused:      {fast_ms:9.1} ms");
-    let unfused_ms = time_fwd_bwd(&fast, &frames, args.iters)?;
-    println!("  fastconv, candle ReLU:     {unfused_ms:9.1} ms");
-    if args.no_compare {
-        return Ok(serde_json::json!({
-            "batch": args.batch,
-            "fwd_bwd_ms": fast_ms,
-            "unfused_relu_fwd_bwd_ms": unfused_ms,
-            "threads": threads,
-        }));
-    }
-    let candle_ms = time_fwd_bwd(&anchor, &frames, args.iters)?;
-    println!(
-        "  candle conv2d:             {candle_ms:9.1} ms  ({:.2}x fastconv)",
-        candle_ms / fast_ms
-    );
-    let torch_ms = torch_fwd_bwd_ms(&args.python, args.batch, args.iters);
-    if let Some(torch_ms) = torch_ms {
-        println!(
-            "  torch CPU (2 threads):     {torch_ms:9.1} ms  (fastconv / torch = {:.2})",
-            fast_ms / torch_ms
-        );
-    }
-    Ok(serde_json::json!({
+    let fast = time_fwd_bwd(&fused, &frames, args.iters)?;
+    println!("  fastconv, fused:        {fast}   (u8 frames and ReLU inside the convs)");
+    let unfused = time_fwd_bwd(&unfused_net, &frames, args.iters)?;
+    println!("  fastconv, unfused:      {unfused}   (candle's /255 and ReLU)");
+    let mut json = serde_json::json!({
         "batch": args.batch,
-        "fwd_bwd_ms": fast_ms,
-        "unfused_relu_fwd_bwd_ms": unfused_ms,
-        "candle_conv_fwd_bwd_ms": candle_ms,
-        "speedup_vs_candle_conv": candle_ms / fast_ms,
-        "torch_fwd_bwd_ms": torch_ms,
+        "fwd_bwd_ms": fast.wall_ms,
+        "cpu_ms": fast.cpu_ms,
+        "unfused_fwd_bwd_ms": unfused.wall_ms,
         "threads": threads,
-    }))
+    });
+    if args.no_compare {
+        return Ok(json);
+    }
+    let candle = time_fwd_bwd(&anchor, &frames, args.iters)?;
+    println!(
+        "  candle conv2d:          {candle}  -> candle / fastconv = {:.2}",
+        candle.wall_ms / fast.wall_ms
+    );
+    json["candle_conv_fwd_bwd_ms"] = candle.wall_ms.into();
+    json["candle_conv_cpu_ms"] = candle.cpu_ms.into();
+    json["speedup_vs_candle_conv"] = (candle.wall_ms / fast.wall_ms).into();
+    if let Some(torch) = torch_fwd_bwd(&args.python, args.batch, args.iters) {
+        println!(
+            "  torch CPU (2 threads):  {torch}  -> fastconv / torch = {:.2}",
+            fast.wall_ms / torch.wall_ms
+        );
+        json["torch_fwd_bwd_ms"] = torch.wall_ms.into();
+        json["torch_cpu_ms"] = torch.cpu_ms.into();
+        json["fastconv_over_torch"] = (fast.wall_ms / torch.wall_ms).into();
+    }
+    Ok(json)
 }
