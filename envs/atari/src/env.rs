@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 use serde::Deserialize;
 
-use crate::ale::{Ale, AleSettings, SCREEN_H, SCREEN_W};
+use crate::ale::{Ale, AleSettings};
 use crate::preprocess::{max_frames, AreaResize};
 use crate::roms::{resolve, rom_file};
 use crate::AtariError;
@@ -124,7 +124,7 @@ impl AtariConfig {
 /// An Atari game on ALE with the preprocessing of [`AtariConfig`].
 ///
 /// Observations are u8 `[frame_stack, 84, 84]` (oldest frame first; `[frame_stack, 210, 160]`
-/// without `resize`), grayscale 0..=255. Actions are indices into the minimal (or full)
+/// without `resize`, 250×160 for Adventure), grayscale 0..=255. Actions are indices into the minimal (or full)
 /// action set. `info.episode` is set on the step where the real game ends (game over or the
 /// frame limit), with the raw, unclipped score and the length in agent steps of the whole
 /// game across lives. `info.lives` is set for games with lives; `info.frame_number` counts
@@ -139,12 +139,14 @@ pub struct AtariEnv {
     fire_reset: bool,
     has_lives: bool,
     rng: Pcg64,
-    /// The last two grayscale frames of a step, `[210, 160]` each.
+    /// The last two grayscale frames of a step, `[screen_h, screen_w]` each.
     frames: [Vec<u8>; 2],
-    /// Their max, `[210, 160]`.
+    /// Their max, `[screen_h, screen_w]`.
     pooled: Vec<u8>,
     resize: Option<AreaResize>,
-    /// Observation height × width.
+    /// Observation frame `(height, width)`.
+    obs_hw: (usize, usize),
+    /// Observation frame height × width.
     frame_len: usize,
     /// The frame stack, `[frame_stack, h, w]`, oldest first.
     stack: Vec<u8>,
@@ -176,12 +178,19 @@ pub fn make_atari(game: &str, cfg: &AtariConfig, seed: u64) -> Result<AtariEnv, 
         });
     }
     let fire_reset = cfg.fire_reset && actions.len() >= 3 && actions[1] == FIRE;
-    let (frame_len, resize) = if cfg.resize {
-        let resize = AreaResize::new(SCREEN_H, SCREEN_W, OBS_SIZE, OBS_SIZE);
-        (OBS_SIZE * OBS_SIZE, resize)
+    let (screen_h, screen_w) = ale.screen_size();
+    let (obs_h, obs_w, resize) = if cfg.resize {
+        let resize = AreaResize::new(screen_h, screen_w, OBS_SIZE, OBS_SIZE).ok_or_else(|| {
+            AtariError::BadRom {
+                path: path.display().to_string(),
+                why: format!("its {screen_h}x{screen_w} screen cannot be area-resized to 84x84"),
+            }
+        })?;
+        (OBS_SIZE, OBS_SIZE, Some(resize))
     } else {
-        (SCREEN_H * SCREEN_W, None)
+        (screen_h, screen_w, None)
     };
+    let frame_len = obs_h * obs_w;
     let has_lives = ale.lives() > 0;
     Ok(AtariEnv {
         ale,
@@ -190,8 +199,9 @@ pub fn make_atari(game: &str, cfg: &AtariConfig, seed: u64) -> Result<AtariEnv, 
         fire_reset,
         has_lives,
         rng: noop_rng(seed),
-        frames: [vec![0; SCREEN_H * SCREEN_W], vec![0; SCREEN_H * SCREEN_W]],
-        pooled: vec![0; SCREEN_H * SCREEN_W],
+        frames: [vec![0; screen_h * screen_w], vec![0; screen_h * screen_w]],
+        pooled: vec![0; screen_h * screen_w],
+        obs_hw: (obs_h, obs_w),
         resize,
         frame_len,
         stack: vec![0; cfg.frame_stack * frame_len],
@@ -416,11 +426,7 @@ impl Env for AtariEnv {
 
     /// `Box` of u8 `[frame_stack, 84, 84]` (or `[frame_stack, 210, 160]` without resize).
     fn observation_space(&self) -> Space {
-        let (h, w) = if self.resize.is_some() {
-            (OBS_SIZE, OBS_SIZE)
-        } else {
-            (SCREEN_H, SCREEN_W)
-        };
+        let (h, w) = self.obs_hw;
         Space::Box {
             shape: vec![self.cfg.frame_stack, h, w],
             dtype: Dtype::U8,
@@ -451,13 +457,14 @@ impl Env for AtariEnv {
         self.step_inner(action).map_err(EnvError::from)
     }
 
-    /// The current screen, RGB `[210, 160, 3]`.
+    /// The current screen, RGB `[210, 160, 3]` (`[250, 160, 3]` for Adventure).
     fn render(&self) -> Option<RgbFrame> {
-        let mut pixels = vec![0; SCREEN_H * SCREEN_W * 3];
+        let (height, width) = self.ale.screen_size();
+        let mut pixels = vec![0; height * width * 3];
         self.ale.screen_rgb(&mut pixels);
         Some(RgbFrame {
-            height: SCREEN_H,
-            width: SCREEN_W,
+            height,
+            width,
             pixels,
         })
     }

@@ -369,3 +369,30 @@ fn threads_create_envs_concurrently() {
         assert_eq!(n, 20, "{game}");
     }
 }
+
+#[test]
+fn every_bundled_game_loads_resets_and_steps() {
+    let cfg = AtariConfig::default();
+    let games = list_games();
+    assert_eq!(games.len(), 61); // the ale crate's 62 but Defender (its dump hangs ALE)
+    for game in games {
+        let mut e = make_atari(game, &cfg, 0).unwrap_or_else(|err| panic!("{game}: {err}"));
+        let (obs, _) = e.reset(None).unwrap_or_else(|err| panic!("{game}: {err}"));
+        assert_eq!(obs.len(), FRAME, "{game}");
+        let n = e.action_space().n().expect("discrete");
+        assert!((2..=18).contains(&n), "{game}: {n} actions");
+        e.step(n - 1).unwrap_or_else(|err| panic!("{game}: {err}"));
+    }
+}
+
+#[test]
+fn the_env_can_move_to_another_thread() {
+    fn assert_send<T: Send>(_: &T) {}
+    let mut e = env("Pong", &AtariConfig::default(), 0);
+    assert_send(&e);
+    e.reset(None).expect("reset");
+    let steps = std::thread::spawn(move || rollout(&mut e, 5).len())
+        .join()
+        .expect("no panic");
+    assert_eq!(steps, 5);
+}
