@@ -61,6 +61,15 @@ fn same_seed_same_trajectory_different_seed_differs() {
     let c = rollout(&mut env("Breakout", &cfg, 8), 200);
     assert!(a != c, "different seeds must differ");
 
+    // Seeding at creation or at the first reset is the same.
+    let mut seeded_at_reset = env("Breakout", &cfg, 7);
+    let n = seeded_at_reset.action_space().n().expect("discrete");
+    seeded_at_reset.reset(Some(7)).expect("reset");
+    for (t, want) in a.iter().enumerate().take(20) {
+        let got = seeded_at_reset.step(action(t, n)).expect("step");
+        assert!(got.obs == want.obs && got.reward == want.reward, "step {t}");
+    }
+
     // reset(Some(seed)) reproduces a fresh env made with that seed.
     let mut reused = env("Breakout", &cfg, 99);
     rollout(&mut reused, 50);
