@@ -513,3 +513,57 @@ pub fn raw_frames_per_sec(game: &str, seconds: f64) -> Result<f64, AtariError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_fill_missing_keys_and_unknown_keys_are_rejected() {
+        let cfg: AtariConfig = serde_json::from_str(r#"{"frame_stack": 4}"#).expect("valid config");
+        assert_eq!(
+            cfg,
+            AtariConfig {
+                frame_stack: 4,
+                ..AtariConfig::default()
+            }
+        );
+        let err =
+            serde_json::from_str::<AtariConfig>(r#"{"frame_stacks": 4}"#).expect_err("unknown key");
+        assert!(err.to_string().contains("frame_stacks"), "{err}");
+    }
+
+    #[test]
+    fn bad_settings_are_config_errors() {
+        for cfg in [
+            AtariConfig {
+                repeat_action_probability: 1.5,
+                ..AtariConfig::default()
+            },
+            AtariConfig {
+                frame_skip: 0,
+                ..AtariConfig::default()
+            },
+            AtariConfig {
+                frame_stack: 0,
+                ..AtariConfig::default()
+            },
+        ] {
+            assert!(matches!(
+                make_atari("Pong", &cfg, 0),
+                Err(AtariError::Config { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn ale_seeds_are_never_zero_and_differ_across_seeds() {
+        let cfg = AtariConfig::default();
+        let seeds: Vec<i32> = (0..1000).map(|s| ale_settings(&cfg, s).seed).collect();
+        assert!(seeds.iter().all(|&s| s > 0));
+        let mut unique = seeds.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), seeds.len());
+    }
+}
