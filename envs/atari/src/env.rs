@@ -270,7 +270,7 @@ impl AtariEnv {
             reward += i64::from(self.ale.act(ale_action));
             self.frame_number += 1;
             let over = self.ale.game_over();
-            if i + 2 == skip {
+            if i + 2 == skip && self.cfg.max_pool {
                 self.ale.screen_grayscale(&mut self.frames[0]);
             }
             if i + 1 == skip || over {
