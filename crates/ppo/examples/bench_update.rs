@@ -24,7 +24,12 @@ fn core_named(name: &str) -> Option<CoreConfig> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let frames: usize = value("--frames").map_or(Ok(1), |v| v.parse())?;
     let cores = value("--cores").unwrap_or_else(|| "lstm128,lstm,brims".into());
     let plan = PpoConfig::default().validate()?;
@@ -44,10 +49,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let obs: Vec<u8> = (0..n * frames * 84 * 84).map(|_| rng.gen()).collect();
             let resets = vec![if step == 0 { 1.0 } else { 0.0 }; n];
             let obs_t = Tensor::from_slice(&obs, (n, frames, 84, 84), &dev)?;
-            let (logits, values, next) = learner.net().act(&obs_t, &state, &Tensor::from_slice(&resets, n, &dev)?)?;
+            let (logits, values, next) =
+                learner
+                    .net()
+                    .act(&obs_t, &state, &Tensor::from_slice(&resets, n, &dev)?)?;
             let (actions, logprobs) = sample_actions(&logits, &mut rng)?;
             let values = values.to_vec1::<f32>()?;
-            let ps = PolicyStep { obs: &obs, resets: &resets, actions: &actions, logprobs: &logprobs, values: &values };
+            let ps = PolicyStep {
+                obs: &obs,
+                resets: &resets,
+                actions: &actions,
+                logprobs: &logprobs,
+                values: &values,
+            };
             rollout.record_policy(step, 0, ps)?;
             let rewards: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
             rollout.record_outcome(step, 0, &rewards, &vec![false; n], &vec![false; n])?;
@@ -62,8 +76,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "{name}: acting 8×128 {act_secs:.2} s, one update (4 epochs × 4 minibatches) {update_secs:.2} s, |ratio−1| {:.1e}",
             m.first_ratio_deviation
         );
-        json.push(format!("\"{name}_update_secs\": {update_secs:.3}, \"{name}_act_secs\": {act_secs:.3}"));
+        json.push(format!(
+            "\"{name}_update_secs\": {update_secs:.3}, \"{name}_act_secs\": {act_secs:.3}"
+        ));
     }
-    println!("{{\"frames\": {frames}, \"threads\": {}, {}}}", candle_core::utils::get_num_threads(), json.join(", "));
+    println!(
+        "{{\"frames\": {frames}, \"threads\": {}, {}}}",
+        candle_core::utils::get_num_threads(),
+        json.join(", ")
+    );
     Ok(())
 }

@@ -39,16 +39,30 @@ fn small_brims(hidden: usize) -> CoreConfig {
     CoreConfig::Brims(cfg)
 }
 
+/// One-layer BRIMs (= RIMs): `hidden` split into 4 modules, 2 active.
+fn rims(hidden: usize) -> CoreConfig {
+    let mut cfg = BrimsConfig::with_layers(vec![BrimsLayerConfig {
+        hidden_size: hidden,
+        modules: 4,
+        active: 2,
+    }]);
+    cfg.input_attention.key_size = 16;
+    cfg.comm_attention.key_size = 16;
+    cfg.comm_attention.value_size = 16;
+    CoreConfig::Brims(cfg)
+}
+
 const CARTPOLE_ENVS: usize = 8;
 const CARTPOLE_STEPS: usize = 32;
 const CARTPOLE_UPDATES: usize = 200;
 
-fn cartpole(core: Option<CoreConfig>, updates: usize, scale: f32, max_grad_norm: f64) -> f64 {
+fn cartpole(core: Option<CoreConfig>, updates: usize, num_minibatches: usize) -> f64 {
+    let (scale, max_grad_norm) = (0.1, 0.5);
     let cfg = PpoConfig {
         seed: 1,
         num_envs: CARTPOLE_ENVS,
         num_steps: CARTPOLE_STEPS,
-        num_minibatches: 2,
+        num_minibatches,
         update_epochs: 4,
         learning_rate: 2.5e-3,
         ent_coef: 0.0,
@@ -75,13 +89,14 @@ fn cartpole(core: Option<CoreConfig>, updates: usize, scale: f32, max_grad_norm:
             .collect(),
     )
     .unwrap();
-    let out = train_sync(&mut learner, &mut envs, updates, 7, Sabotage::None);
-    for (i, m) in out.metrics.iter().enumerate().step_by(20) {
-        eprintln!(
-            "update {i}: kl {:.4} ev {:.2} ent {:.3}",
-            m.approx_kl, m.explained_variance, m.entropy
-        );
-    }
+    let out = train_sync(
+        &mut learner,
+        &mut envs,
+        updates,
+        7,
+        Sabotage::None,
+        Some((20, 195.0)),
+    );
     let mean = out.mean_last(20);
     eprintln!(
         "cartpole: {} episodes, mean of last 20 = {mean:.1}",
@@ -93,7 +108,7 @@ fn cartpole(core: Option<CoreConfig>, updates: usize, scale: f32, max_grad_norm:
 #[test]
 fn cartpole_lstm_reaches_195() {
     let lstm = CoreConfig::Lstm(LstmConfig { hidden_size: 64 });
-    let mean = cartpole(Some(lstm), CARTPOLE_UPDATES, 0.1, 0.5);
+    let mean = cartpole(Some(lstm), CARTPOLE_UPDATES, 2);
     assert!(
         mean >= 195.0,
         "mean return of the last 20 episodes {mean:.1} < 195"
@@ -102,7 +117,7 @@ fn cartpole_lstm_reaches_195() {
 
 #[test]
 fn cartpole_brims_reaches_195() {
-    let mean = cartpole(Some(small_brims(32)), CARTPOLE_UPDATES, 0.1, 0.5);
+    let mean = cartpole(Some(rims(32)), 150, 1);
     assert!(
         mean >= 195.0,
         "mean return of the last 20 episodes {mean:.1} < 195"
@@ -142,7 +157,14 @@ fn memory(core: Option<CoreConfig>, updates: usize, sabotage: Sabotage) -> f64 {
             .collect(),
     )
     .unwrap();
-    let out = train_sync(&mut learner, &mut envs, updates, 11, sabotage);
+    let out = train_sync(
+        &mut learner,
+        &mut envs,
+        updates,
+        11,
+        sabotage,
+        Some((100, MemoryCue::SUCCESS_RETURN)),
+    );
     let mean = out.mean_last(100);
     eprintln!(
         "memory {sabotage:?}: {} episodes, mean of last 100 = {mean:.2}",

@@ -25,11 +25,6 @@ fn ale_lock() -> MutexGuard<'static, ()> {
 const LOGGER_INFO: i32 = 0;
 const LOGGER_ERROR: i32 = 2;
 
-/// Screen height and width of the Atari 2600 as ALE renders it.
-pub(crate) const SCREEN_H: usize = 210;
-/// See [`SCREEN_H`].
-pub(crate) const SCREEN_W: usize = 160;
-
 /// Settings that must be in place before the ROM loads.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct AleSettings {
@@ -46,6 +41,9 @@ pub(crate) struct Ale {
     ptr: NonNull<ale_sys::ALEInterface>,
     rom: CString,
     minimal_actions: Vec<i32>,
+    /// Screen size (210×160 for nearly every game; Adventure's is 250×160).
+    height: usize,
+    width: usize,
 }
 
 // SAFETY: an `ALEInterface` owns its emulator and has no thread affinity (no thread-locals);
@@ -59,36 +57,39 @@ impl Ale {
     /// (ALE calls `exit(1)` on a missing or unrecognised ROM) and named `<ale_name>.bin`.
     pub(crate) fn new(rom: &Path, settings: AleSettings) -> Result<Self, AtariError> {
         let rom = path_to_cstring(rom)?;
-        let _guard = ale_lock();
-        // SAFETY: `setLoggerMode` writes a static, under the lock.
-        unsafe {
-            ale_sys::setLoggerMode(if settings.quiet {
-                LOGGER_ERROR
-            } else {
-                LOGGER_INFO
-            })
+        let (ale, height, width) = {
+            let _guard = ale_lock();
+            // SAFETY: `setLoggerMode` writes a static, under the lock.
+            unsafe { ale_sys::setLoggerMode(logger_mode(settings.quiet)) };
+            // SAFETY: plain constructor; null is checked below.
+            let ptr =
+                NonNull::new(unsafe { ale_sys::ALE_new() }).ok_or_else(|| AtariError::BadRom {
+                    path: rom.to_string_lossy().into_owned(),
+                    why: "ALE could not allocate an emulator".into(),
+                })?;
+            let mut ale = Ale {
+                ptr,
+                rom,
+                minimal_actions: Vec::new(),
+                height: 0,
+                width: 0,
+            };
+            ale.load_locked(settings);
+            // SAFETY: live interface with a loaded ROM.
+            let (h, w) = unsafe {
+                let p = ale.ptr.as_ptr();
+                (ale_sys::getScreenHeight(p), ale_sys::getScreenWidth(p))
+            };
+            (ale, h, w)
+            // The guard is released here, before `ale` can be dropped (its drop takes the
+            // lock, which is not re-entrant).
         };
-        // SAFETY: plain constructor; null is checked below.
-        let ptr =
-            NonNull::new(unsafe { ale_sys::ALE_new() }).ok_or_else(|| AtariError::BadRom {
-                path: rom.to_string_lossy().into_owned(),
-                why: "ALE could not allocate an emulator".into(),
-            })?;
-        let mut ale = Ale {
-            ptr,
-            rom,
-            minimal_actions: Vec::new(),
-        };
-        ale.load_locked(settings);
-        // SAFETY: live interface with a loaded ROM.
-        let (w, h) = unsafe {
-            let p = ale.ptr.as_ptr();
-            (ale_sys::getScreenWidth(p), ale_sys::getScreenHeight(p))
-        };
-        if (h as usize, w as usize) != (SCREEN_H, SCREEN_W) {
+        let mut ale = ale;
+        (ale.height, ale.width) = (height.max(0) as usize, width.max(0) as usize);
+        if ale.height == 0 || ale.width == 0 {
             return Err(AtariError::BadRom {
                 path: ale.rom.to_string_lossy().into_owned(),
-                why: format!("screen is {h}x{w}, expected {SCREEN_H}x{SCREEN_W}"),
+                why: format!("ALE reports a {height}x{width} screen"),
             });
         }
         Ok(ale)
@@ -167,18 +168,23 @@ impl Ale {
         unsafe { ale_sys::getEpisodeFrameNumber(self.ptr.as_ptr()) }
     }
 
-    /// Writes the grayscale screen, `[210, 160]` row-major, into `out`.
+    /// Screen `(height, width)`.
+    pub(crate) fn screen_size(&self) -> (usize, usize) {
+        (self.height, self.width)
+    }
+
+    /// Writes the grayscale screen, `[height, width]` row-major, into `out`.
     #[inline]
     pub(crate) fn screen_grayscale(&self, out: &mut [u8]) {
-        assert_eq!(out.len(), SCREEN_H * SCREEN_W, "grayscale buffer size");
+        assert_eq!(out.len(), self.height * self.width, "grayscale buffer size");
         // SAFETY: live interface; `out` holds exactly width × height bytes (asserted), the
         // amount ALE writes.
         unsafe { ale_sys::getScreenGrayscale(self.ptr.as_ptr(), out.as_mut_ptr()) }
     }
 
-    /// Writes the RGB screen, `[210, 160, 3]` row-major, into `out`.
+    /// Writes the RGB screen, `[height, width, 3]` row-major, into `out`.
     pub(crate) fn screen_rgb(&self, out: &mut [u8]) {
-        assert_eq!(out.len(), SCREEN_H * SCREEN_W * 3, "RGB buffer size");
+        assert_eq!(out.len(), self.height * self.width * 3, "RGB buffer size");
         // SAFETY: live interface; `out` holds exactly width × height × 3 bytes (asserted).
         unsafe { ale_sys::getScreenRGB(self.ptr.as_ptr(), out.as_mut_ptr()) }
     }
@@ -195,6 +201,14 @@ impl Drop for Ale {
         let _guard = ale_lock();
         // SAFETY: `ptr` came from `ALE_new` and is deleted exactly once, here.
         unsafe { ale_sys::ALE_del(self.ptr.as_ptr()) }
+    }
+}
+
+fn logger_mode(quiet: bool) -> i32 {
+    if quiet {
+        LOGGER_ERROR
+    } else {
+        LOGGER_INFO
     }
 }
 

@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 use serde::Deserialize;
 
-use crate::ale::{Ale, AleSettings, SCREEN_H, SCREEN_W};
+use crate::ale::{Ale, AleSettings};
 use crate::preprocess::{max_frames, AreaResize};
 use crate::roms::{resolve, rom_file};
 use crate::AtariError;
@@ -124,7 +124,7 @@ impl AtariConfig {
 /// An Atari game on ALE with the preprocessing of [`AtariConfig`].
 ///
 /// Observations are u8 `[frame_stack, 84, 84]` (oldest frame first; `[frame_stack, 210, 160]`
-/// without `resize`), grayscale 0..=255. Actions are indices into the minimal (or full)
+/// without `resize`, 250×160 for Adventure), grayscale 0..=255. Actions are indices into the minimal (or full)
 /// action set. `info.episode` is set on the step where the real game ends (game over or the
 /// frame limit), with the raw, unclipped score and the length in agent steps of the whole
 /// game across lives. `info.lives` is set for games with lives; `info.frame_number` counts
@@ -139,12 +139,14 @@ pub struct AtariEnv {
     fire_reset: bool,
     has_lives: bool,
     rng: Pcg64,
-    /// The last two grayscale frames of a step, `[210, 160]` each.
+    /// The last two grayscale frames of a step, `[screen_h, screen_w]` each.
     frames: [Vec<u8>; 2],
-    /// Their max, `[210, 160]`.
+    /// Their max, `[screen_h, screen_w]`.
     pooled: Vec<u8>,
     resize: Option<AreaResize>,
-    /// Observation height × width.
+    /// Observation frame `(height, width)`.
+    obs_hw: (usize, usize),
+    /// Observation frame height × width.
     frame_len: usize,
     /// The frame stack, `[frame_stack, h, w]`, oldest first.
     stack: Vec<u8>,
@@ -155,6 +157,9 @@ pub struct AtariEnv {
     episode_return: f64,
     episode_len: u64,
     frame_number: u64,
+    /// The seed ALE was last loaded with, while no frame has been emulated since: reseeding
+    /// with it needs no reload (reloading costs tens of milliseconds under the global lock).
+    untouched_seed: Option<u64>,
 }
 
 /// Creates `game` (a bundled game name in any accepted spelling, or a ROM file path) with the
@@ -176,12 +181,19 @@ pub fn make_atari(game: &str, cfg: &AtariConfig, seed: u64) -> Result<AtariEnv, 
         });
     }
     let fire_reset = cfg.fire_reset && actions.len() >= 3 && actions[1] == FIRE;
-    let (frame_len, resize) = if cfg.resize {
-        let resize = AreaResize::new(SCREEN_H, SCREEN_W, OBS_SIZE, OBS_SIZE);
-        (OBS_SIZE * OBS_SIZE, resize)
+    let (screen_h, screen_w) = ale.screen_size();
+    let (obs_h, obs_w, resize) = if cfg.resize {
+        let resize = AreaResize::new(screen_h, screen_w, OBS_SIZE, OBS_SIZE).ok_or_else(|| {
+            AtariError::BadRom {
+                path: path.display().to_string(),
+                why: format!("its {screen_h}x{screen_w} screen cannot be area-resized to 84x84"),
+            }
+        })?;
+        (OBS_SIZE, OBS_SIZE, Some(resize))
     } else {
-        (SCREEN_H * SCREEN_W, None)
+        (screen_h, screen_w, None)
     };
+    let frame_len = obs_h * obs_w;
     let has_lives = ale.lives() > 0;
     Ok(AtariEnv {
         ale,
@@ -190,8 +202,9 @@ pub fn make_atari(game: &str, cfg: &AtariConfig, seed: u64) -> Result<AtariEnv, 
         fire_reset,
         has_lives,
         rng: noop_rng(seed),
-        frames: [vec![0; SCREEN_H * SCREEN_W], vec![0; SCREEN_H * SCREEN_W]],
-        pooled: vec![0; SCREEN_H * SCREEN_W],
+        frames: [vec![0; screen_h * screen_w], vec![0; screen_h * screen_w]],
+        pooled: vec![0; screen_h * screen_w],
+        obs_hw: (obs_h, obs_w),
         resize,
         frame_len,
         stack: vec![0; cfg.frame_stack * frame_len],
@@ -201,6 +214,7 @@ pub fn make_atari(game: &str, cfg: &AtariConfig, seed: u64) -> Result<AtariEnv, 
         episode_return: 0.0,
         episode_len: 0,
         frame_number: 0,
+        untouched_seed: Some(seed),
         cfg: cfg.clone(),
     })
 }
@@ -256,7 +270,7 @@ impl AtariEnv {
             reward += i64::from(self.ale.act(ale_action));
             self.frame_number += 1;
             let over = self.ale.game_over();
-            if i + 2 == skip {
+            if i + 2 == skip && self.cfg.max_pool {
                 self.ale.screen_grayscale(&mut self.frames[0]);
             }
             if i + 1 == skip || over {
@@ -363,7 +377,9 @@ impl AtariEnv {
 
     /// Reseeds ALE (by reloading the ROM) and the no-op generator.
     fn reseed(&mut self, seed: u64) {
-        self.ale.reload(ale_settings(&self.cfg, seed));
+        if self.untouched_seed != Some(seed) {
+            self.ale.reload(ale_settings(&self.cfg, seed));
+        }
         self.rng = noop_rng(seed);
     }
 
@@ -416,11 +432,7 @@ impl Env for AtariEnv {
 
     /// `Box` of u8 `[frame_stack, 84, 84]` (or `[frame_stack, 210, 160]` without resize).
     fn observation_space(&self) -> Space {
-        let (h, w) = if self.resize.is_some() {
-            (OBS_SIZE, OBS_SIZE)
-        } else {
-            (SCREEN_H, SCREEN_W)
-        };
+        let (h, w) = self.obs_hw;
         Space::Box {
             shape: vec![self.cfg.frame_stack, h, w],
             dtype: Dtype::U8,
@@ -433,8 +445,10 @@ impl Env for AtariEnv {
         Space::Discrete(self.actions.len())
     }
 
-    /// `Some(seed)` reseeds and starts a new game. `None` continues the game after a
-    /// life-loss termination (with `episodic_life`), else starts a new game.
+    /// `Some(seed)` reseeds and starts a new game (reseeding ALE reloads the ROM, ~30 ms under
+    /// the process-wide lock, except right after `make_atari` with the same seed). `None`
+    /// continues the game after a life-loss termination (with `episodic_life`), else starts a
+    /// new game.
     fn reset(&mut self, seed: Option<u64>) -> Result<(Vec<u8>, Info), EnvError> {
         let real = match seed {
             Some(seed) => {
@@ -443,6 +457,7 @@ impl Env for AtariEnv {
             }
             None => !self.life_lost_pending,
         };
+        self.untouched_seed = None;
         self.do_reset(real);
         Ok((self.stack.clone(), self.info()))
     }
@@ -451,13 +466,14 @@ impl Env for AtariEnv {
         self.step_inner(action).map_err(EnvError::from)
     }
 
-    /// The current screen, RGB `[210, 160, 3]`.
+    /// The current screen, RGB `[210, 160, 3]` (`[250, 160, 3]` for Adventure).
     fn render(&self) -> Option<RgbFrame> {
-        let mut pixels = vec![0; SCREEN_H * SCREEN_W * 3];
+        let (height, width) = self.ale.screen_size();
+        let mut pixels = vec![0; height * width * 3];
         self.ale.screen_rgb(&mut pixels);
         Some(RgbFrame {
-            height: SCREEN_H,
-            width: SCREEN_W,
+            height,
+            width,
             pixels,
         })
     }
@@ -495,5 +511,59 @@ pub fn raw_frames_per_sec(game: &str, seconds: f64) -> Result<f64, AtariError> {
         if elapsed >= budget {
             return Ok(frames as f64 / elapsed.as_secs_f64());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_fill_missing_keys_and_unknown_keys_are_rejected() {
+        let cfg: AtariConfig = serde_json::from_str(r#"{"frame_stack": 4}"#).expect("valid config");
+        assert_eq!(
+            cfg,
+            AtariConfig {
+                frame_stack: 4,
+                ..AtariConfig::default()
+            }
+        );
+        let err =
+            serde_json::from_str::<AtariConfig>(r#"{"frame_stacks": 4}"#).expect_err("unknown key");
+        assert!(err.to_string().contains("frame_stacks"), "{err}");
+    }
+
+    #[test]
+    fn bad_settings_are_config_errors() {
+        for cfg in [
+            AtariConfig {
+                repeat_action_probability: 1.5,
+                ..AtariConfig::default()
+            },
+            AtariConfig {
+                frame_skip: 0,
+                ..AtariConfig::default()
+            },
+            AtariConfig {
+                frame_stack: 0,
+                ..AtariConfig::default()
+            },
+        ] {
+            assert!(matches!(
+                make_atari("Pong", &cfg, 0),
+                Err(AtariError::Config { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn ale_seeds_are_never_zero_and_differ_across_seeds() {
+        let cfg = AtariConfig::default();
+        let seeds: Vec<i32> = (0..1000).map(|s| ale_settings(&cfg, s).seed).collect();
+        assert!(seeds.iter().all(|&s| s > 0));
+        let mut unique = seeds.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), seeds.len());
     }
 }

@@ -20,8 +20,11 @@ const MAX_TAPS: usize = 4;
 
 /// Area interpolation (OpenCV's `INTER_AREA` when shrinking) in integer arithmetic: each
 /// output pixel is the mean of the input area it covers, partially covered pixels weighted by
-/// their covered fraction. Weights are exact integers (in units of `1/gcd`-reduced output
-/// size), so the result is the exact area mean rounded to nearest.
+/// their covered fraction. Weights are exact integers (in units of the gcd-reduced pixel
+/// sizes), so the result is the exact area mean rounded to nearest.
+///
+/// Both passes run along contiguous memory in 16-bit lanes (which vectorise on plain SSE2):
+/// the vertical pass over input rows, then the horizontal pass over a transposed buffer.
 #[derive(Clone, Debug)]
 pub(crate) struct AreaResize {
     in_h: usize,
@@ -30,20 +33,29 @@ pub(crate) struct AreaResize {
     out_w: usize,
     rows: Vec<Taps>,
     cols: Vec<Taps>,
-    /// Sum of all weights of one output pixel (row sum × column sum).
+    /// Sum of all weights of one output pixel (row sum × column sum); `255 * norm` fits u16.
     norm: u32,
-    /// Rows reduced, `[out_h, in_w]`.
-    tmp: Vec<u32>,
+    /// `ceil(2^32 / norm)`: dividing by multiplying (a division per pixel costs more than
+    /// the rest of the resize).
+    inv_norm: u64,
+    /// One vertically reduced row, `[in_w]`.
+    row: Vec<u16>,
+    /// Vertically reduced image, transposed: `[in_w, out_h]`.
+    cols_t: Vec<u16>,
+    /// Fully reduced image (weighted sums), transposed: `[out_w, out_h]`.
+    sums_t: Vec<u16>,
 }
 
 impl AreaResize {
-    /// A resize from `[in_h, in_w]` to `[out_h, out_w]`; shrinking only, by at most a factor
-    /// of 3 per axis (so a pixel spans at most 4 input pixels).
+    /// A resize from `[in_h, in_w]` to `[out_h, out_w]`, shrinking by at most 3× per axis.
+    /// Fast when `255 × norm < 2^16` (true for 210×160 -> 84×84, where norm = 5 × 40);
+    /// otherwise (Adventure's 250×160 screen) a slower exact path runs.
     pub(crate) fn new(in_h: usize, in_w: usize, out_h: usize, out_w: usize) -> Option<Self> {
         let rows = axis_taps(in_h, out_h)?;
         let cols = axis_taps(in_w, out_w)?;
         let row_sum: u32 = rows[0].weights.iter().sum();
         let col_sum: u32 = cols[0].weights.iter().sum();
+        let norm = row_sum * col_sum;
         Some(AreaResize {
             in_h,
             in_w,
@@ -51,8 +63,11 @@ impl AreaResize {
             out_w,
             rows,
             cols,
-            norm: row_sum * col_sum,
-            tmp: vec![0; out_h * in_w],
+            norm,
+            inv_norm: (1u64 << 32).div_ceil(u64::from(norm)),
+            row: vec![0; in_w],
+            cols_t: vec![0; in_w * out_h],
+            sums_t: vec![0; out_w * out_h],
         })
     }
 
@@ -60,30 +75,67 @@ impl AreaResize {
     pub(crate) fn apply(&mut self, input: &[u8], out: &mut [u8]) {
         assert_eq!(input.len(), self.in_h * self.in_w, "resize input size");
         assert_eq!(out.len(), self.out_h * self.out_w, "resize output size");
-        let w = self.in_w;
-        // Vertical pass first: it runs along contiguous rows, which vectorises.
-        for (tmp_row, taps) in self.tmp.chunks_exact_mut(w).zip(&self.rows) {
-            tmp_row.fill(0);
+        if 255 * self.norm > u32::from(u16::MAX) {
+            self.apply_wide(input, out);
+            return;
+        }
+        let (w, oh) = (self.in_w, self.out_h);
+        // Vertical pass along input rows, each result row stored as a column of `cols_t`.
+        for (r, taps) in self.rows.iter().enumerate() {
+            self.row.fill(0);
             for (k, &weight) in taps.weights.iter().enumerate() {
                 if weight == 0 {
                     continue;
                 }
+                let weight = weight as u16; // <= norm, which fits u16 (checked in `new`)
                 let src = &input[(taps.start + k) * w..(taps.start + k + 1) * w];
-                for (t, &p) in tmp_row.iter_mut().zip(src) {
-                    *t += weight * u32::from(p);
+                for (t, &p) in self.row.iter_mut().zip(src) {
+                    *t += weight * u16::from(p);
+                }
+            }
+            for (c, &v) in self.row.iter().enumerate() {
+                self.cols_t[c * oh + r] = v;
+            }
+        }
+        // Horizontal pass along the transposed columns.
+        for (dst, taps) in self.sums_t.chunks_exact_mut(oh).zip(&self.cols) {
+            dst.fill(0);
+            for (k, &weight) in taps.weights.iter().enumerate() {
+                if weight == 0 {
+                    continue;
+                }
+                let weight = weight as u16;
+                let src = &self.cols_t[(taps.start + k) * oh..(taps.start + k + 1) * oh];
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d += weight * v;
                 }
             }
         }
-        let half = self.norm / 2;
-        for (out_row, tmp_row) in out
-            .chunks_exact_mut(self.out_w)
-            .zip(self.tmp.chunks_exact(w))
-        {
-            for (o, taps) in out_row.iter_mut().zip(&self.cols) {
-                let src = &tmp_row[taps.start..taps.start + MAX_TAPS];
-                let acc: u32 = src.iter().zip(&taps.weights).map(|(&p, &wt)| p * wt).sum();
-                // acc <= 255 * norm, so the quotient fits a u8.
-                *o = ((acc + half) / self.norm) as u8;
+        // Normalise and transpose back. (s + half) * inv >> 32 == (s + half) / norm exactly:
+        // s + half < 2^16 and the reciprocal's relative error is below 2^-32.
+        let (half, inv) = (self.norm / 2, self.inv_norm);
+        for (j, col) in self.sums_t.chunks_exact(oh).enumerate() {
+            for (r, &s) in col.iter().enumerate() {
+                out[r * self.out_w + j] = ((u64::from(u32::from(s) + half) * inv) >> 32) as u8;
+            }
+        }
+    }
+}
+
+impl AreaResize {
+    /// The same resize with 64-bit sums, for sizes whose sums overflow 16 bits.
+    fn apply_wide(&self, input: &[u8], out: &mut [u8]) {
+        let norm = u64::from(self.norm);
+        for (r, rt) in self.rows.iter().enumerate() {
+            for (j, ct) in self.cols.iter().enumerate() {
+                let mut acc = 0u64;
+                for (a, &wr) in rt.weights.iter().enumerate() {
+                    let row = &input[(rt.start + a) * self.in_w..][..self.in_w];
+                    for (b, &wc) in ct.weights.iter().enumerate() {
+                        acc += u64::from(wr * wc) * u64::from(row[ct.start + b]);
+                    }
+                }
+                out[r * self.out_w + j] = ((acc + norm / 2) / norm) as u8;
             }
         }
     }
@@ -167,6 +219,20 @@ mod tests {
             .map(|(&a, &b)| (a as i32 - b as i32).abs())
             .max();
         // Only ties at .5 may round differently between integer and float arithmetic.
+        assert!(max_diff <= Some(1), "max diff {max_diff:?}");
+    }
+
+    #[test]
+    fn tall_screens_take_the_wide_path_and_match() {
+        // Adventure's screen is 250×160: its sums overflow 16 bits.
+        let (h, w) = (250, 160);
+        let input: Vec<u8> = (0..h * w).map(|i| ((i * 7919) % 251) as u8).collect();
+        let mut resize = AreaResize::new(h, w, 84, 84).expect("valid sizes");
+        assert!(255 * resize.norm > u32::from(u16::MAX));
+        let mut out = vec![0u8; 84 * 84];
+        resize.apply(&input, &mut out);
+        let want = reference(&input, h, w, 84, 84);
+        let max_diff = out.iter().zip(&want).map(|(&a, &b)| a.abs_diff(b)).max();
         assert!(max_diff <= Some(1), "max diff {max_diff:?}");
     }
 

@@ -11,7 +11,8 @@ use md5::{Digest, Md5};
 use crate::AtariError;
 
 /// The games whose ROMs the `ale` crate bundles: (CamelCase name as in `ALE/<Name>-v5`, ROM).
-static BUNDLED: [(&str, BundledRom); 62] = [
+/// Defender is left out: see [`HANGS_ALE`].
+static BUNDLED: [(&str, BundledRom); 61] = [
     ("Adventure", BundledRom::Adventure),
     ("AirRaid", BundledRom::AirRaid),
     ("Alien", BundledRom::Alien),
@@ -31,7 +32,6 @@ static BUNDLED: [(&str, BundledRom); 62] = [
     ("Centipede", BundledRom::Centipede),
     ("ChopperCommand", BundledRom::ChopperCommand),
     ("CrazyClimber", BundledRom::CrazyClimber),
-    ("Defender", BundledRom::Defender),
     ("DemonAttack", BundledRom::DemonAttack),
     ("DoubleDunk", BundledRom::DoubleDunk),
     ("ElevatorAction", BundledRom::ElevatorAction),
@@ -75,6 +75,15 @@ static BUNDLED: [(&str, BundledRom); 62] = [
     ("YarsRevenge", BundledRom::YarsRevenge),
     ("Zaxxon", BundledRom::Zaxxon),
 ];
+
+/// ROM dumps that make ALE 0.6 loop forever inside `loadROM` (its mode selection presses
+/// SELECT until RAM shows a mode this dump never shows): (MD5, game, the MD5 ALE expects).
+/// The `ale` crate bundles the first.
+const HANGS_ALE: [(&str, &str, &str); 1] = [(
+    "e1029676edb3d35b76ca943da7434da8",
+    "defender",
+    "0f643c34e40e3f1daafd9c524d3ffe64",
+)];
 
 /// Every ROM ALE 0.6 supports, by the file stem ALE matches it with, and the MD5 of the dump
 /// its md5.txt lists ("" where it lists none).
@@ -252,6 +261,15 @@ pub(crate) fn resolve(game: &str, allow_unknown_md5: bool) -> Result<Rom, AtariE
         return load_user_rom(Path::new(game), allow_unknown_md5);
     }
     let key = normalize(game);
+    if let Some((_, name, expected)) = HANGS_ALE.iter().find(|(_, name, _)| key_of(name) == key) {
+        return Err(AtariError::BadRom {
+            path: format!("{name}.bin (bundled)"),
+            why: format!(
+                "the bundled dump hangs ALE's loadROM; pass the dump ALE expects (MD5 \
+                 {expected}) by path instead"
+            ),
+        });
+    }
     if let Some((_, rom)) = BUNDLED.iter().find(|(name, _)| normalize(name) == key) {
         let bytes = rom.data();
         return Ok(Rom {
@@ -382,6 +400,15 @@ fn load_user_rom(path: &Path, allow_unknown_md5: bool) -> Result<Rom, AtariError
         });
     }
     let md5 = md5_hex(&bytes);
+    if let Some((_, name, expected)) = HANGS_ALE.iter().find(|(known, _, _)| *known == md5) {
+        return Err(AtariError::BadRom {
+            path: shown,
+            why: format!(
+                "this dump of `{name}` (MD5 {md5}) hangs ALE's loadROM; use the dump ALE \
+                 expects (MD5 {expected})"
+            ),
+        });
+    }
     let by_md5 = SUPPORTED
         .iter()
         .find(|(_, known)| *known == md5)
@@ -513,6 +540,22 @@ mod tests {
             panic!("expected UnknownGame");
         };
         assert!(suggestions.contains(&"MsPacman"), "{suggestions:?}");
+    }
+
+    #[test]
+    fn the_defender_dump_that_hangs_ale_is_refused_by_name_and_by_content() {
+        let Err(AtariError::BadRom { why, .. }) = resolve("Defender", false) else {
+            panic!("expected BadRom");
+        };
+        assert!(why.contains("0f643c34e40e3f1daafd9c524d3ffe64"), "{why}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("defender.bin");
+        std::fs::write(&path, BundledRom::Defender.data()).expect("write");
+        let path = path.to_str().expect("utf8");
+        assert!(matches!(
+            resolve(path, true),
+            Err(AtariError::BadRom { .. })
+        ));
     }
 
     #[test]

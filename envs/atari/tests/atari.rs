@@ -61,6 +61,15 @@ fn same_seed_same_trajectory_different_seed_differs() {
     let c = rollout(&mut env("Breakout", &cfg, 8), 200);
     assert!(a != c, "different seeds must differ");
 
+    // Seeding at creation or at the first reset is the same.
+    let mut seeded_at_reset = env("Breakout", &cfg, 7);
+    let n = seeded_at_reset.action_space().n().expect("discrete");
+    seeded_at_reset.reset(Some(7)).expect("reset");
+    for (t, want) in a.iter().enumerate().take(20) {
+        let got = seeded_at_reset.step(action(t, n)).expect("step");
+        assert!(got.obs == want.obs && got.reward == want.reward, "step {t}");
+    }
+
     // reset(Some(seed)) reproduces a fresh env made with that seed.
     let mut reused = env("Breakout", &cfg, 99);
     rollout(&mut reused, 50);
@@ -368,4 +377,31 @@ fn threads_create_envs_concurrently() {
         let (game, n) = h.join().expect("no panic").expect("env");
         assert_eq!(n, 20, "{game}");
     }
+}
+
+#[test]
+fn every_bundled_game_loads_resets_and_steps() {
+    let cfg = AtariConfig::default();
+    let games = list_games();
+    assert_eq!(games.len(), 61); // the ale crate's 62 but Defender (its dump hangs ALE)
+    for game in games {
+        let mut e = make_atari(game, &cfg, 0).unwrap_or_else(|err| panic!("{game}: {err}"));
+        let (obs, _) = e.reset(None).unwrap_or_else(|err| panic!("{game}: {err}"));
+        assert_eq!(obs.len(), FRAME, "{game}");
+        let n = e.action_space().n().expect("discrete");
+        assert!((2..=18).contains(&n), "{game}: {n} actions");
+        e.step(n - 1).unwrap_or_else(|err| panic!("{game}: {err}"));
+    }
+}
+
+#[test]
+fn the_env_can_move_to_another_thread() {
+    fn assert_send<T: Send>(_: &T) {}
+    let mut e = env("Pong", &AtariConfig::default(), 0);
+    assert_send(&e);
+    e.reset(None).expect("reset");
+    let steps = std::thread::spawn(move || rollout(&mut e, 5).len())
+        .join()
+        .expect("no panic");
+    assert_eq!(steps, 5);
 }

@@ -43,13 +43,16 @@ fn tensor<T: ObsElement>(data: &[T], lead: usize, shape: &[usize]) -> Tensor {
 }
 
 /// Trains `learner` for `updates` updates of `num_steps × num_envs` on `envs` (reset with
-/// `seed`), CleanRL's loop with same-step auto-reset and truncation bootstrapping.
+/// `seed`), CleanRL's loop with same-step auto-reset and truncation bootstrapping. With
+/// `stop = Some((k, target))` it stops early once the mean return of the last `k` episodes
+/// reaches `target` ("reaches it within the budget").
 pub fn train_sync<E>(
     learner: &mut Learner,
     envs: &mut VecEnv<E>,
     updates: usize,
     seed: u64,
     sabotage: Sabotage,
+    stop: Option<(usize, f64)>,
 ) -> Outcome
 where
     E: Env,
@@ -116,9 +119,9 @@ where
                     .act(&tensor(&finals, n, &shape), &next, &no_reset)
                     .unwrap();
                 let v = v.to_vec1::<f32>().unwrap();
-                for e in 0..n {
+                for (e, &value) in v.iter().enumerate() {
                     if step.truncated[e] && !step.terminated[e] {
-                        rollout.record_final_value(t, e, v[e]).unwrap();
+                        rollout.record_final_value(t, e, value).unwrap();
                     }
                 }
             }
@@ -143,6 +146,18 @@ where
             .record_next_values(0, &next_values.to_vec1::<f32>().unwrap())
             .unwrap();
         out.metrics.push(learner.update(&rollout).unwrap());
+        if let Some((k, target)) = stop {
+            if out.mean_last(k) >= target {
+                break;
+            }
+        }
+        if std::env::var_os("PPO_TEST_PROGRESS").is_some() && out.metrics.len() % 10 == 0 {
+            eprintln!(
+                "update {}: mean of last 20 episodes {:.1}",
+                out.metrics.len(),
+                out.mean_last(20)
+            );
+        }
     }
     out
 }
