@@ -304,7 +304,6 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             self.collect(&mut rollout, &mut groups)?;
             let t1 = Instant::now();
             let metrics = self.learner.update(&rollout)?;
-            self.learner.add_global_steps((num_steps * num_envs) as u64);
             let t2 = Instant::now();
             rollout_secs += (t1 - t0).as_secs_f64();
             update_secs += (t2 - t1).as_secs_f64();
