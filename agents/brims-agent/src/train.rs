@@ -230,7 +230,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
                 double_buffer: cfg.actors.double_buffer && num_envs >= 2,
                 seed: env_seed,
             },
-            move |i| make_env(i),
+            make_env,
         )?;
         let groups = (0..pool.num_groups()).map(|g| pool.group_envs(g)).collect();
         let obs_size = obs_shape.iter().product();
@@ -392,12 +392,12 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             CoreState::cat(&groups.iter().map(|g| g.state.clone()).collect::<Vec<_>>())?;
         rollout.begin(&start_state)?;
         for t in 0..num_steps {
-            for g in 0..groups.len() {
+            for (g, group) in groups.iter_mut().enumerate() {
                 if t > 0 {
                     let outcome = self.pool.recv(g)?;
-                    self.on_outcome(rollout, t - 1, &mut groups[g], outcome)?;
+                    self.on_outcome(rollout, t - 1, group, outcome)?;
                 }
-                self.act(rollout, t, g, &mut groups[g])?;
+                self.act(rollout, t, g, group)?;
             }
         }
         for (g, group) in groups.iter_mut().enumerate() {

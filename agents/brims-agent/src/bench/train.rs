@@ -23,7 +23,7 @@ pub(crate) struct TrainArgs {
 
 /// Runs the benchmark; returns the JSON object printed as the last line.
 pub(crate) fn run(args: &TrainArgs) -> anyhow::Result<serde_json::Value> {
-    if !(args.seconds > 0.0) {
+    if args.seconds.is_nan() || args.seconds <= 0.0 {
         anyhow::bail!("--seconds must be > 0");
     }
     let tmp = tempfile::tempdir()?;
