@@ -11,6 +11,18 @@ use candle_core::{Device, Tensor};
 use ppo::{sample_actions, Learner, NetworkConfig, PolicyStep, PpoConfig, Rollout};
 use rand::{Rng, SeedableRng};
 
+/// Peak resident memory of this process so far (Linux), in MiB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
 fn core_named(name: &str) -> Option<CoreConfig> {
     match name {
         // CleanRL's ppo_atari_lstm.py: nn.LSTM(512, 128).
@@ -69,12 +81,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         rollout.record_next_values(0, &vec![0.0; n])?;
         let act_secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{name}: acted 8×128 in {act_secs:.2} s, peak RSS {:.0} MiB",
+            peak_rss_mb()
+        );
         let started = Instant::now();
         let m = learner.update(&rollout)?;
         let update_secs = started.elapsed().as_secs_f64();
         println!(
-            "{name}: acting 8×128 {act_secs:.2} s, one update (4 epochs × 4 minibatches) {update_secs:.2} s, |ratio−1| {:.1e}",
-            m.first_ratio_deviation
+            "{name}: acting 8×128 {act_secs:.2} s, one update (4 epochs × 4 minibatches) {update_secs:.2} s, |ratio−1| {:.1e}, peak RSS {:.0} MiB",
+            m.first_ratio_deviation,
+            peak_rss_mb()
         );
         json.push(format!(
             "\"{name}_update_secs\": {update_secs:.3}, \"{name}_act_secs\": {act_secs:.3}"
