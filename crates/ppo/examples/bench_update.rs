@@ -1,7 +1,7 @@
 //! Time of one PPO update at CleanRL's Atari shape: rollout 8 envs × 128 steps of random
 //! `[k, 84, 84]` u8 frames, 4 epochs × 4 minibatches, Nature CNN + core.
 //!
-//! `cargo run --release -p ppo --example bench_update -- [--frames K] [--cores lstm128,lstm,brims]`
+//! `cargo run --release -p ppo --example bench_update -- [--frames K] [--steps T] [--cores lstm128,lstm,brims]`
 //! Prints one line per core, then a JSON object with the timings (seconds).
 
 use std::time::Instant;
@@ -44,7 +44,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let frames: usize = value("--frames").map_or(Ok(1), |v| v.parse())?;
     let cores = value("--cores").unwrap_or_else(|| "lstm128,lstm,brims".into());
-    let plan = PpoConfig::default().validate()?;
+    let steps: usize = value("--steps").map_or(Ok(128), |v| v.parse())?;
+    let plan = PpoConfig {
+        num_steps: steps,
+        ..Default::default()
+    }
+    .validate()?;
     let (t, n) = (plan.config.num_steps, plan.config.num_envs);
     let shape = [frames, 84, 84];
     let dev = Device::Cpu;
@@ -98,7 +103,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ));
     }
     println!(
-        "{{\"frames\": {frames}, \"threads\": {}, {}}}",
+        "{{\"frames\": {frames}, \"steps\": {steps}, \"threads\": {}, {}}}",
         candle_core::utils::get_num_threads(),
         json.join(", ")
     );
