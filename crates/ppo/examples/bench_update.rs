@@ -1,7 +1,7 @@
 //! Time of one PPO update at CleanRL's Atari shape: rollout 8 envs × 128 steps of random
 //! `[k, 84, 84]` u8 frames, 4 epochs × 4 minibatches, Nature CNN + core.
 //!
-//! `cargo run --release -p ppo --example bench_update -- [--frames K] [--cores lstm128,lstm,brims]`
+//! `cargo run --release -p ppo --example bench_update -- [--frames K] [--steps T] [--cores lstm128,lstm,brims]`
 //! Prints one line per core, then a JSON object with the timings (seconds).
 
 use std::time::Instant;
@@ -10,6 +10,18 @@ use brims::{BrimsConfig, CoreConfig, LstmConfig};
 use candle_core::{Device, Tensor};
 use ppo::{sample_actions, Learner, NetworkConfig, PolicyStep, PpoConfig, Rollout};
 use rand::{Rng, SeedableRng};
+
+/// Peak resident memory of this process so far (Linux), in MiB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
 
 fn core_named(name: &str) -> Option<CoreConfig> {
     match name {
@@ -32,7 +44,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let frames: usize = value("--frames").map_or(Ok(1), |v| v.parse())?;
     let cores = value("--cores").unwrap_or_else(|| "lstm128,lstm,brims".into());
-    let plan = PpoConfig::default().validate()?;
+    let steps: usize = value("--steps").map_or(Ok(128), |v| v.parse())?;
+    let plan = PpoConfig {
+        num_steps: steps,
+        ..Default::default()
+    }
+    .validate()?;
     let (t, n) = (plan.config.num_steps, plan.config.num_envs);
     let shape = [frames, 84, 84];
     let dev = Device::Cpu;
@@ -69,19 +86,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         rollout.record_next_values(0, &vec![0.0; n])?;
         let act_secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{name}: acted 8×128 in {act_secs:.2} s, peak RSS {:.0} MiB",
+            peak_rss_mb()
+        );
         let started = Instant::now();
         let m = learner.update(&rollout)?;
         let update_secs = started.elapsed().as_secs_f64();
         println!(
-            "{name}: acting 8×128 {act_secs:.2} s, one update (4 epochs × 4 minibatches) {update_secs:.2} s, |ratio−1| {:.1e}",
-            m.first_ratio_deviation
+            "{name}: acting 8×128 {act_secs:.2} s, one update (4 epochs × 4 minibatches) {update_secs:.2} s, |ratio−1| {:.1e}, peak RSS {:.0} MiB",
+            m.first_ratio_deviation,
+            peak_rss_mb()
         );
         json.push(format!(
             "\"{name}_update_secs\": {update_secs:.3}, \"{name}_act_secs\": {act_secs:.3}"
         ));
     }
     println!(
-        "{{\"frames\": {frames}, \"threads\": {}, {}}}",
+        "{{\"frames\": {frames}, \"steps\": {steps}, \"threads\": {}, {}}}",
         candle_core::utils::get_num_threads(),
         json.join(", ")
     );

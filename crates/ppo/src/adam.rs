@@ -78,14 +78,17 @@ impl Adam {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            let g = if clip < 1.0 { (g * clip)? } else { g.clone() };
+            // Gradients may carry the graph that produced them; the moments must not keep it
+            // (every minibatch's whole backward graph) alive.
+            let g = g.detach();
+            let g = if clip < 1.0 { (g * clip)? } else { g };
             let m = ((&self.m[i] * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
             let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
             let denom = ((v.sqrt()? / bc2.sqrt())? + self.eps)?;
             let update = ((&m / denom)? * (lr / bc1))?;
-            var.set(&(var.as_tensor() - update)?)?;
-            self.m[i] = m;
-            self.v[i] = v;
+            var.set(&(var.as_tensor().detach() - update)?)?;
+            self.m[i] = m.detach();
+            self.v[i] = v.detach();
         }
         Ok(())
     }
