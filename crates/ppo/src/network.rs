@@ -63,7 +63,18 @@ impl NetworkConfig {
 type Conv = fastconv::Conv2d;
 
 fn conv(in_c: usize, out_c: usize, kernel: usize, stride: usize, vb: VarBuilder) -> Result<Conv> {
-    Ok(fastconv::Conv2d::load(in_c, out_c, kernel, stride, vb)?)
+    Ok(fastconv::Conv2d::load(in_c, out_c, kernel, stride, vb)?.with_relu())
+}
+
+/// u8 observations scaled to [0, 1]; f32 as they are; other dtypes converted.
+fn as_f32(obs: &Tensor) -> candle_core::Result<Tensor> {
+    match obs.dtype() {
+        DType::U8 => obs.to_dtype(DType::F32)? / 255.0,
+        DType::F32 => Ok(obs.clone()),
+        other => obs
+            .to_dtype(DType::F32)
+            .map_err(|e| e.context(format!("observations of dtype {other:?}"))),
+    }
 }
 
 enum Encoder {
@@ -72,16 +83,21 @@ enum Encoder {
         activation: Activation,
     },
     NatureCnn {
+        /// ReLU fused into each conv; `convs[0]` reads f32 input as it is.
         convs: [Conv; 3],
+        /// `convs[0]`'s weights reading u8 frames directly, scaled by 1/255 inside the conv
+        /// (no f32 copy of the frames, no separate scaling pass).
+        frames_conv: Conv,
         fc: Linear,
     },
 }
 
 impl Encoder {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// Observations `[B, …]` (u8 are scaled to [0, 1]; f32 are taken as they are) → `[B, E]`.
+    fn forward(&self, obs: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Encoder::Mlp { layers, activation } => {
-                let mut h = x.clone();
+                let mut h = as_f32(obs)?;
                 for layer in layers {
                     h = layer.forward(&h)?;
                     h = match activation {
@@ -91,10 +107,17 @@ impl Encoder {
                 }
                 Ok(h)
             }
-            Encoder::NatureCnn { convs, fc } => {
-                let mut h = x.clone();
-                for c in convs {
-                    h = c.forward(&h)?.relu()?;
+            Encoder::NatureCnn {
+                convs,
+                frames_conv,
+                fc,
+            } => {
+                let mut h = match obs.dtype() {
+                    DType::U8 => frames_conv.forward(obs)?,
+                    _ => convs[0].forward(&as_f32(obs)?)?,
+                };
+                for c in &convs[1..] {
+                    h = c.forward(&h)?;
                 }
                 fc.forward(&h.flatten_from(1)?)?.relu()
             }
@@ -234,7 +257,18 @@ impl ActorCritic {
                     op: "ActorCritic::new",
                     why: "Nature CNN has three convs".into(),
                 })?;
-                (Encoder::NatureCnn { convs, fc }, *hidden)
+                let frames_conv =
+                    fastconv::Conv2d::new(convs[0].weight().clone(), convs[0].bias().cloned(), 4)?
+                        .with_relu()
+                        .with_input_scale(1.0 / 255.0);
+                (
+                    Encoder::NatureCnn {
+                        convs,
+                        frames_conv,
+                        fc,
+                    },
+                    *hidden,
+                )
             }
         };
         let core = match &cfg.core {
@@ -302,14 +336,7 @@ impl ActorCritic {
 
     /// Observations `[B, …]` (u8 are scaled to [0, 1]; f32 are taken as they are) → features `[B, E]`.
     fn encode(&self, obs: &Tensor) -> candle_core::Result<Tensor> {
-        let x = match obs.dtype() {
-            DType::U8 => (obs.to_dtype(DType::F32)? / 255.0)?,
-            DType::F32 => obs.clone(),
-            other => obs
-                .to_dtype(DType::F32)
-                .map_err(|e| e.context(format!("observations of dtype {other:?}")))?,
-        };
-        self.encoder.forward(&x)
+        self.encoder.forward(obs)
     }
 
     /// Core outputs `[B, H]` → `(logits [B, A], values [B])`. The one head path for acting and learning.
@@ -497,5 +524,46 @@ mod act_traced_tests {
         assert_eq!(trace.layers.len(), 2);
         assert_eq!(trace.layers[0].active.iter().filter(|&&a| a).count(), 2 * 2);
         assert_eq!(trace.layers[1].active.iter().filter(|&&a| a).count(), 2);
+    }
+}
+
+#[cfg(test)]
+mod frame_input_tests {
+    use super::*;
+
+    #[test]
+    fn u8_frames_and_their_f32_scaling_give_the_same_outputs() {
+        let cfg = NetworkConfig::atari(None);
+        let dev = Device::Cpu;
+        let mut varmap = VarMap::new();
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(3);
+        let net = ActorCritic::new(&cfg, &[2, 84, 84], 4, &mut varmap, &dev, &mut rng).unwrap();
+        let frames: Vec<u8> = (0..2 * 2 * 84 * 84).map(|_| rng.gen()).collect();
+        let u8_obs = Tensor::from_vec(frames, (2, 2, 84, 84), &dev).unwrap();
+        let f32_obs = (u8_obs.to_dtype(DType::F32).unwrap() / 255.0).unwrap();
+        let state = net.zero_state(2).unwrap();
+        let resets = Tensor::ones(2, DType::F32, &dev).unwrap();
+        let (a, va, _) = net.act(&u8_obs, &state, &resets).unwrap();
+        let (b, vb, _) = net.act(&f32_obs, &state, &resets).unwrap();
+        let diff = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let vdiff = (va - vb)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            diff < 1e-5 && vdiff < 1e-5,
+            "logits differ by {diff}, values by {vdiff}"
+        );
     }
 }
