@@ -31,6 +31,7 @@ mod core;
 mod error;
 mod fixture;
 mod lstm;
+mod lstm_seq;
 mod topk;
 
 pub use crate::brims::Brims;

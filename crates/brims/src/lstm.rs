@@ -7,14 +7,15 @@ use candle_nn::{Init, VarBuilder};
 use crate::config::LstmConfig;
 use crate::core::{Core, CoreState};
 use crate::error::BrimsError;
+use crate::lstm_seq::{fused_supported, lstm_seq};
 
 /// An LSTM cell with PyTorch's gate order `i, f, g, o` and parameter names
 /// (`weight_ih [4H, E]`, `weight_hh [4H, H]`, `bias_ih [4H]`, `bias_hh [4H]`), so candle-nn and
 /// PyTorch weights load unchanged.
 ///
 /// `seq` transposes each weight once per call into `[in, out]` and projects all `T` inputs with
-/// one matmul; per-step gradients then accumulate contiguously and only one strided add per
-/// weight remains.
+/// one matmul; on the CPU (f32/f64) the recurrence then runs as one fused candle op with a
+/// hand-written BPTT backward, elsewhere as one small op per step ([`Lstm::seq_stepwise`]).
 #[derive(Clone, Debug)]
 pub struct Lstm {
     weight_ih: Tensor,
@@ -174,6 +175,35 @@ impl Core for Lstm {
     ) -> candle_core::Result<(Tensor, CoreState)> {
         self.check_input(inputs).map_err(BrimsError::into_candle)?;
         self.check_state(start)?;
+        let (x_proj, w_hh) = self.project(inputs)?;
+        let steps = x_proj.dim(0)?;
+        let keep = resets.affine(-1.0, 1.0)?;
+        if steps > 0 && fused_supported(x_proj.device(), x_proj.dtype()) {
+            let (hs, h, c) = lstm_seq(&x_proj, &w_hh, &start.parts[0], &start.parts[1], &keep)?;
+            return Ok((hs, CoreState { parts: vec![h, c] }));
+        }
+        self.recur_stepwise(&x_proj, &w_hh, &keep, start)
+    }
+}
+
+impl Lstm {
+    /// The sequence pass as one candle op per step (the reference for the fused op, and the
+    /// path on devices without it): same arguments and results as [`Core::seq`].
+    pub fn seq_stepwise(
+        &self,
+        inputs: &Tensor,
+        resets: &Tensor,
+        start: &CoreState,
+    ) -> candle_core::Result<(Tensor, CoreState)> {
+        self.check_input(inputs).map_err(BrimsError::into_candle)?;
+        self.check_state(start)?;
+        let (x_proj, w_hh) = self.project(inputs)?;
+        self.recur_stepwise(&x_proj, &w_hh, &resets.affine(-1.0, 1.0)?, start)
+    }
+
+    /// `inputs [T, B, E]` to `(x_proj [T, B, 4H], w_hh [H, 4H])`: all inputs projected by one
+    /// matmul (bias included), and `weight_hh` transposed once.
+    fn project(&self, inputs: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
         let (steps, batch, e) = inputs.dims3()?;
         let w_ih = self.weight_ih.t()?.contiguous()?;
         let w_hh = self.weight_hh.t()?.contiguous()?;
@@ -182,14 +212,26 @@ impl Core for Lstm {
             .matmul(&w_ih)?
             .broadcast_add(&self.bias()?)?
             .reshape((steps, batch, 4 * self.hidden_size))?;
-        let keep = resets.affine(-1.0, 1.0)?.unsqueeze(D::Minus1)?;
+        Ok((x_proj, w_hh))
+    }
+
+    /// The recurrence over `x_proj [T, B, 4H]` step by step; `keep [T, B]` (0 = reset).
+    fn recur_stepwise(
+        &self,
+        x_proj: &Tensor,
+        w_hh: &Tensor,
+        keep: &Tensor,
+        start: &CoreState,
+    ) -> candle_core::Result<(Tensor, CoreState)> {
+        let steps = x_proj.dim(0)?;
+        let keep = keep.unsqueeze(D::Minus1)?;
         let (mut h, mut c) = (start.parts[0].clone(), start.parts[1].clone());
         let mut outputs = Vec::with_capacity(steps);
         for t in 0..steps {
             let k = keep.get(t)?;
             h = h.broadcast_mul(&k)?;
             c = c.broadcast_mul(&k)?;
-            let gates = x_proj.get(t)?.add(&h.matmul(&w_hh)?)?;
+            let gates = x_proj.get(t)?.add(&h.matmul(w_hh)?)?;
             (h, c) = self.cell(&gates, &c)?;
             outputs.push(h.clone());
         }

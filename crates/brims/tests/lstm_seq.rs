@@ -1,0 +1,222 @@
+//! The fused LSTM sequence op against the step-by-step loop: values and gradients.
+
+use brims::{Core, CoreState, Lstm, LstmConfig};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+
+const E: usize = 5;
+const H: usize = 6;
+const T: usize = 9;
+const B: usize = 3;
+
+fn randn(shape: &[usize], dtype: DType) -> Tensor {
+    Tensor::randn(0f32, 1.0, shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+}
+
+/// Resets at several steps, including the first and two envs at once.
+fn resets(dtype: DType) -> Tensor {
+    let mut r = vec![0f32; T * B];
+    for (t, b) in [(0, 1), (2, 0), (4, 2), (4, 1), (7, 0), (8, 2)] {
+        r[t * B + b] = 1.0;
+    }
+    Tensor::from_vec(r, (T, B), &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+}
+
+struct Setup {
+    vm: VarMap,
+    lstm: Lstm,
+    xs: Var,
+    h0: Var,
+    c0: Var,
+    resets: Tensor,
+}
+
+fn setup(dtype: DType) -> Setup {
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, dtype, &Device::Cpu);
+    let lstm = Lstm::new(&LstmConfig { hidden_size: H }, E, vb).unwrap();
+    Setup {
+        vm,
+        lstm,
+        xs: Var::from_tensor(&randn(&[T, B, E], dtype)).unwrap(),
+        h0: Var::from_tensor(&randn(&[B, H], dtype)).unwrap(),
+        c0: Var::from_tensor(&randn(&[B, H], dtype)).unwrap(),
+        resets: resets(dtype),
+    }
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.dims(), b.dims());
+    a.sub(b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+/// Runs `fused` or the step loop, and differentiates a loss that reads every output and the
+/// final state (with distinct random weights, so no gradient cancels by symmetry).
+/// Returns the outputs, final state, and gradients for inputs, h0, c0 and every parameter.
+fn run(s: &Setup, fused: bool) -> (Tensor, CoreState, Vec<(String, Tensor)>) {
+    let start = CoreState {
+        parts: vec![s.h0.as_tensor().clone(), s.c0.as_tensor().clone()],
+    };
+    let (ys, last) = if fused {
+        s.lstm.seq(s.xs.as_tensor(), &s.resets, &start).unwrap()
+    } else {
+        s.lstm
+            .seq_stepwise(s.xs.as_tensor(), &s.resets, &start)
+            .unwrap()
+    };
+    let dtype = ys.dtype();
+    let loss = ys
+        .mul(&weights(ys.dims(), 1, dtype))
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .add(
+            &last.parts[0]
+                .mul(&weights(&[B, H], 2, dtype))
+                .unwrap()
+                .sum_all()
+                .unwrap(),
+        )
+        .unwrap()
+        .add(
+            &last.parts[1]
+                .mul(&weights(&[B, H], 3, dtype))
+                .unwrap()
+                .sum_all()
+                .unwrap(),
+        )
+        .unwrap();
+    let grads = loss.backward().unwrap();
+    let mut named = vec![
+        ("inputs".to_string(), s.xs.as_tensor()),
+        ("h0".to_string(), s.h0.as_tensor()),
+        ("c0".to_string(), s.c0.as_tensor()),
+    ];
+    let data = s.vm.data().lock().unwrap();
+    let mut params: Vec<(String, Tensor)> = data
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(params.len(), 4);
+    named.extend(params.iter().map(|(k, v)| (k.clone(), v)));
+    let gs = named
+        .into_iter()
+        .map(|(k, v)| {
+            let g = grads
+                .get(v)
+                .unwrap_or_else(|| panic!("no gradient for {k}"));
+            (k, g.clone())
+        })
+        .collect();
+    (ys, last, gs)
+}
+
+/// Deterministic, distinct loss weights in `[-1, 1)`.
+fn weights(shape: &[usize], salt: usize, dtype: DType) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n)
+        .map(|i| (((i * 7919 + salt * 104_729) % 2000) as f64) / 1000.0 - 1.0)
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+}
+
+fn check(dtype: DType, value_tol: f64, grad_tol: f64) {
+    let s = setup(dtype);
+    let (ys_f, last_f, g_f) = run(&s, true);
+    let (ys_s, last_s, g_s) = run(&s, false);
+    assert!(max_abs_diff(&ys_f, &ys_s) < value_tol);
+    for i in 0..2 {
+        assert!(max_abs_diff(&last_f.parts[i], &last_s.parts[i]) < value_tol);
+    }
+    // The outputs are not trivially equal (e.g. all zero).
+    assert!(
+        ys_s.abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+            > 1.0
+    );
+    for ((name, gf), (_, gs)) in g_f.iter().zip(&g_s) {
+        let d = max_abs_diff(gf, gs);
+        assert!(d < grad_tol, "{name}: max |Δgrad| = {d:e}");
+        let norm = gs
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!(norm > 1e-3, "{name}: gradient is (near) zero");
+    }
+}
+
+#[test]
+fn fused_seq_matches_step_loop_f64() {
+    check(DType::F64, 1e-12, 1e-10);
+}
+
+#[test]
+fn fused_seq_matches_step_loop_f32() {
+    check(DType::F32, 1e-5, 1e-4);
+}
+
+/// A reset zeroes the start state's influence: with a reset at t = 0 for every env, the start
+/// state gets no gradient (zeros) and the outputs do not depend on it.
+#[test]
+fn reset_at_first_step_cuts_the_start_state() {
+    let s = setup(DType::F64);
+    let resets = Tensor::ones((T, B), DType::F64, &Device::Cpu).unwrap();
+    let start = CoreState {
+        parts: vec![s.h0.as_tensor().clone(), s.c0.as_tensor().clone()],
+    };
+    let (ys, _) = s.lstm.seq(s.xs.as_tensor(), &resets, &start).unwrap();
+    let zero = s.lstm.zero_state(B).unwrap();
+    let (ys0, _) = s.lstm.seq(s.xs.as_tensor(), &resets, &zero).unwrap();
+    assert!(max_abs_diff(&ys, &ys0) < 1e-15);
+    let grads = ys.sum_all().unwrap().backward().unwrap();
+    let gh = grads.get(s.h0.as_tensor()).unwrap();
+    assert_eq!(
+        gh.abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap(),
+        0.0
+    );
+}
+
+/// A start state of the wrong batch size is an error, not a panic.
+#[test]
+fn wrong_start_batch_is_an_error() {
+    let s = setup(DType::F32);
+    let bad = s.lstm.zero_state(B + 1).unwrap();
+    assert!(s.lstm.seq(s.xs.as_tensor(), &s.resets, &bad).is_err());
+}
