@@ -102,6 +102,57 @@ impl Lstm {
         }
         Ok(())
     }
+
+    /// The sequence pass as one candle op per step (the reference for the fused op, and the
+    /// path on devices without it): same arguments and results as [`Core::seq`].
+    pub fn seq_stepwise(
+        &self,
+        inputs: &Tensor,
+        resets: &Tensor,
+        start: &CoreState,
+    ) -> candle_core::Result<(Tensor, CoreState)> {
+        self.check_input(inputs).map_err(BrimsError::into_candle)?;
+        self.check_state(start)?;
+        let (x_proj, w_hh) = self.project(inputs)?;
+        self.recur_stepwise(&x_proj, &w_hh, &resets.affine(-1.0, 1.0)?, start)
+    }
+
+    /// `inputs [T, B, E]` to `(x_proj [T, B, 4H], w_hh [H, 4H])`: all inputs projected by one
+    /// matmul (bias included), and `weight_hh` transposed once.
+    fn project(&self, inputs: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let (steps, batch, e) = inputs.dims3()?;
+        let w_ih = self.weight_ih.t()?.contiguous()?;
+        let w_hh = self.weight_hh.t()?.contiguous()?;
+        let x_proj = inputs
+            .reshape((steps * batch, e))?
+            .matmul(&w_ih)?
+            .broadcast_add(&self.bias()?)?
+            .reshape((steps, batch, 4 * self.hidden_size))?;
+        Ok((x_proj, w_hh))
+    }
+
+    /// The recurrence over `x_proj [T, B, 4H]` step by step; `keep [T, B]` (0 = reset).
+    fn recur_stepwise(
+        &self,
+        x_proj: &Tensor,
+        w_hh: &Tensor,
+        keep: &Tensor,
+        start: &CoreState,
+    ) -> candle_core::Result<(Tensor, CoreState)> {
+        let steps = x_proj.dim(0)?;
+        let keep = keep.unsqueeze(D::Minus1)?;
+        let (mut h, mut c) = (start.parts[0].clone(), start.parts[1].clone());
+        let mut outputs = Vec::with_capacity(steps);
+        for t in 0..steps {
+            let k = keep.get(t)?;
+            h = h.broadcast_mul(&k)?;
+            c = c.broadcast_mul(&k)?;
+            let gates = x_proj.get(t)?.add(&h.matmul(w_hh)?)?;
+            (h, c) = self.cell(&gates, &c)?;
+            outputs.push(h.clone());
+        }
+        Ok((Tensor::stack(&outputs, 0)?, CoreState { parts: vec![h, c] }))
+    }
 }
 
 /// `tanh(x) = 2σ(2x) − 1`: candle's sigmoid runs on `exp`, about twice as fast as libm's
@@ -183,59 +234,6 @@ impl Core for Lstm {
             return Ok((hs, CoreState { parts: vec![h, c] }));
         }
         self.recur_stepwise(&x_proj, &w_hh, &keep, start)
-    }
-}
-
-impl Lstm {
-    /// The sequence pass as one candle op per step (the reference for the fused op, and the
-    /// path on devices without it): same arguments and results as [`Core::seq`].
-    pub fn seq_stepwise(
-        &self,
-        inputs: &Tensor,
-        resets: &Tensor,
-        start: &CoreState,
-    ) -> candle_core::Result<(Tensor, CoreState)> {
-        self.check_input(inputs).map_err(BrimsError::into_candle)?;
-        self.check_state(start)?;
-        let (x_proj, w_hh) = self.project(inputs)?;
-        self.recur_stepwise(&x_proj, &w_hh, &resets.affine(-1.0, 1.0)?, start)
-    }
-
-    /// `inputs [T, B, E]` to `(x_proj [T, B, 4H], w_hh [H, 4H])`: all inputs projected by one
-    /// matmul (bias included), and `weight_hh` transposed once.
-    fn project(&self, inputs: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        let (steps, batch, e) = inputs.dims3()?;
-        let w_ih = self.weight_ih.t()?.contiguous()?;
-        let w_hh = self.weight_hh.t()?.contiguous()?;
-        let x_proj = inputs
-            .reshape((steps * batch, e))?
-            .matmul(&w_ih)?
-            .broadcast_add(&self.bias()?)?
-            .reshape((steps, batch, 4 * self.hidden_size))?;
-        Ok((x_proj, w_hh))
-    }
-
-    /// The recurrence over `x_proj [T, B, 4H]` step by step; `keep [T, B]` (0 = reset).
-    fn recur_stepwise(
-        &self,
-        x_proj: &Tensor,
-        w_hh: &Tensor,
-        keep: &Tensor,
-        start: &CoreState,
-    ) -> candle_core::Result<(Tensor, CoreState)> {
-        let steps = x_proj.dim(0)?;
-        let keep = keep.unsqueeze(D::Minus1)?;
-        let (mut h, mut c) = (start.parts[0].clone(), start.parts[1].clone());
-        let mut outputs = Vec::with_capacity(steps);
-        for t in 0..steps {
-            let k = keep.get(t)?;
-            h = h.broadcast_mul(&k)?;
-            c = c.broadcast_mul(&k)?;
-            let gates = x_proj.get(t)?.add(&h.matmul(w_hh)?)?;
-            (h, c) = self.cell(&gates, &c)?;
-            outputs.push(h.clone());
-        }
-        Ok((Tensor::stack(&outputs, 0)?, CoreState { parts: vec![h, c] }))
     }
 }
 
