@@ -221,37 +221,47 @@ pub(crate) fn evaluate(
 ) -> anyhow::Result<Vec<Episode>> {
     use rand::SeedableRng;
     let mut rng = Pcg64::seed_from_u64(seed);
+    let run = Plays {
+        net,
+        episodes,
+        seed,
+        record_first,
+        max_steps,
+    };
     match EnvFactory::from_config(env_cfg)? {
-        EnvFactory::Frames(make) => {
-            let mut env = make(0)?;
-            (0..episodes)
-                .map(|i| {
-                    play_episode(
-                        net,
-                        &mut env,
-                        seed + i as u64,
-                        record_first && i == 0,
-                        max_steps,
-                        &mut rng,
-                    )
-                })
-                .collect()
-        }
-        EnvFactory::Vectors(make) => {
-            let mut env = make(0)?;
-            (0..episodes)
-                .map(|i| {
-                    play_episode(
-                        net,
-                        &mut env,
-                        seed + i as u64,
-                        record_first && i == 0,
-                        max_steps,
-                        &mut rng,
-                    )
-                })
-                .collect()
-        }
+        EnvFactory::Frames(make) => run.play(make(0)?, &mut rng),
+        EnvFactory::Vectors(make) => run.play(make(0)?, &mut rng),
+    }
+}
+
+/// Episodes to play with one env (whatever its observation type).
+struct Plays<'a> {
+    net: &'a ActorCritic,
+    episodes: usize,
+    seed: u64,
+    record_first: bool,
+    max_steps: Option<u64>,
+}
+
+impl Plays<'_> {
+    fn play<T: Element + ObsElement>(
+        &self,
+        mut env: BoxedEnv<T>,
+        rng: &mut Pcg64,
+    ) -> anyhow::Result<Vec<Episode>> {
+        (0..self.episodes)
+            .map(|i| {
+                let record = self.record_first && i == 0;
+                play_episode(
+                    self.net,
+                    &mut env,
+                    self.seed + i as u64,
+                    record,
+                    self.max_steps,
+                    rng,
+                )
+            })
+            .collect()
     }
 }
 
