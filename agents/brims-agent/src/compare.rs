@@ -72,10 +72,12 @@ pub(crate) fn run(args: &CompareArgs) -> anyhow::Result<serde_json::Value> {
     let runs = read_runs(&run_dirs)?;
     let (report, plot) = crate::report::write_report(&out, &runs)?;
     println!("report: {}\nplot:   {}", report.display(), plot.display());
-    println!(
-        "TensorBoard groups the runs: tensorboard --logdir {}",
-        out.display()
-    );
+    if args.runs.is_empty() {
+        println!(
+            "TensorBoard groups the runs: tensorboard --logdir {}",
+            out.display()
+        );
+    }
     Ok(serde_json::json!({"report": report, "plot": plot}))
 }
 
