@@ -88,6 +88,23 @@ fn softmax_last(x: &Tensor) -> Result<Tensor> {
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
+/// `[T, ..]` into its `T` steps `[..]`, through √T-step chunks. Candle's gradient of a slice is
+/// zero-padded to the whole tensor, so slicing `T` steps directly costs `T` whole-size gradients
+/// (quadratic in `T`); two levels cost about `2√T`. The padding is exact zeros, so the summed
+/// gradient is unchanged.
+fn split_steps(x: &Tensor) -> Result<Vec<Tensor>> {
+    let steps = x.dim(0)?;
+    let chunk = ((steps as f64).sqrt().ceil() as usize).max(1);
+    let mut out = Vec::with_capacity(steps);
+    for start in (0..steps).step_by(chunk) {
+        let part = x.narrow(0, start, chunk.min(steps - start))?;
+        for t in 0..part.dim(0)? {
+            out.push(part.get(t)?);
+        }
+    }
+    Ok(out)
+}
+
 /// Sizes of layer `l` derived from the config (before any parameter exists).
 struct LayerSizes {
     hidden: usize,
@@ -591,12 +608,13 @@ impl Core for Brims {
             .reshape((steps * batch, e))?
             .matmul(&self.layers[0].inp_kv[0])?;
         let kv0 = kv0.reshape((steps, batch, kv0.dim(1)?))?;
+        let kv0 = split_steps(&kv0)?;
         let keep = resets.affine(-1.0, 1.0)?;
         let mut state = start.clone();
         let mut outputs = Vec::with_capacity(steps);
-        for t in 0..steps {
+        for (t, kv0_t) in kv0.into_iter().enumerate() {
             state = state.masked(&keep.get(t)?)?;
-            let outs = self.step_layers(&inputs.get(t)?, Some(kv0.get(t)?), &state)?;
+            let outs = self.step_layers(&inputs.get(t)?, Some(kv0_t), &state)?;
             let (out, next, _) = Self::finish(outs, false)?;
             outputs.push(out);
             state = next;
