@@ -44,6 +44,8 @@ struct Layer {
     comm_out_w: Tensor,
     /// `[2d]`: their biases.
     comm_out_b: Tensor,
+    /// `[4d]`: 1 on the `i, f, o` gate columns, 2 on `g` (see `layer_step`); a constant.
+    gate_scale: Tensor,
 }
 
 /// Everything one layer computed at one step (kept for the fixture checker and the trace).
@@ -240,6 +242,14 @@ impl Brims {
             comm_qkv: z.clone(),
             comm_out_w: z.clone(),
             comm_out_b: z,
+            gate_scale: Tensor::cat(
+                &[
+                    Tensor::ones(2 * s.d, dtype, dev)?,
+                    Tensor::full(2f64, s.d, dev)?.to_dtype(dtype)?,
+                    Tensor::ones(s.d, dtype, dev)?,
+                ],
+                0,
+            )?,
         })
     }
 
@@ -456,14 +466,15 @@ impl Brims {
             .matmul(&ly.lstm_ih)?
             .add(&h_mb.matmul(&ly.lstm_hh)?)?
             .broadcast_add(&ly.lstm_b)?;
-        let sig = candle_nn::ops::sigmoid(&gates.narrow(2, 0, 2 * d)?)?;
-        let g = fast_tanh(&gates.narrow(2, 2 * d, d)?)?;
-        let o = candle_nn::ops::sigmoid(&gates.narrow(2, 3 * d, d)?)?;
+        // One sigmoid over all four gates: the `g` columns are doubled first (exact), so they
+        // come out as σ(2x) and `g = 2σ(2x) − 1` is `fast_tanh`'s value bit for bit.
+        let sig = candle_nn::ops::sigmoid(&gates.broadcast_mul(&ly.gate_scale)?)?;
+        let g = sig.narrow(2, 2 * d, d)?.affine(2.0, -1.0)?;
         let lstm_c = sig
             .narrow(2, d, d)?
             .mul(&c_mb)?
             .add(&sig.narrow(2, 0, d)?.mul(&g)?)?;
-        let lstm_h = o.mul(&fast_tanh(&lstm_c)?)?;
+        let lstm_h = sig.narrow(2, 3 * d, d)?.mul(&fast_tanh(&lstm_c)?)?;
 
         // Communication (spec §4.5). Its input is h̃ with the gradient masked to active modules.
         let dtype = h.dtype();
@@ -609,11 +620,21 @@ impl Core for Brims {
             .matmul(&self.layers[0].inp_kv[0])?;
         let kv0 = kv0.reshape((steps, batch, kv0.dim(1)?))?;
         let kv0 = split_steps(&kv0)?;
+        expect_shape("resets", resets, &[steps, batch]).map_err(BrimsError::into_candle)?;
         let keep = resets.affine(-1.0, 1.0)?;
+        // Masking a step without resets multiplies by exactly 1: skip it (fewer graph nodes).
+        let any_reset: Vec<bool> = resets
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?
+            .iter()
+            .map(|row| row.iter().any(|&r| r != 0.0))
+            .collect();
         let mut state = start.clone();
         let mut outputs = Vec::with_capacity(steps);
         for (t, kv0_t) in kv0.into_iter().enumerate() {
-            state = state.masked(&keep.get(t)?)?;
+            if any_reset[t] {
+                state = state.masked(&keep.get(t)?)?;
+            }
             let outs = self.step_layers(&inputs.get(t)?, Some(kv0_t), &state)?;
             let (out, next, _) = Self::finish(outs, false)?;
             outputs.push(out);
