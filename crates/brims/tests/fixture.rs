@@ -5,14 +5,14 @@ use std::path::PathBuf;
 
 use brims::{check_fixture, BrimsError};
 
-/// `shared/` is a sibling of the repository (`<repo>/../shared`, as CI clones it); a git
-/// worktree may sit one level deeper, so the nearest ancestor holding it wins.
+/// The repository's copy (`<repo>/fixtures`), else the shared folder beside the repository
+/// (`<repo>/../shared/fixtures`): the nearest ancestor holding either wins.
 fn fixture() -> PathBuf {
-    let rel = "shared/fixtures/brims/reference_small.safetensors";
+    let rel = "fixtures/brims/reference_small.safetensors";
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest
         .ancestors()
-        .map(|a| a.join(rel))
+        .flat_map(|a| [a.join(rel), a.join("shared").join(rel)])
         .find(|p| p.exists())
         .unwrap_or_else(|| panic!("{rel} not found above {}", manifest.display()))
 }

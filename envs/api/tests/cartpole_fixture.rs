@@ -31,13 +31,13 @@ struct RecordedStep {
 }
 
 fn fixture() -> Fixture {
-    // `shared/` sits beside the repo (<repo>/../shared); a git worktree may sit deeper, so
-    // take the nearest ancestor of this crate that has it.
-    const REL: &str = "shared/fixtures/cartpole/cartpole_v1_trajectories.json";
+    // The repository's copy (<repo>/fixtures), else the shared folder beside the repository
+    // (<repo>/../shared/fixtures): the nearest ancestor of this crate holding either wins.
+    const REL: &str = "fixtures/cartpole/cartpole_v1_trajectories.json";
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let path = manifest
         .ancestors()
-        .map(|dir| dir.join(REL))
+        .flat_map(|dir| [dir.join(REL), dir.join("shared").join(REL)])
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("no {REL} beside any ancestor of {}", manifest.display()));
     let text = std::fs::read_to_string(&path)
