@@ -86,7 +86,19 @@ fn tune_allocator() {
     }
 }
 
+/// Pins candle's thread count: with `RAYON_NUM_THREADS` unset, candle asks for it on every
+/// matmul by parsing /proc/cpuinfo, which was half the time of a BRIMs step (about 20 small
+/// matmuls per layer). A user's own setting is kept.
+fn pin_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Called first thing in main, before any other thread exists.
+        std::env::set_var("RAYON_NUM_THREADS", cores.to_string());
+    }
+}
+
 fn main() {
+    pin_thread_count();
     tune_allocator();
     let cli = Cli::parse();
     match run(cli.command) {
