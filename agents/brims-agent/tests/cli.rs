@@ -14,6 +14,17 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// `brims train --config CONFIG --quiet --run-dir RUN --set S…`.
+fn train(config: &str, run: &Path, sets: &[&str]) -> Command {
+    let mut cmd = brims();
+    cmd.args(["train", "--config", config, "--quiet", "--run-dir"])
+        .arg(run);
+    for set in sets {
+        cmd.args(["--set", set]);
+    }
+    cmd
+}
+
 fn run_ok(cmd: &mut Command) -> serde_json::Value {
     let out = cmd.output().unwrap();
     assert!(
@@ -66,21 +77,11 @@ fn dir_snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 fn cartpole_training_writes_a_complete_run_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let json = run_ok(
-        brims()
-            .args([
-                "train",
-                "--config",
-                "configs/cartpole_brims.toml",
-                "--quiet",
-            ])
-            .args([
-                "--set",
-                "total_frames=2048",
-                "--run-dir",
-                run.to_str().unwrap(),
-            ]),
-    );
+    let json = run_ok(&mut train(
+        "configs/cartpole_brims.toml",
+        &run,
+        &["total_frames=2048"],
+    ));
     assert_eq!(json["frames"], 2048);
     assert_eq!(json["run_dir"], run.to_str().unwrap());
     assert!(json["mean_return_last_20"].as_f64().unwrap() > 5.0);
@@ -107,17 +108,7 @@ fn cartpole_training_writes_a_complete_run_directory() {
 
     // The same directory again is refused, and nothing in it changes.
     let before = dir_snapshot(&run);
-    let err = run_err(
-        brims()
-            .args([
-                "train",
-                "--config",
-                "configs/cartpole_brims.toml",
-                "--quiet",
-                "--run-dir",
-            ])
-            .arg(&run),
-    );
+    let err = run_err(&mut train("configs/cartpole_brims.toml", &run, &[]));
     assert!(err.contains("already exists"), "{err}");
     assert_eq!(before, dir_snapshot(&run));
 
@@ -137,20 +128,19 @@ fn ctrl_c_checkpoints_and_exits_zero_then_resume_finishes_the_budget() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     let budget = 40 * 256;
-    let mut child = brims()
-        .args(["train", "--config", "configs/cartpole_lstm.toml", "--quiet"])
-        .args([
-            "--set",
+    let mut child = train(
+        "configs/cartpole_lstm.toml",
+        &run,
+        &[
             &format!("total_frames={budget}"),
-            "--set",
             "run.checkpoint_every=1",
-        ])
-        .arg("--run-dir")
-        .arg(&run)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+            "ppo.num_steps=32",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     // Wait (by reading, not sleeping) for the first checkpoint, then interrupt.
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
@@ -292,19 +282,11 @@ fn compare_on_cartpole_writes_report_and_plot() {
 fn smoke_training_on_breakout_then_eval_writes_a_gif() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("smoke");
-    let json = run_ok(
-        brims()
-            .args([
-                "train",
-                "--config",
-                "configs/smoke.toml",
-                "--quiet",
-                "--set",
-                "total_frames=2048",
-                "--run-dir",
-            ])
-            .arg(&run),
-    );
+    let json = run_ok(&mut train(
+        "configs/smoke.toml",
+        &run,
+        &["total_frames=2048"],
+    ));
     assert_eq!(json["frames"], 2048);
     let gif = tmp.path().join("episode.gif");
     let json = run_ok(
