@@ -198,6 +198,27 @@ fn gemm_acc_loop<T: Real, const FMA: bool>(
 }
 
 impl LstmSeqOp {
+    /// Env `b`'s state before step `t`, unmasked: `(h0, c0)` at `t = 0`, else step `t − 1`'s
+    /// `(h, c)` from `out [T, B, 2H]`.
+    fn prev_state<'a, T: Real>(
+        &self,
+        out: &'a [T],
+        h0c0: &'a [T],
+        t: usize,
+        b: usize,
+    ) -> (&'a [T], &'a [T]) {
+        let (b_n, n) = (self.batch, self.hidden);
+        if t == 0 {
+            (
+                &h0c0[b * n..(b + 1) * n],
+                &h0c0[(b_n + b) * n..(b_n + b + 1) * n],
+            )
+        } else {
+            let row = ((t - 1) * b_n + b) * 2 * n;
+            (&out[row..row + n], &out[row + n..row + 2 * n])
+        }
+    }
+
     fn forward<T: Real>(&self, x_proj: &[T], w_hh: &[T], h0c0: &[T]) -> Vec<T> {
         let (b_n, n) = (self.batch, self.hidden);
         let mut out = vec![T::zero(); self.steps * b_n * 2 * n];
@@ -207,15 +228,7 @@ impl LstmSeqOp {
         for t in 0..self.steps {
             for b in 0..b_n {
                 let k = T::from_f64(self.keep[t * b_n + b]);
-                let (h_prev, c_prev) = if t == 0 {
-                    (
-                        &h0c0[b * n..(b + 1) * n],
-                        &h0c0[(b_n + b) * n..(b_n + b + 1) * n],
-                    )
-                } else {
-                    let row = ((t - 1) * b_n + b) * 2 * n;
-                    (&out[row..row + n], &out[row + n..row + 2 * n])
-                };
+                let (h_prev, c_prev) = self.prev_state(&out, h0c0, t, b);
                 for j in 0..n {
                     hp[b * n + j] = k * h_prev[j];
                     cp[b * n + j] = k * c_prev[j];
@@ -249,15 +262,7 @@ impl LstmSeqOp {
         for t in 0..self.steps {
             for b in 0..b_n {
                 let k = T::from_f64(self.keep[t * b_n + b]);
-                let (h_prev, c_prev) = if t == 0 {
-                    (
-                        &h0c0[b * n..(b + 1) * n],
-                        &h0c0[(b_n + b) * n..(b_n + b + 1) * n],
-                    )
-                } else {
-                    let row = ((t - 1) * b_n + b) * 2 * n;
-                    (&out[row..row + n], &out[row + n..row + 2 * n])
-                };
+                let (h_prev, c_prev) = self.prev_state(out, h0c0, t, b);
                 let dst = (t * b_n + b) * n;
                 for j in 0..n {
                     hp[dst + j] = k * h_prev[j];
