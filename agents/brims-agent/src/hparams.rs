@@ -13,7 +13,7 @@ pub(crate) fn of_config(cfg: &RunConfig) -> Vec<(String, HParamValue)> {
         EnvConfig::Memory { delay } => format!("MemoryCue-d{delay}"),
     };
     vec![
-        ("core".into(), HParamValue::Str(core)),
+        ("core".into(), HParamValue::Str(core.into())),
         ("env".into(), HParamValue::Str(env)),
         ("seed".into(), HParamValue::F64(cfg.seed as f64)),
         (
@@ -31,12 +31,10 @@ pub(crate) fn of_config(cfg: &RunConfig) -> Vec<(String, HParamValue)> {
 }
 
 /// `"lstm"`, `"brims"`, or `"none"` for a feed-forward network.
-pub(crate) fn core_kind(network: &ppo::NetworkConfig) -> String {
+pub(crate) fn core_kind(network: &ppo::NetworkConfig) -> &'static str {
     match &network.core {
-        None => "none".to_string(),
-        Some(core) => serde_json::to_value(core)
-            .ok()
-            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
-            .unwrap_or_else(|| "unknown".into()),
+        None => "none",
+        Some(brims::CoreConfig::Lstm(_)) => "lstm",
+        Some(brims::CoreConfig::Brims(_)) => "brims",
     }
 }

@@ -267,7 +267,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             returns_csv,
             recent_returns: VecDeque::with_capacity(20),
             frames_per_step: cfg.env.frames_per_step(),
-            trace_cores: crate::hparams::core_kind(&cfg.network) == "brims",
+            trace_cores: matches!(cfg.network.core, Some(brims::CoreConfig::Brims(_))),
             activity: ActivityCollector::default(),
         })
     }
@@ -332,14 +332,14 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         if self.trace_cores {
             self.log_activity_image()?;
         }
-        let updates_done = self.learner.global_step() - start_step;
+        let steps_done = self.learner.global_step() - start_step;
         let wall = started.elapsed().as_secs_f64();
         let summary = RunSummary {
             run_dir: self.dir.clone(),
             frames: self.learner.global_step() * self.frames_per_step,
             mean_return_last_20: self.mean_recent_return(),
             sps: if wall > 0.0 {
-                updates_done as f64 / wall
+                steps_done as f64 / wall
             } else {
                 0.0
             },
