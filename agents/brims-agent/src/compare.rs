@@ -87,21 +87,22 @@ fn train_all(args: &CompareArgs, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
         bail!("--seeds must be >= 1");
     }
     // Check every config before the first (long) run starts.
-    for config in &args.configs {
-        RunConfig::load(config, &[])?;
-    }
+    let names = args
+        .configs
+        .iter()
+        .map(|config| Ok(RunConfig::load(config, &[])?.name))
+        .collect::<anyhow::Result<Vec<String>>>()?;
     if out.exists() {
         bail!("{} already exists; choose another --out", out.display());
     }
     let stop = train::install_ctrl_c();
     let mut dirs = Vec::new();
-    for config in &args.configs {
+    for (config, name) in args.configs.iter().zip(&names) {
         for seed in 1..=args.seeds {
             let mut overrides = vec![format!("seed={seed}")];
             if let Some(frames) = args.frames {
                 overrides.push(format!("total_frames={frames}"));
             }
-            let name = RunConfig::load(config, &[])?.name;
             let targs = TrainArgs {
                 config: Some(config.clone()),
                 overrides,
