@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
+use crate::brims_seq::{self, BrimsSeqOp};
 use crate::config::{BrimsConfig, TieBreak, TopDown};
 use crate::core::{Core, CoreState, LayerTrace, StepTrace};
 use crate::error::BrimsError;
@@ -80,6 +81,7 @@ pub(crate) struct LayerOut {
 pub struct Brims {
     cfg: BrimsConfig,
     layers: Vec<Layer>,
+    sizes: Vec<LayerSizes>,
     input_size: usize,
     training: bool,
 }
@@ -108,19 +110,28 @@ fn split_steps(x: &Tensor) -> Result<Vec<Tensor>> {
 }
 
 /// Sizes of layer `l` derived from the config (before any parameter exists).
-struct LayerSizes {
-    hidden: usize,
-    modules: usize,
-    d: usize,
-    active: usize,
-    top_down: Option<usize>,
-    slot_widths: Vec<usize>,
-    hi: usize,
-    dk: usize,
-    dv: usize,
-    hc: usize,
-    dkc: usize,
-    dvc: usize,
+#[derive(Clone, Debug)]
+pub(crate) struct LayerSizes {
+    /// `N_l`.
+    pub hidden: usize,
+    /// `M_l`.
+    pub modules: usize,
+    /// `d_l = N_l / M_l`.
+    pub d: usize,
+    /// `k_l`.
+    pub active: usize,
+    /// Layer whose previous-step `h` is the top-down slot, if any.
+    pub top_down: Option<usize>,
+    /// Widths of the real slots: bottom-up, then top-down if any.
+    pub slot_widths: Vec<usize>,
+    /// Input attention heads, key and value size.
+    pub hi: usize,
+    pub dk: usize,
+    pub dv: usize,
+    /// Communication heads, key and value size.
+    pub hc: usize,
+    pub dkc: usize,
+    pub dvc: usize,
 }
 
 fn layer_sizes(cfg: &BrimsConfig, input_size: usize) -> Vec<LayerSizes> {
@@ -215,6 +226,7 @@ impl Brims {
         Ok(Brims {
             cfg: cfg.clone(),
             layers,
+            sizes: layer_sizes(cfg, input_size),
             input_size,
             training: false,
         })
@@ -347,6 +359,7 @@ impl Brims {
         Ok(Brims {
             cfg: cfg.clone(),
             layers,
+            sizes: layer_sizes(cfg, input_size),
             input_size,
             training: false,
         })
@@ -568,6 +581,128 @@ impl Brims {
     }
 }
 
+impl Brims {
+    /// Every weight the fused pass reads, flat, in `brims_seq::weight_lens` order (layer 0's
+    /// bottom-up key/value matrix is applied outside, to all steps at once).
+    fn fused_weights(&self) -> Vec<&Tensor> {
+        let mut out = Vec::new();
+        for (l, ly) in self.layers.iter().enumerate() {
+            out.push(&ly.inp_q);
+            out.extend(ly.inp_kv.iter().skip(usize::from(l == 0)));
+            out.extend([
+                &ly.lstm_ih,
+                &ly.lstm_hh,
+                &ly.lstm_b,
+                &ly.comm_qkv,
+                &ly.comm_out_w,
+                &ly.comm_out_b,
+            ]);
+        }
+        out
+    }
+
+    /// Whether the fused loops run for these tensors: CPU f32/f64, and no dropout in use
+    /// (dropout runs on the candle path).
+    fn fused_for(&self, t: &Tensor) -> bool {
+        let dropout = self.training && (self.cfg.read_dropout > 0.0 || self.cfg.comm_dropout > 0.0);
+        crate::lstm_seq::fused_supported(t.device(), t.dtype()) && !dropout
+    }
+
+    /// `[T, B, W]` committed states (`W = Σ 2·N_l`, rows `[h_0, c_0, h_1, …]`) into the top
+    /// layer's outputs `[T, B, N_top]` and the state after the last step.
+    fn split_states(&self, out: &Tensor) -> Result<(Tensor, CoreState)> {
+        let steps = out.dim(0)?;
+        let last = out.get(steps - 1)?;
+        let mut parts = Vec::with_capacity(2 * self.layers.len());
+        let mut off = 0;
+        for ly in &self.layers {
+            // Contiguous: the learner stores and index-selects state parts.
+            parts.push(last.narrow(1, off, ly.hidden)?.contiguous()?);
+            parts.push(last.narrow(1, off + ly.hidden, ly.hidden)?.contiguous()?);
+            off += 2 * ly.hidden;
+        }
+        let top = self.layers.last().map_or(0, |l| l.hidden);
+        Ok((out.narrow(2, off - 2 * top, top)?, CoreState { parts }))
+    }
+
+    /// The fused, differentiable sequence pass (see `brims_seq`).
+    fn seq_fused(
+        &self,
+        inputs: &Tensor,
+        keep: Vec<f64>,
+        start: &CoreState,
+    ) -> Result<(Tensor, CoreState)> {
+        let (steps, batch, e) = inputs.dims3()?;
+        let kv0 = inputs
+            .reshape((steps * batch, e))?
+            .matmul(&self.layers[0].inp_kv[0])?;
+        let kv0 = kv0.reshape((steps, batch, kv0.dim(1)?))?;
+        let flat: Vec<Tensor> = self
+            .fused_weights()
+            .into_iter()
+            .map(|w| w.flatten_all())
+            .collect::<Result<_>>()?;
+        let packed = Tensor::cat(&flat, 0)?;
+        let state0 = Tensor::cat(&start.parts, 1)?.contiguous()?;
+        let op = BrimsSeqOp::new(self.sizes.clone(), steps, batch, keep, self.cfg.tie_break);
+        let out = kv0.contiguous()?.apply_op3(&packed, &state0, op)?;
+        self.split_states(&out)
+    }
+
+    /// One forward-only fused step (acting): no autograd node, the weights read in place.
+    fn act_fused<T: crate::kernels::Real>(
+        &self,
+        input: &Tensor,
+        state: &CoreState,
+        keep: Vec<f64>,
+        traced: bool,
+    ) -> Result<(Tensor, CoreState, Option<StepTrace>)> {
+        let batch = input.dim(0)?;
+        let kv0 = input
+            .detach()
+            .matmul(&self.layers[0].inp_kv[0].detach())?
+            .flatten_all()?
+            .to_vec1::<T>()?;
+        let state0 = Tensor::cat(&state.parts, 1)?
+            .flatten_all()?
+            .to_vec1::<T>()?;
+        let tensors = self.fused_weights();
+        let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
+        let slices = guards
+            .iter()
+            .map(|(storage, layout)| match &**storage {
+                candle_core::Storage::Cpu(cpu) => {
+                    crate::kernels::contiguous_slice::<T>(cpu, layout)
+                }
+                _ => candle_core::bail!("brims: the fused step runs on the CPU only"),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let weights = brims_seq::layer_weights(&self.sizes, &slices)?;
+        let plan = brims_seq::Plan {
+            sizes: &self.sizes,
+            steps: 1,
+            batch,
+        };
+        let (out, saved) =
+            brims_seq::forward(&plan, &weights, &kv0, &state0, &keep, self.cfg.tie_break);
+        let width = plan.width();
+        let out = Tensor::from_vec(out, (1, batch, width), input.device())?;
+        let (y, next) = self.split_states(&out)?;
+        let trace = traced.then(|| StepTrace {
+            layers: saved
+                .iter()
+                .zip(&self.layers)
+                .map(|(sv, ly)| LayerTrace {
+                    num_modules: ly.modules,
+                    active: sv.active.clone(),
+                    null_attention: sv.null.iter().map(|&x| x as f32).collect(),
+                })
+                .collect(),
+        });
+        Ok((y.squeeze(0)?, next, trace))
+    }
+}
+
 impl Core for Brims {
     fn input_size(&self) -> usize {
         self.input_size
@@ -605,6 +740,34 @@ impl Core for Brims {
         self.training = training;
     }
 
+    fn act(
+        &self,
+        input: &Tensor,
+        state: &CoreState,
+        reset: &Tensor,
+        traced: bool,
+    ) -> Result<(Tensor, CoreState, Option<StepTrace>)> {
+        self.check_input(input).map_err(BrimsError::into_candle)?;
+        self.check_state(state)?;
+        if !self.fused_for(input) {
+            let keep = reset.affine(-1.0, 1.0)?;
+            let masked = state.masked(&keep)?;
+            let (y, next, trace) = Self::finish(self.step_layers(input, None, &masked)?, traced)?;
+            return Ok((y.detach(), next.detach(), trace));
+        }
+        let keep: Vec<f64> = reset
+            .to_dtype(DType::F64)?
+            .flatten_all()?
+            .to_vec1::<f64>()?
+            .iter()
+            .map(|r| 1.0 - r)
+            .collect();
+        match input.dtype() {
+            DType::F64 => self.act_fused::<f64>(input, state, keep, traced),
+            _ => self.act_fused::<f32>(input, state, keep, traced),
+        }
+    }
+
     fn seq(
         &self,
         inputs: &Tensor,
@@ -614,13 +777,23 @@ impl Core for Brims {
         self.check_input(inputs).map_err(BrimsError::into_candle)?;
         self.check_state(start)?;
         let (steps, batch, e) = inputs.dims3()?;
+        expect_shape("resets", resets, &[steps, batch]).map_err(BrimsError::into_candle)?;
+        if steps > 0 && self.fused_for(inputs) {
+            let keep: Vec<f64> = resets
+                .to_dtype(DType::F64)?
+                .flatten_all()?
+                .to_vec1::<f64>()?
+                .iter()
+                .map(|r| 1.0 - r)
+                .collect();
+            return self.seq_fused(inputs, keep, start);
+        }
         // Layer 0's bottom-up keys and values for all steps in one matmul.
         let kv0 = inputs
             .reshape((steps * batch, e))?
             .matmul(&self.layers[0].inp_kv[0])?;
         let kv0 = kv0.reshape((steps, batch, kv0.dim(1)?))?;
         let kv0 = split_steps(&kv0)?;
-        expect_shape("resets", resets, &[steps, batch]).map_err(BrimsError::into_candle)?;
         let keep = resets.affine(-1.0, 1.0)?;
         // Masking a step without resets multiplies by exactly 1: skip it (fewer graph nodes).
         let any_reset: Vec<bool> = resets

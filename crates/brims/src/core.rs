@@ -124,6 +124,27 @@ pub trait Core: Send + Sync {
         self.step(input, &state.masked(&keep)?)
     }
 
+    /// One acting step: the values of [`Core::step_with_reset`] (plus the per-layer module
+    /// activity when `traced` and the core has any), every output detached. Acting never
+    /// backpropagates, so a core may take a forward-only path here. `reset` is `[B]`.
+    fn act(
+        &self,
+        input: &Tensor,
+        state: &CoreState,
+        reset: &Tensor,
+        traced: bool,
+    ) -> Result<(Tensor, CoreState, Option<StepTrace>)> {
+        let keep = reset.affine(-1.0, 1.0)?;
+        let masked = state.masked(&keep)?;
+        let (out, next, trace) = if traced {
+            self.step_traced(input, &masked)?
+        } else {
+            let (out, next) = self.step(input, &masked)?;
+            (out, next, None)
+        };
+        Ok((out.detach(), next.detach(), trace))
+    }
+
     /// The sequence pass recurrent PPO replays: `inputs` is `[T, B, E]`, `resets` is `[T, B]`
     /// (1.0 where an episode starts at that step, so the state is zeroed before it), from
     /// `start`. Returns the outputs `[T, B, H]` and the final state.

@@ -226,6 +226,17 @@ struct Comparer<'a> {
 impl Comparer<'_> {
     /// Compares `ours` with the fixture tensor `name` (step `t` of it when given), if recorded.
     fn cmp(&mut self, name: &str, t: Option<usize>, ours: &Tensor) -> Result<(), BrimsError> {
+        self.cmp_as(name, name, t, ours)
+    }
+
+    /// [`Comparer::cmp`], naming the comparison `label` in the report.
+    fn cmp_as(
+        &mut self,
+        label: &str,
+        name: &str,
+        t: Option<usize>,
+        ours: &Tensor,
+    ) -> Result<(), BrimsError> {
         let full = format!("case.{}.{name}", self.case);
         let Some(theirs) = self.tensors.opt(&full) else {
             return Ok(());
@@ -252,8 +263,8 @@ impl Comparer<'_> {
         if err > self.max_err || err.is_nan() {
             self.max_err = if err.is_nan() { f64::INFINITY } else { err };
             self.worst = match t {
-                Some(t) => format!("{name}[t={t}]"),
-                None => name.to_string(),
+                Some(t) => format!("{label}[t={t}]"),
+                None => label.to_string(),
             };
         }
         Ok(())
@@ -310,6 +321,7 @@ fn run_case(
         parts.push(conv(tensors.get(&format!("case.{case}.init.c.l{l}"))?)?);
     }
     let mut state = CoreState { parts };
+    let start = state.clone();
     let mut mask_mismatches = Vec::new();
     let mut outputs = Vec::new();
     for t in 0..steps {
@@ -369,6 +381,15 @@ fn run_case(
         c.cmp(&format!("final.h.l{l}"), None, &state.parts[2 * l])?;
         c.cmp(&format!("final.c.l{l}"), None, &state.parts[2 * l + 1])?;
     }
+    check_fused(
+        &cell,
+        case,
+        &emb,
+        &start,
+        tensors,
+        &mut c,
+        &mut mask_mismatches,
+    )?;
     check_control_lstm(case, dtype, &x, tensors, &mut c)?;
     Ok(CaseReport {
         name: case.to_string(),
@@ -379,6 +400,74 @@ fn run_case(
         mask_mismatches,
         tolerance: if dtype == DType::F64 { 1e-10 } else { 1e-5 },
     })
+}
+
+/// The fused loops (what acting and the learner run) against the same recordings: acting step
+/// by step (every layer's `h`, `c` and mask), and the sequence pass (outputs, final state).
+fn check_fused(
+    cell: &Brims,
+    case: &str,
+    emb: &Tensor,
+    start: &CoreState,
+    tensors: &Tensors,
+    c: &mut Comparer,
+    mask_mismatches: &mut Vec<(usize, usize, usize, usize)>,
+) -> Result<(), BrimsError> {
+    let (steps, batch) = (emb.dim(0)?, emb.dim(1)?);
+    let no_reset = Tensor::zeros(batch, emb.dtype(), emb.device())?;
+    let mut state = start.clone();
+    for t in 0..steps {
+        let (_, next, trace) = cell.act(&emb.get(t)?, &state, &no_reset, true)?;
+        let trace = trace.ok_or_else(|| mismatch("the fused step gave no trace".into()))?;
+        for (l, lt) in trace.layers.iter().enumerate() {
+            c.cmp_as(
+                &format!("fused l{l}.h"),
+                &format!("l{l}.h"),
+                Some(t),
+                &next.parts[2 * l],
+            )?;
+            c.cmp_as(
+                &format!("fused l{l}.c"),
+                &format!("l{l}.c"),
+                Some(t),
+                &next.parts[2 * l + 1],
+            )?;
+            if let Some(mask) = tensors.opt(&format!("case.{case}.l{l}.mask")) {
+                let mask: Vec<f64> = mask
+                    .get(t)?
+                    .to_dtype(DType::F64)?
+                    .flatten_all()?
+                    .to_vec1()?;
+                let m = lt.num_modules;
+                for (i, (&want, &got)) in mask.iter().zip(&lt.active).enumerate() {
+                    if (want > 0.5) != got {
+                        mask_mismatches.push((l, t, i / m, i % m));
+                    }
+                }
+            }
+        }
+        state = next;
+    }
+    let resets = Tensor::zeros((steps, batch), emb.dtype(), emb.device())?;
+    let (outputs, last) = cell.seq(emb, &resets, start)?;
+    for t in 0..steps {
+        c.cmp_as("fused seq output", "output", Some(t), &outputs.get(t)?)?;
+    }
+    for (l, pair) in last.parts.chunks(2).enumerate() {
+        c.cmp_as(
+            &format!("fused seq final.h.l{l}"),
+            &format!("final.h.l{l}"),
+            None,
+            &pair[0],
+        )?;
+        c.cmp_as(
+            &format!("fused seq final.c.l{l}"),
+            &format!("final.c.l{l}"),
+            None,
+            &pair[1],
+        )?;
+    }
+    Ok(())
 }
 
 /// The plain `LSTMCell` control, if the fixture has one.

@@ -26,10 +26,12 @@
 #![deny(missing_docs)]
 
 mod brims;
+mod brims_seq;
 mod config;
 mod core;
 mod error;
 mod fixture;
+mod kernels;
 mod lstm;
 mod lstm_seq;
 mod topk;

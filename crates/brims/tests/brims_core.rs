@@ -441,3 +441,106 @@ fn dropout_only_in_training() {
     let (e, _) = core.step(&x, &s).unwrap();
     assert_eq!(max_diff(&a, &e), 0.0);
 }
+
+/// The fused sequence pass (one autograd node) and the candle step loop agree on outputs and on
+/// the gradient to every parameter, the input and the start state: one layer (RIMs, its own `h`
+/// as top-down), three layers under both wirings, and a layer with every module active.
+#[test]
+fn fused_seq_gradients_match_the_step_loop_in_every_wiring() {
+    let mut rims = tiny_cfg();
+    rims.layers.truncate(1);
+    let mut all_active = tiny_cfg();
+    all_active.layers[1] = layer(6, 3, 3);
+    let mut configs = vec![rims, all_active];
+    for top_down in [TopDown::Reference, TopDown::Paper] {
+        let mut cfg = tiny_cfg();
+        cfg.layers.push(layer(4, 2, 1));
+        cfg.top_down = top_down;
+        configs.push(cfg);
+    }
+    let (steps, batch) = (5, 3);
+    let mut resets = vec![0f64; steps * batch];
+    resets[batch + 2] = 1.0;
+    resets[3 * batch] = 1.0;
+    let resets = Tensor::from_vec(resets, (steps, batch), &Device::Cpu).unwrap();
+    for cfg in configs {
+        let (vm, core) = tiny(&cfg, DType::F64);
+        let xs = Var::from_tensor(&randn(&[steps, batch, E], DType::F64)).unwrap();
+        let start_vars: Vec<Var> = rand_state(&core, batch, DType::F64)
+            .parts
+            .iter()
+            .map(|p| Var::from_tensor(p).unwrap())
+            .collect();
+        let start = CoreState {
+            parts: start_vars.iter().map(|v| v.as_tensor().clone()).collect(),
+        };
+        let w = randn(&[steps, batch, core.output_size()], DType::F64);
+        let (ys, last) = core.seq(&xs, &resets, &start).unwrap();
+        // The final state enters the loss too, so its gradient path is checked.
+        let fused_loss =
+            (ys.mul(&w).unwrap().sum_all().unwrap() + last.parts[0].sum_all().unwrap()).unwrap();
+        let fused = fused_loss.backward().unwrap();
+
+        let mut state = start.clone();
+        let mut outs = Vec::new();
+        for t in 0..steps {
+            let (y, next) = core
+                .step_with_reset(&xs.get(t).unwrap(), &state, &resets.get(t).unwrap())
+                .unwrap();
+            outs.push(y);
+            state = next;
+        }
+        let loop_ys = Tensor::stack(&outs, 0).unwrap();
+        assert!(max_diff(&ys, &loop_ys) < 1e-12, "{cfg:?}");
+        let loop_loss = (loop_ys.mul(&w).unwrap().sum_all().unwrap()
+            + state.parts[0].sum_all().unwrap())
+        .unwrap();
+        let looped = loop_loss.backward().unwrap();
+        let mut vars = vm.all_vars();
+        vars.push(xs.clone());
+        vars.extend(start_vars.iter().cloned());
+        for v in &vars {
+            let (a, b) = (fused.get(v).unwrap(), looped.get(v).unwrap());
+            assert!(max_diff(a, b) < 1e-10, "{:?} in {cfg:?}", v.dims());
+        }
+    }
+}
+
+/// `act` (the forward-only fused step acting uses) gives `step_with_reset`'s outputs, state and
+/// trace, in f32 and f64, from random states and from the zero state, where every null score
+/// ties, under both tie-break rules.
+#[test]
+fn act_matches_the_reference_step_and_trace() {
+    for (dtype, tol) in [(DType::F32, 1e-5), (DType::F64, 1e-12)] {
+        for tie_break in [TieBreak::LowestIndex, TieBreak::TorchCpu] {
+            let mut cfg = tiny_cfg();
+            cfg.tie_break = tie_break;
+            let (_vm, core) = tiny(&cfg, dtype);
+            let x = randn(&[4, E], dtype);
+            let reset = Tensor::new(&[0f64, 1., 0., 0.], &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            for state in [rand_state(&core, 4, dtype), core.zero_state(4).unwrap()] {
+                let (y, next, trace) = core.act(&x, &state, &reset, true).unwrap();
+                let keep = reset.affine(-1.0, 1.0).unwrap();
+                let (want_y, want_next, want_trace) =
+                    core.step_traced(&x, &state.masked(&keep).unwrap()).unwrap();
+                assert!(max_diff(&y, &want_y) < tol);
+                for (a, b) in next.parts.iter().zip(&want_next.parts) {
+                    assert!(max_diff(a, b) < tol);
+                }
+                let (trace, want_trace) = (trace.unwrap(), want_trace.unwrap());
+                for (lt, want) in trace.layers.iter().zip(&want_trace.layers) {
+                    assert_eq!(lt.active, want.active, "{dtype:?} {tie_break:?}");
+                    assert_eq!(lt.num_modules, want.num_modules);
+                    for (p, q) in lt.null_attention.iter().zip(&want.null_attention) {
+                        assert!((p - q).abs() < 1e-6);
+                    }
+                }
+                let (_, _, no_trace) = core.act(&x, &state, &reset, false).unwrap();
+                assert!(no_trace.is_none());
+            }
+        }
+    }
+}

@@ -372,7 +372,10 @@ impl ActorCritic {
         self.check_obs(obs, 1, "ActorCritic::act")?;
         let features = self.encode(obs)?;
         let (hidden, next) = match &self.core {
-            Some(core) => core.step_with_reset(&features, state, resets)?,
+            Some(core) => {
+                let (hidden, next, _) = core.act(&features, state, resets, false)?;
+                (hidden, next)
+            }
             None => (features, state.clone()),
         };
         let (logits, values) = self.heads(&hidden)?;
@@ -464,10 +467,9 @@ impl ActorCritic {
         };
         self.check_obs(obs, 1, "ActorCritic::act_traced")?;
         let features = self.encode(obs)?;
-        let keep = resets.affine(-1.0, 1.0)?;
-        let (hidden, next, trace) = core.step_traced(&features, &state.masked(&keep)?)?;
+        let (hidden, next, trace) = core.act(&features, state, resets, true)?;
         let (logits, values) = self.heads(&hidden)?;
-        Ok((logits, values, next, trace))
+        Ok((logits.detach(), values.detach(), next, trace))
     }
 }
 

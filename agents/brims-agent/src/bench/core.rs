@@ -73,16 +73,20 @@ pub(crate) fn run(args: &CoreArgs) -> anyhow::Result<serde_json::Value> {
         cfg
     );
 
-    // One forward step at batch 16 from a non-zero state (as when acting mid-episode).
+    // One forward step at batch 16 from a non-zero state, as acting runs it (`Core::act`:
+    // forward only, one env starting a new episode).
     let x = Tensor::randn(0f32, 1.0, (STEP_BATCH, args.input_size), &dev)?;
     let state = random_state(core.as_ref(), STEP_BATCH)?;
+    let mut reset = vec![0f32; STEP_BATCH];
+    reset[0] = 1.0;
+    let reset = Tensor::from_vec(reset, STEP_BATCH, &dev)?;
     for _ in 0..10 {
-        core.step(&x, &state)?;
+        core.act(&x, &state, &reset, false)?;
     }
     let mut samples = Vec::with_capacity(args.steps);
     for _ in 0..args.steps.max(1) {
         let t0 = Instant::now();
-        let (y, _) = core.step(&x, &state)?;
+        let (y, _, _) = core.act(&x, &state, &reset, false)?;
         std::hint::black_box(y);
         samples.push(t0.elapsed().as_secs_f64());
     }
