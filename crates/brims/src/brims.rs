@@ -650,7 +650,7 @@ impl Brims {
     }
 
     /// One forward-only fused step (acting): no autograd node, the weights read in place.
-    fn act_fused<T: crate::kernels::Real>(
+    fn act_fused<T: crate::kernels::Real + Send + Sync>(
         &self,
         input: &Tensor,
         state: &CoreState,
@@ -684,18 +684,22 @@ impl Brims {
             batch,
         };
         let (out, saved) =
-            brims_seq::forward(&plan, &weights, &kv0, &state0, &keep, self.cfg.tie_break);
+            brims_seq::forward_rows(&plan, &weights, &kv0, &state0, &keep, self.cfg.tie_break);
         let width = plan.width();
         let out = Tensor::from_vec(out, (1, batch, width), input.device())?;
         let (y, next) = self.split_states(&out)?;
         let trace = traced.then(|| StepTrace {
-            layers: saved
+            layers: self
+                .layers
                 .iter()
-                .zip(&self.layers)
-                .map(|(sv, ly)| LayerTrace {
-                    num_modules: ly.modules,
-                    active: sv.active.clone(),
-                    null_attention: sv.null.iter().map(|&x| x as f32).collect(),
+                .enumerate()
+                .map(|(l, ly)| {
+                    let (active, null) = brims_seq::selection_rows(&saved, l, 1, batch, ly.modules);
+                    LayerTrace {
+                        num_modules: ly.modules,
+                        active,
+                        null_attention: null.iter().map(|&x| x as f32).collect(),
+                    }
                 })
                 .collect(),
         });

@@ -9,11 +9,18 @@
 //! bottom, storing the per-step gradients of every projection, and forms each weight gradient
 //! with one batched matmul over all steps at the end.
 //!
+//! Envs are independent in the recurrence, so [`forward_rows`] and [`backward_rows`] split the
+//! batch's rows over the rayon threads, each running all `T` steps for its rows with no
+//! per-step synchronisation; only the weight gradients are summed at the end.
+//!
 //! Layouts: per-module quantities are module-major `[M, T, B, X]`, so module `j` at step `t` is
 //! a contiguous `[B, X]` block (a plain row-major matmul with module `j`'s weight); the rest is
 //! step-major `[T, B, …]`. The state row of one env is `[h_0, c_0, h_1, c_1, …]`, `W` wide.
 
+use std::ops::Range;
 use std::sync::Mutex;
+
+use rayon::prelude::*;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
@@ -945,6 +952,148 @@ fn weight_gradients<T: Real>(
     Ok(out)
 }
 
+/// Contiguous row ranges splitting `batch` rows over the rayon threads.
+fn row_parts(batch: usize) -> Vec<Range<usize>> {
+    let parts = rayon::current_num_threads().clamp(1, batch.max(1));
+    (0..parts)
+        .map(|p| p * batch / parts..(p + 1) * batch / parts)
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+/// Rows `rows` of a `[T, B, x]` buffer, as `[T, rows, x]`.
+fn gather_rows<T: Copy>(
+    src: &[T],
+    steps: usize,
+    batch: usize,
+    x: usize,
+    rows: &Range<usize>,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(steps * rows.len() * x);
+    for t in 0..steps {
+        out.extend_from_slice(&src[(t * batch + rows.start) * x..(t * batch + rows.end) * x]);
+    }
+    out
+}
+
+/// Writes `[T, rows, x]` `part` into rows `rows` of the `[T, B, x]` `dst`.
+fn scatter_rows<T: Copy>(dst: &mut [T], part: &[T], batch: usize, x: usize, rows: &Range<usize>) {
+    let n = rows.len() * x;
+    for (t, chunk) in part.chunks(n).enumerate() {
+        dst[(t * batch + rows.start) * x..(t * batch + rows.end) * x].copy_from_slice(chunk);
+    }
+}
+
+/// What [`forward_rows`] kept: each row range with its layers' intermediates.
+pub(crate) type RowsSaved<T> = Vec<(Range<usize>, Vec<LayerSaved<T>>)>;
+
+/// [`forward`] with the batch's rows split over the rayon threads.
+pub(crate) fn forward_rows<T: Real + Send + Sync>(
+    plan: &Plan,
+    weights: &[LayerWeights<T>],
+    kv0: &[T],
+    state0: &[T],
+    keep: &[f64],
+    tie_break: TieBreak,
+) -> (Vec<T>, RowsSaved<T>) {
+    let (steps, batch, width) = (plan.steps, plan.batch, plan.width());
+    let kvw = plan.sizes[0].kvw();
+    // Per row range: its outputs `[T, rows, W]` and what its layers kept.
+    type Part<T> = (Range<usize>, Vec<T>, Vec<LayerSaved<T>>);
+    let parts: Vec<Part<T>> = row_parts(batch)
+        .into_par_iter()
+        .map(|rows| {
+            let sub = Plan {
+                sizes: plan.sizes,
+                steps,
+                batch: rows.len(),
+            };
+            let (out, saved) = forward(
+                &sub,
+                weights,
+                &gather_rows(kv0, steps, batch, kvw, &rows),
+                &state0[rows.start * width..rows.end * width],
+                &gather_rows(keep, steps, batch, 1, &rows),
+                tie_break,
+            );
+            (rows, out, saved)
+        })
+        .collect();
+    let mut out = vec![T::zero(); steps * batch * width];
+    let mut saved = Vec::with_capacity(parts.len());
+    for (rows, part, part_saved) in parts {
+        scatter_rows(&mut out, &part, batch, width, &rows);
+        saved.push((rows, part_saved));
+    }
+    (out, saved)
+}
+
+/// `[T, B, M]` of layer `l`'s selection (active mask and null scores) from [`forward_rows`].
+pub(crate) fn selection_rows<T>(
+    saved: &RowsSaved<T>,
+    l: usize,
+    steps: usize,
+    batch: usize,
+    modules: usize,
+) -> (Vec<bool>, Vec<f64>) {
+    let mut active = vec![false; steps * batch * modules];
+    let mut null = vec![0.0; steps * batch * modules];
+    for (rows, layers) in saved {
+        scatter_rows(&mut active, &layers[l].active, batch, modules, rows);
+        scatter_rows(&mut null, &layers[l].null, batch, modules, rows);
+    }
+    (active, null)
+}
+
+/// [`backward`] for each row range of [`forward_rows`], in parallel; weight gradients summed.
+pub(crate) fn backward_rows<T: Real + Send + Sync>(
+    plan: &Plan,
+    weights: &[LayerWeights<T>],
+    saved: &RowsSaved<T>,
+    grad_out: &[T],
+    keep: &[f64],
+) -> Result<Gradients<T>> {
+    let (steps, batch, width) = (plan.steps, plan.batch, plan.width());
+    let kvw = plan.sizes[0].kvw();
+    let parts: Vec<(Range<usize>, Gradients<T>)> = saved
+        .par_iter()
+        .map(|(rows, layers)| {
+            let sub = Plan {
+                sizes: plan.sizes,
+                steps,
+                batch: rows.len(),
+            };
+            let grads = backward(
+                &sub,
+                weights,
+                layers,
+                &gather_rows(grad_out, steps, batch, width, rows),
+                &gather_rows(keep, steps, batch, 1, rows),
+            )?;
+            Ok((rows.clone(), grads))
+        })
+        .collect::<Result<_>>()?;
+    let mut total = Gradients {
+        weights: vec![],
+        kv0: vec![T::zero(); steps * batch * kvw],
+        state0: vec![T::zero(); batch * width],
+    };
+    for (rows, grads) in parts {
+        scatter_rows(&mut total.kv0, &grads.kv0, batch, kvw, &rows);
+        total.state0[rows.start * width..rows.end * width].copy_from_slice(&grads.state0);
+        if total.weights.is_empty() {
+            total.weights = grads.weights;
+        } else {
+            for (sum, part) in total.weights.iter_mut().zip(&grads.weights) {
+                for (a, &b) in sum.iter_mut().zip(part) {
+                    *a += b;
+                }
+            }
+        }
+    }
+    Ok(total)
+}
+
 /// The sequence pass as a candle op: args `kv0 [T, B, Hi·(dk+dv)]`, the packed weights
 /// `[P]` (every weight flattened, in [`weight_lens`] order), `state0 [B, W]`; output
 /// `out [T, B, W]`. Gradients flow to all three.
@@ -960,8 +1109,8 @@ pub(crate) struct BrimsSeqOp {
 }
 
 enum Saved {
-    F32(Vec<LayerSaved<f32>>),
-    F64(Vec<LayerSaved<f64>>),
+    F32(RowsSaved<f32>),
+    F64(RowsSaved<f64>),
 }
 
 impl BrimsSeqOp {
@@ -1035,7 +1184,7 @@ impl BrimsSeqOp {
         self.check(kv0.len(), state0.len())?;
         let slices = self.split(packed)?;
         let weights = layer_weights(&self.sizes, &slices)?;
-        let (out, saved) = forward(
+        let (out, saved) = forward_rows(
             &self.plan(),
             &weights,
             kv0,
@@ -1064,7 +1213,7 @@ impl BrimsSeqOp {
                 let state0_v = state0.flatten_all()?.to_vec1::<T>()?;
                 let slices = self.split(&packed_v)?;
                 let weights = layer_weights(&self.sizes, &slices)?;
-                forward(
+                forward_rows(
                     &self.plan(),
                     &weights,
                     &kv0_v,
@@ -1078,7 +1227,7 @@ impl BrimsSeqOp {
         let grad = grad_res.flatten_all()?.to_vec1::<T>()?;
         let slices = self.split(&packed_v)?;
         let weights = layer_weights(&self.sizes, &slices)?;
-        let grads = backward(&self.plan(), &weights, &saved, &grad, &self.keep)?;
+        let grads = backward_rows(&self.plan(), &weights, &saved, &grad, &self.keep)?;
         let dev = kv0.device();
         let d_packed: Vec<T> = grads.weights.into_iter().flatten().collect();
         Ok((
@@ -1090,16 +1239,16 @@ impl BrimsSeqOp {
 }
 
 /// Storing the forward's intermediates for either float type.
-trait SavedDType: Real {
-    fn wrap(saved: Vec<LayerSaved<Self>>) -> Saved;
-    fn unwrap(saved: Saved) -> Option<Vec<LayerSaved<Self>>>;
+trait SavedDType: Real + Send + Sync {
+    fn wrap(saved: RowsSaved<Self>) -> Saved;
+    fn unwrap(saved: Saved) -> Option<RowsSaved<Self>>;
 }
 
 impl SavedDType for f32 {
-    fn wrap(saved: Vec<LayerSaved<f32>>) -> Saved {
+    fn wrap(saved: RowsSaved<f32>) -> Saved {
         Saved::F32(saved)
     }
-    fn unwrap(saved: Saved) -> Option<Vec<LayerSaved<f32>>> {
+    fn unwrap(saved: Saved) -> Option<RowsSaved<f32>> {
         match saved {
             Saved::F32(s) => Some(s),
             Saved::F64(_) => None,
@@ -1108,10 +1257,10 @@ impl SavedDType for f32 {
 }
 
 impl SavedDType for f64 {
-    fn wrap(saved: Vec<LayerSaved<f64>>) -> Saved {
+    fn wrap(saved: RowsSaved<f64>) -> Saved {
         Saved::F64(saved)
     }
-    fn unwrap(saved: Saved) -> Option<Vec<LayerSaved<f64>>> {
+    fn unwrap(saved: Saved) -> Option<RowsSaved<f64>> {
         match saved {
             Saved::F64(s) => Some(s),
             Saved::F32(_) => None,

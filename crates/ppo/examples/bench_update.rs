@@ -29,6 +29,19 @@ fn core_named(name: &str) -> Option<CoreConfig> {
         "lstm128" => Some(CoreConfig::Lstm(LstmConfig { hidden_size: 128 })),
         "lstm" => Some(CoreConfig::Lstm(LstmConfig::atari())),
         "brims" => Some(CoreConfig::Brims(BrimsConfig::atari())),
+        // configs/breakout_brims.toml: 256 wide (8 modules, 4 active), then 128 (4, 2 active).
+        "brims_breakout" => Some(CoreConfig::Brims(BrimsConfig::with_layers(vec![
+            brims::BrimsLayerConfig {
+                hidden_size: 256,
+                modules: 8,
+                active: 4,
+            },
+            brims::BrimsLayerConfig {
+                hidden_size: 128,
+                modules: 4,
+                active: 2,
+            },
+        ]))),
         "none" => None,
         _ => None,
     }
