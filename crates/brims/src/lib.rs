@@ -1,8 +1,8 @@
 //! Recurrent policy cores: an LSTM baseline and BRIMs (RIMs = BRIMs with one layer).
 //!
 //! Both implement [`Core`] (`[B, E]` in, `[B, H]` out, a flat [`CoreState`], resets by
-//! masking, a fused `seq` over `[T, B, E]`) and `candle_nn::rnn::RNN`. Build either from a
-//! [`CoreConfig`] (TOML: `kind = "lstm" | "brims"`):
+//! masking, a fused `seq` over `[T, B, E]`, a forward-only `act` for acting) and
+//! `candle_nn::rnn::RNN`. Build either from a [`CoreConfig`] (TOML: `kind = "lstm" | "brims"`):
 //!
 //! ```
 //! use brims::{build_core, BrimsConfig, Core, CoreConfig};
@@ -17,12 +17,15 @@
 //! let reset = Tensor::new(&[0f32, 1.0], &Device::Cpu)?; // env 1 starts a new episode
 //! let (y, next) = core.step_with_reset(&x, &state, &reset)?;
 //! assert_eq!(y.dims(), &[2, 512]);
-//! let (_, _, trace) = core.step_traced(&x, &next)?; // which modules were active, per layer
+//! let (_, _, trace) = core.act(&x, &next, &reset, true)?; // which modules were active, per layer
 //! assert_eq!(trace.map(|t| t.layers.len()), Some(2));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! [`check_fixture`] compares the BRIMs cell with the reference code's recorded tensors.
+//! On the CPU, BRIMs runs as plain loops over all layers and steps (`brims_seq`: one autograd
+//! node per sequence, envs split over threads); the candle composition in `brims` is the
+//! readable reference, used for `step` and wherever the loops do not apply (GPU, dropout).
+//! [`check_fixture`] compares both with the reference code's recorded tensors.
 #![deny(missing_docs)]
 
 mod brims;
