@@ -126,9 +126,14 @@ impl RunConfig {
                 );
             }
         }
-        let mut cfg: RunConfig = toml::Value::Table(doc)
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", one_line(&e.to_string())))?;
+        let mut cfg: RunConfig =
+            toml::Value::Table(doc)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    // `[ppo]`'s list of keys names the two derived ones, which are refused above.
+                    let msg = one_line(&e.to_string()).replace("`seed`, `total_timesteps`, ", "");
+                    anyhow::anyhow!("{msg}")
+                })?;
         cfg.ppo.seed = cfg.seed;
         cfg.ppo.total_timesteps = cfg.total_frames / cfg.env.frames_per_step();
         cfg.validate()?;
@@ -165,5 +170,36 @@ impl RunConfig {
             ppo.remove("total_timesteps");
         }
         Ok(toml::to_string_pretty(&doc)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> anyhow::Result<RunConfig> {
+        RunConfig::from_table(text.parse::<toml::Table>()?)
+    }
+
+    const BASE: &str = "name = \"t\"\nseed = 3\ntotal_frames = 1000\n[env]\nkind = \"cartpole\"\n\
+        [network.encoder]\nkind = \"mlp\"\nhidden = [8]\nactivation = \"tanh\"\n";
+
+    #[test]
+    fn derived_ppo_keys_are_refused_and_unknown_ones_list_only_settable_keys() {
+        let cfg = load(BASE).unwrap();
+        assert_eq!((cfg.ppo.seed, cfg.ppo.total_timesteps), (3, 1000));
+        for derived in ["seed = 1", "total_timesteps = 5"] {
+            let err = load(&format!("{BASE}[ppo]\n{derived}\n")).unwrap_err();
+            assert!(err.to_string().contains("is derived"), "{err}");
+        }
+        let err = load(&format!("{BASE}[ppo]\nlr = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `lr`"), "{err}");
+        assert!(err.contains("`learning_rate`"), "{err}");
+        assert!(
+            !err.contains("`seed`") && !err.contains("`total_timesteps`"),
+            "{err}"
+        );
     }
 }
