@@ -200,6 +200,23 @@ fn matmul<T: Real>(out: &mut [T], a: &[T], w: &[T], rows: usize, k: usize, n: us
     gemm_acc(out, a, w, rows, k, n);
 }
 
+/// Module `j`'s block: `out [B, n] (+)= a [B, k] · weights[j]`, `weights` being `[M, k, n]`.
+fn module_matmul<T: Real>(
+    out: &mut [T],
+    a: &[T],
+    weights: &[T],
+    j: usize,
+    (batch, k, n): (usize, usize, usize),
+    accumulate: bool,
+) {
+    let w = &weights[j * k * n..(j + 1) * k * n];
+    if accumulate {
+        gemm_acc(out, a, w, batch, k, n);
+    } else {
+        matmul(out, a, w, batch, k, n);
+    }
+}
+
 /// `g` row-major `[rows, cols]` blocks transposed, block by block (`src` holds `g` blocks).
 fn transpose_blocks<T: Copy>(src: &[T], g: usize, rows: usize, cols: usize) -> Vec<T> {
     let mut out = Vec::with_capacity(src.len());
@@ -383,14 +400,7 @@ fn forward_layer<T: Real>(
     // Input attention (spec §4.2): queries from the previous h, a null slot of exact zeros.
     for j in 0..m {
         let hp = &sv.hp[blk(j, d)];
-        matmul(
-            &mut sv.q[blk(j, qw)],
-            hp,
-            &w.inp_q[j * d * qw..(j + 1) * d * qw],
-            batch,
-            d,
-            qw,
-        );
+        module_matmul(&mut sv.q[blk(j, qw)], hp, w.inp_q, j, (batch, d, qw), false);
     }
     let scale = T::from_f64(1.0 / (dk as f64).sqrt());
     let inv_heads = T::from_f64(1.0 / hi as f64);
@@ -437,22 +447,15 @@ fn forward_layer<T: Real>(
         for row in gates.chunks_mut(g4) {
             row.copy_from_slice(bias);
         }
-        gemm_acc(
+        module_matmul(
             gates,
             &sv.read[blk(j, rw)],
-            &w.lstm_ih[j * rw * g4..(j + 1) * rw * g4],
-            batch,
-            rw,
-            g4,
+            w.lstm_ih,
+            j,
+            (batch, rw, g4),
+            true,
         );
-        gemm_acc(
-            gates,
-            &sv.hp[blk(j, d)],
-            &w.lstm_hh[j * d * g4..(j + 1) * d * g4],
-            batch,
-            d,
-            g4,
-        );
+        module_matmul(gates, &sv.hp[blk(j, d)], w.lstm_hh, j, (batch, d, g4), true);
         let cp = &sv.cp[blk(j, d)];
         let cand_c = &mut sv.cand_c[blk(j, d)];
         let cand_h = &mut sv.cand_h[blk(j, d)];
@@ -469,13 +472,13 @@ fn forward_layer<T: Real>(
                 (g[r], g[d + r], g[2 * d + r], g[3 * d + r]) = (i, f, gg, o);
             }
         }
-        matmul(
+        module_matmul(
             &mut sv.comm_qkv[blk(j, cw)],
             cand_h,
-            &w.comm_qkv[j * d * cw..(j + 1) * d * cw],
-            batch,
-            d,
-            cw,
+            w.comm_qkv,
+            j,
+            (batch, d, cw),
+            false,
         );
     }
 
@@ -756,13 +759,13 @@ fn backward_layer<T: Real>(
     let mut d_read = vec![T::zero(); m * batch * rw];
     let mut d_hp = vec![T::zero(); m * batch * d];
     for j in 0..m {
-        matmul(
+        module_matmul(
             &mut d_att,
             &gr.comm_qkv[blk(j, cw)],
-            &wt.comm_qkv[j * cw * d..(j + 1) * cw * d],
-            batch,
-            cw,
-            d,
+            &wt.comm_qkv,
+            j,
+            (batch, cw, d),
+            false,
         );
         let gates = &sv.gates[blk(j, g4)];
         let cand_c = &sv.cand_c[blk(j, d)];
@@ -788,22 +791,10 @@ fn backward_layer<T: Real>(
             }
         }
         let d_gates = &gr.gates[blk(j, g4)];
-        matmul(
-            &mut d_read[j * batch * rw..(j + 1) * batch * rw],
-            d_gates,
-            &wt.lstm_ih[j * g4 * rw..(j + 1) * g4 * rw],
-            batch,
-            g4,
-            rw,
-        );
-        matmul(
-            &mut d_hp[j * batch * d..(j + 1) * batch * d],
-            d_gates,
-            &wt.lstm_hh[j * g4 * d..(j + 1) * g4 * d],
-            batch,
-            g4,
-            d,
-        );
+        let d_read_j = &mut d_read[j * batch * rw..(j + 1) * batch * rw];
+        module_matmul(d_read_j, d_gates, &wt.lstm_ih, j, (batch, g4, rw), false);
+        let d_hp_j = &mut d_hp[j * batch * d..(j + 1) * batch * d];
+        module_matmul(d_hp_j, d_gates, &wt.lstm_hh, j, (batch, g4, d), false);
     }
 
     // Input attention, backwards (the null slot's key and value are constants).
@@ -839,13 +830,14 @@ fn backward_layer<T: Real>(
         }
     }
     for j in 0..m {
-        gemm_acc(
-            &mut d_hp[j * batch * d..(j + 1) * batch * d],
+        let d_hp_j = &mut d_hp[j * batch * d..(j + 1) * batch * d];
+        module_matmul(
+            d_hp_j,
             &gr.q[blk(j, qw)],
-            &wt.inp_q[j * qw * d..(j + 1) * qw * d],
-            batch,
-            qw,
-            d,
+            &wt.inp_q,
+            j,
+            (batch, qw, d),
+            true,
         );
         for b in 0..batch {
             let dst = b * width + off + j * d;

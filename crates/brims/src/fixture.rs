@@ -341,25 +341,15 @@ fn run_case(
             c.cmp(&format!("l{l}.comm_upd"), Some(t), &o.comm_upd)?;
             c.cmp(&format!("l{l}.h"), Some(t), &o.h)?;
             c.cmp(&format!("l{l}.c"), Some(t), &o.c)?;
-            if let Some(mask) = tensors.opt(&format!("case.{case}.l{l}.mask")) {
-                let mask: Vec<f64> = mask
-                    .get(t)?
-                    .to_dtype(DType::F64)?
-                    .flatten_all()?
-                    .to_vec1()?;
-                if mask.len() != b * m {
-                    return Err(mismatch(format!(
-                        "case.{case}.l{l}.mask has {} entries per step, expected B·M = {}",
-                        mask.len(),
-                        b * m
-                    )));
-                }
-                for (i, (&want, &got)) in mask.iter().zip(&o.active).enumerate() {
-                    if (want > 0.5) != got {
-                        mask_mismatches.push((l, t, i / m, i % m));
-                    }
-                }
-            }
+            compare_mask(
+                tensors,
+                case,
+                (l, t),
+                &o.active,
+                b * m,
+                m,
+                &mut mask_mismatches,
+            )?;
         }
         let mut parts = Vec::new();
         for o in outs {
@@ -402,6 +392,39 @@ fn run_case(
     })
 }
 
+/// Compares layer `l`'s active modules at step `t` (`[B·M]`, env-major) with the recorded mask,
+/// if any; differences go to `mismatches` as `(layer, step, env, module)`.
+fn compare_mask(
+    tensors: &Tensors,
+    case: &str,
+    (l, t): (usize, usize),
+    active: &[bool],
+    expected_len: usize,
+    modules: usize,
+    mismatches: &mut Vec<(usize, usize, usize, usize)>,
+) -> Result<(), BrimsError> {
+    let Some(mask) = tensors.opt(&format!("case.{case}.l{l}.mask")) else {
+        return Ok(());
+    };
+    let mask: Vec<f64> = mask
+        .get(t)?
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1()?;
+    if mask.len() != expected_len || active.len() != expected_len {
+        return Err(mismatch(format!(
+            "case.{case}.l{l}.mask has {} entries per step, expected B·M = {expected_len}",
+            mask.len()
+        )));
+    }
+    for (i, (&want, &got)) in mask.iter().zip(active).enumerate() {
+        if (want > 0.5) != got {
+            mismatches.push((l, t, i / modules, i % modules));
+        }
+    }
+    Ok(())
+}
+
 /// The fused loops (what acting and the learner run) against the same recordings: acting step
 /// by step (every layer's `h`, `c` and mask), and the sequence pass (outputs, final state).
 fn check_fused(
@@ -432,19 +455,16 @@ fn check_fused(
                 Some(t),
                 &next.parts[2 * l + 1],
             )?;
-            if let Some(mask) = tensors.opt(&format!("case.{case}.l{l}.mask")) {
-                let mask: Vec<f64> = mask
-                    .get(t)?
-                    .to_dtype(DType::F64)?
-                    .flatten_all()?
-                    .to_vec1()?;
-                let m = lt.num_modules;
-                for (i, (&want, &got)) in mask.iter().zip(&lt.active).enumerate() {
-                    if (want > 0.5) != got {
-                        mask_mismatches.push((l, t, i / m, i % m));
-                    }
-                }
-            }
+            let m = lt.num_modules;
+            compare_mask(
+                tensors,
+                case,
+                (l, t),
+                &lt.active,
+                batch * m,
+                m,
+                mask_mismatches,
+            )?;
         }
         state = next;
     }
