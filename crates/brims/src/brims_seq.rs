@@ -17,6 +17,7 @@
 //! a contiguous `[B, X]` block (a plain row-major matmul with module `j`'s weight); the rest is
 //! step-major `[T, B, …]`. The state row of one env is `[h_0, c_0, h_1, c_1, …]`, `W` wide.
 
+use std::any::Any;
 use std::ops::Range;
 use std::sync::Mutex;
 
@@ -1096,13 +1097,8 @@ pub(crate) struct BrimsSeqOp {
     /// `[T, B]` row-major.
     pub keep: Vec<f64>,
     pub tie_break: TieBreak,
-    /// What the forward kept, taken by the backward.
-    saved: Mutex<Option<Saved>>,
-}
-
-enum Saved {
-    F32(RowsSaved<f32>),
-    F64(RowsSaved<f64>),
+    /// What the forward kept (a `RowsSaved` of the op's float type), taken by the backward.
+    saved: Mutex<Option<Box<dyn Any + Send>>>,
 }
 
 impl BrimsSeqOp {
@@ -1172,7 +1168,12 @@ impl BrimsSeqOp {
         Ok(())
     }
 
-    fn fwd_typed<T: SavedDType>(&self, kv0: &[T], packed: &[T], state0: &[T]) -> Result<Vec<T>> {
+    fn fwd_typed<T: Real + Send + Sync + 'static>(
+        &self,
+        kv0: &[T],
+        packed: &[T],
+        state0: &[T],
+    ) -> Result<Vec<T>> {
         self.check(kv0.len(), state0.len())?;
         let slices = self.split(packed)?;
         let weights = layer_weights(&self.sizes, &slices)?;
@@ -1184,11 +1185,11 @@ impl BrimsSeqOp {
             &self.keep,
             self.tie_break,
         );
-        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(T::wrap(saved));
+        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(saved));
         Ok(out)
     }
 
-    fn bwd_typed<T: SavedDType>(
+    fn bwd_typed<T: Real + Send + Sync + 'static>(
         &self,
         kv0: &Tensor,
         packed: &Tensor,
@@ -1197,8 +1198,8 @@ impl BrimsSeqOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let packed_v = packed.flatten_all()?.to_vec1::<T>()?;
         let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let saved = match saved.and_then(T::unwrap) {
-            Some(saved) => saved,
+        let saved = match saved.and_then(|s| s.downcast::<RowsSaved<T>>().ok()) {
+            Some(saved) => *saved,
             // Only when one graph is differentiated twice: recompute.
             None => {
                 let kv0_v = kv0.flatten_all()?.to_vec1::<T>()?;
@@ -1227,36 +1228,6 @@ impl BrimsSeqOp {
             Some(Tensor::from_vec(d_packed, packed.shape(), dev)?),
             Some(Tensor::from_vec(grads.state0, state0.shape(), dev)?),
         ))
-    }
-}
-
-/// Storing the forward's intermediates for either float type.
-trait SavedDType: Real + Send + Sync {
-    fn wrap(saved: RowsSaved<Self>) -> Saved;
-    fn unwrap(saved: Saved) -> Option<RowsSaved<Self>>;
-}
-
-impl SavedDType for f32 {
-    fn wrap(saved: RowsSaved<f32>) -> Saved {
-        Saved::F32(saved)
-    }
-    fn unwrap(saved: Saved) -> Option<RowsSaved<f32>> {
-        match saved {
-            Saved::F32(s) => Some(s),
-            Saved::F64(_) => None,
-        }
-    }
-}
-
-impl SavedDType for f64 {
-    fn wrap(saved: RowsSaved<f64>) -> Saved {
-        Saved::F64(saved)
-    }
-    fn unwrap(saved: Saved) -> Option<RowsSaved<f64>> {
-        match saved {
-            Saved::F64(s) => Some(s),
-            Saved::F32(_) => None,
-        }
     }
 }
 
