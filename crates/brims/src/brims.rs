@@ -782,7 +782,7 @@ impl Core for Brims {
         self.check_state(start)?;
         let (steps, batch, e) = inputs.dims3()?;
         expect_shape("resets", resets, &[steps, batch]).map_err(BrimsError::into_candle)?;
-        if steps > 0 && self.fused_for(inputs) {
+        if steps > 0 && batch > 0 && self.fused_for(inputs) {
             let keep: Vec<f64> = resets
                 .to_dtype(DType::F64)?
                 .flatten_all()?
