@@ -47,6 +47,10 @@ pub struct GroupStep<T> {
     pub terminated: Vec<bool>,
     /// `[n]` the episode was cut (time limit): bootstrap from `final_obs`.
     pub truncated: Vec<bool>,
+    /// `[n]` each env's `info.frame_number` after this step (after the reset where an episode
+    /// ended): for Atari, the emulator frames the env has run since it was created, resets
+    /// included; 0 for envs that do not count frames.
+    pub frame_numbers: Vec<u64>,
     /// `[n]` the ended episode's last observation (`[obs_size]`), for envs whose episode ended
     /// this step; `None` elsewhere.
     pub final_obs: Vec<Option<Vec<T>>>,
@@ -62,6 +66,7 @@ impl<T> Default for GroupStep<T> {
             rewards: Vec::new(),
             terminated: Vec::new(),
             truncated: Vec::new(),
+            frame_numbers: Vec::new(),
             final_obs: Vec::new(),
             episodes: Vec::new(),
         }
@@ -84,6 +89,7 @@ impl<T: Copy + Default> GroupStep<T> {
         self.rewards.clear();
         self.terminated.clear();
         self.truncated.clear();
+        self.frame_numbers.clear();
         self.final_obs.clear();
         self.final_obs.resize_with(self.envs.len(), || None);
         self.episodes.clear();
@@ -98,12 +104,14 @@ impl<T: Copy + Default> GroupStep<T> {
             self.rewards.resize(n, 0.0);
             self.terminated.resize(n, false);
             self.truncated.resize(n, false);
+            self.frame_numbers.resize(n, 0);
         }
         let off = part.start - self.envs.start;
         self.obs[off * obs_size..(off + part.len()) * obs_size].copy_from_slice(&buf.obs);
         self.rewards[off..off + part.len()].copy_from_slice(&buf.rewards);
         self.terminated[off..off + part.len()].copy_from_slice(&buf.terminated);
         self.truncated[off..off + part.len()].copy_from_slice(&buf.truncated);
+        self.frame_numbers[off..off + part.len()].copy_from_slice(&buf.frame_numbers);
         for (local, last) in buf.final_obs.drain(..) {
             self.final_obs[off + local] = Some(last);
         }

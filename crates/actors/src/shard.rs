@@ -24,6 +24,9 @@ pub(crate) struct ShardBuf<T> {
     pub terminated: Vec<bool>,
     /// `[n]`
     pub truncated: Vec<bool>,
+    /// `[n]` each env's `info.frame_number` after the step (its reset info after an episode
+    /// end).
+    pub frame_numbers: Vec<u64>,
     /// `(local env index, last obs)` of the episodes that ended this step.
     pub final_obs: Vec<(usize, Vec<T>)>,
     /// `(global env index, stats)` of the real episodes that ended this step.
@@ -38,6 +41,7 @@ impl<T> ShardBuf<T> {
             rewards: Vec::new(),
             terminated: Vec::new(),
             truncated: Vec::new(),
+            frame_numbers: Vec::new(),
             final_obs: Vec::new(),
             episodes: Vec::new(),
         }
@@ -307,12 +311,13 @@ impl<E: Env> Shard<E> {
                     return Err(Exit::Stopped);
                 }
                 let seed = (!seeded).then(|| self.seed.wrapping_add(i as u64));
-                let (obs, _info) = guarded(|| env.reset(seed)).map_err(|cause| Exit::Failed {
+                let (obs, info) = guarded(|| env.reset(seed)).map_err(|cause| Exit::Failed {
                     group: g,
                     env: i,
                     cause,
                 })?;
                 buf.obs.extend_from_slice(&obs);
+                buf.frame_numbers.push(info.frame_number);
             }
             let msg = ActorMsg::Stepped {
                 thread: self.thread,
@@ -333,6 +338,7 @@ impl<E: Env> Shard<E> {
         buf.rewards.clear();
         buf.terminated.clear();
         buf.truncated.clear();
+        buf.frame_numbers.clear();
         buf.final_obs.clear();
         buf.episodes.clear();
         for (local, (i, env)) in part.zip(self.envs[group].iter_mut()).enumerate() {
@@ -349,6 +355,7 @@ impl<E: Env> Shard<E> {
             buf.rewards.push(step.reward);
             buf.terminated.push(step.terminated);
             buf.truncated.push(step.truncated);
+            buf.frame_numbers.push(step.info.frame_number);
             if let Some(last) = step.final_obs {
                 buf.final_obs.push((local, last));
             }

@@ -161,6 +161,15 @@ impl Ale {
         unsafe { ale_sys::lives(self.ptr.as_ptr()) }
     }
 
+    /// Frames emulated by `act` since the ROM was (re)loaded: ALE's own counter. It does not
+    /// include the 60 frames `reset_game` emulates inside ALE before a game starts.
+    #[inline]
+    pub(crate) fn frame_number(&self) -> u64 {
+        // SAFETY: live interface.
+        let frames = unsafe { ale_sys::getFrameNumber(self.ptr.as_ptr()) };
+        frames.max(0) as u64
+    }
+
     /// Frames since the last `reset_game`.
     #[inline]
     pub(crate) fn episode_frame_number(&self) -> i32 {

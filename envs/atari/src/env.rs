@@ -156,7 +156,8 @@ pub struct AtariEnv {
     life_lost_pending: bool,
     episode_return: f64,
     episode_len: u64,
-    frame_number: u64,
+    /// Frames ALE emulated before its last ROM reload (a reload restarts ALE's counter).
+    frames_before_reload: u64,
     /// The seed ALE was last loaded with, while no frame has been emulated since: reseeding
     /// with it needs no reload (reloading costs tens of milliseconds under the global lock).
     untouched_seed: Option<u64>,
@@ -213,7 +214,7 @@ pub fn make_atari(game: &str, cfg: &AtariConfig, seed: u64) -> Result<AtariEnv, 
         life_lost_pending: false,
         episode_return: 0.0,
         episode_len: 0,
-        frame_number: 0,
+        frames_before_reload: 0,
         untouched_seed: Some(seed),
         cfg: cfg.clone(),
     })
@@ -268,7 +269,6 @@ impl AtariEnv {
         let mut reward = 0i64;
         for i in 0..skip {
             reward += i64::from(self.ale.act(ale_action));
-            self.frame_number += 1;
             let over = self.ale.game_over();
             if i + 2 == skip && self.cfg.max_pool {
                 self.ale.screen_grayscale(&mut self.frames[0]);
@@ -322,7 +322,6 @@ impl AtariEnv {
             let noops = self.rng.gen_range(1..=self.cfg.noop_max);
             for _ in 0..noops {
                 self.episode_return += f64::from(self.ale.act(NOOP));
-                self.frame_number += 1;
                 if self.ale.game_over() {
                     self.ale.reset_game();
                 }
@@ -371,13 +370,22 @@ impl AtariEnv {
         Info {
             lives: self.has_lives.then_some(self.lives.max(0) as u32),
             episode: None,
-            frame_number: self.frame_number,
+            frame_number: self.frame_number(),
         }
+    }
+
+    /// Emulator frames since the env was created, by ALE's counter: every frame of every step
+    /// and reset (no-ops, FIRE, the no-op step after a lost life), not only `frame_skip` per
+    /// step. Excludes the 60 frames ALE's own game reset runs internally, which its counter
+    /// does not see. Equals `info.frame_number`.
+    pub fn frame_number(&self) -> u64 {
+        self.frames_before_reload + self.ale.frame_number()
     }
 
     /// Reseeds ALE (by reloading the ROM) and the no-op generator.
     fn reseed(&mut self, seed: u64) {
         if self.untouched_seed != Some(seed) {
+            self.frames_before_reload = self.frame_number();
             self.ale.reload(ale_settings(&self.cfg, seed));
         }
         self.rng = noop_rng(seed);
@@ -481,7 +489,8 @@ impl Env for AtariEnv {
 
 /// Raw ALE speed for the benchmark: one thread, random actions from the minimal set, one
 /// frame per `act`, sticky actions 0.25, no preprocessing. Runs about `seconds` seconds and
-/// returns emulator frames per second.
+/// returns emulator frames per second, counted by ALE's frame counter like
+/// [`AtariEnv::frame_number`] (so neither counts the frames of ALE's internal game reset).
 pub fn raw_frames_per_sec(game: &str, seconds: f64) -> Result<f64, AtariError> {
     if !(seconds.is_finite() && seconds > 0.0) {
         return Err(AtariError::Config {
@@ -497,7 +506,7 @@ pub fn raw_frames_per_sec(game: &str, seconds: f64) -> Result<f64, AtariError> {
     let mut rng = noop_rng(1);
     let budget = Duration::from_secs_f64(seconds);
     let start = Instant::now();
-    let mut frames = 0u64;
+    let first_frame = ale.frame_number();
     loop {
         for _ in 0..256 {
             let a = actions[rng.gen_range(0..actions.len())];
@@ -506,9 +515,9 @@ pub fn raw_frames_per_sec(game: &str, seconds: f64) -> Result<f64, AtariError> {
                 ale.reset_game();
             }
         }
-        frames += 256;
         let elapsed = start.elapsed();
         if elapsed >= budget {
+            let frames = ale.frame_number() - first_frame;
             return Ok(frames as f64 / elapsed.as_secs_f64());
         }
     }
