@@ -191,6 +191,19 @@ impl Ale {
         unsafe { ale_sys::getScreenGrayscale(self.ptr.as_ptr(), out.as_mut_ptr()) }
     }
 
+    /// Writes the screen as ALE's palette indices, `[height, width]` row-major, into `out`.
+    #[inline]
+    pub(crate) fn screen_indices(&self, out: &mut [u8]) {
+        assert_eq!(
+            out.len(),
+            self.height * self.width,
+            "palette index buffer size"
+        );
+        // SAFETY: live interface; `out` holds exactly width × height bytes (asserted), the
+        // amount ALE copies (one byte per pixel).
+        unsafe { ale_sys::getScreen(self.ptr.as_ptr(), out.as_mut_ptr()) }
+    }
+
     /// Writes the RGB screen, `[height, width, 3]` row-major, into `out`.
     pub(crate) fn screen_rgb(&self, out: &mut [u8]) {
         assert_eq!(out.len(), self.height * self.width * 3, "RGB buffer size");

@@ -8,7 +8,7 @@ use rand_pcg::Pcg64;
 use serde::Deserialize;
 
 use crate::ale::{Ale, AleSettings};
-use crate::preprocess::{max_frames, AreaResize};
+use crate::preprocess::{max_frames, AreaResize, GrayLut};
 use crate::roms::{resolve, rom_file};
 use crate::AtariError;
 
@@ -141,6 +141,10 @@ pub struct AtariEnv {
     rng: Pcg64,
     /// The last two grayscale frames of a step, `[screen_h, screen_w]` each.
     frames: [Vec<u8>; 2],
+    /// The screen as palette indices, `[screen_h, screen_w]`, on its way to `frames`.
+    indices: Vec<u8>,
+    /// Palette index -> gray level, learned from ALE.
+    gray_lut: GrayLut,
     /// Their max, `[screen_h, screen_w]`.
     pooled: Vec<u8>,
     resize: Option<AreaResize>,
@@ -204,6 +208,8 @@ pub fn make_atari(game: &str, cfg: &AtariConfig, seed: u64) -> Result<AtariEnv, 
         has_lives,
         rng: noop_rng(seed),
         frames: [vec![0; screen_h * screen_w], vec![0; screen_h * screen_w]],
+        indices: vec![0; screen_h * screen_w],
+        gray_lut: GrayLut::new(),
         pooled: vec![0; screen_h * screen_w],
         obs_hw: (obs_h, obs_w),
         resize,
@@ -271,10 +277,10 @@ impl AtariEnv {
             reward += i64::from(self.ale.act(ale_action));
             let over = self.ale.game_over();
             if i + 2 == skip && self.cfg.max_pool {
-                self.ale.screen_grayscale(&mut self.frames[0]);
+                self.grab_gray(0);
             }
             if i + 1 == skip || over {
-                self.ale.screen_grayscale(&mut self.frames[1]);
+                self.grab_gray(1);
                 if i + 2 < skip {
                     // Ended before the second-to-last frame: pool the last frame with itself.
                     let [first, last] = &mut self.frames;
@@ -284,6 +290,18 @@ impl AtariEnv {
             }
         }
         (reward as f64, false)
+    }
+
+    /// Writes the current screen in grayscale into `self.frames[slot]`: palette indices
+    /// through the learned table, or ALE's own conversion (learned from) when the screen has
+    /// an index not seen before.
+    fn grab_gray(&mut self, slot: usize) {
+        self.ale.screen_indices(&mut self.indices);
+        let out = &mut self.frames[slot];
+        if !self.gray_lut.convert(&self.indices, out) {
+            self.ale.screen_grayscale(out);
+            self.gray_lut.learn(&self.indices, out);
+        }
     }
 
     /// Pushes the pooled, resized current frames onto the stack.
@@ -327,7 +345,7 @@ impl AtariEnv {
                 }
             }
         }
-        self.ale.screen_grayscale(&mut self.frames[1]);
+        self.grab_gray(1);
         let [first, last] = &mut self.frames;
         first.copy_from_slice(last);
     }
@@ -387,6 +405,8 @@ impl AtariEnv {
         if self.untouched_seed != Some(seed) {
             self.frames_before_reload = self.frame_number();
             self.ale.reload(ale_settings(&self.cfg, seed));
+            // The same ROM gets the same palette; relearning costs one frame, and is safe.
+            self.gray_lut = GrayLut::new();
         }
         self.rng = noop_rng(seed);
     }
@@ -562,6 +582,43 @@ mod tests {
                 make_atari("Pong", &cfg, 0),
                 Err(AtariError::Config { .. })
             ));
+        }
+    }
+
+    /// The learned palette table gives ALE's own grayscale, bit for bit, on real frames of
+    /// every bundled game (NTSC and PAL palettes alike).
+    #[test]
+    fn gray_lut_matches_ales_grayscale_on_every_game() {
+        let cfg = AtariConfig::default();
+        for game in crate::list_games() {
+            let rom = resolve(game, false).expect("bundled game");
+            let mut ale =
+                Ale::new(&rom_file(&rom).expect("ROM file"), ale_settings(&cfg, 3)).expect("ALE");
+            let actions = ale.minimal_actions().to_vec();
+            let (h, w) = ale.screen_size();
+            let (mut indices, mut want, mut got) = (vec![0; h * w], vec![0; h * w], vec![0; h * w]);
+            let mut lut = GrayLut::new();
+            let mut rng = noop_rng(3);
+            let mut looked_up = 0;
+            for _ in 0..400 {
+                ale.act(actions[rng.gen_range(0..actions.len())]);
+                if ale.game_over() {
+                    ale.reset_game();
+                }
+                ale.screen_indices(&mut indices);
+                ale.screen_grayscale(&mut want);
+                if lut.convert(&indices, &mut got) {
+                    assert!(got == want, "{game}: the table differs from ALE");
+                    looked_up += 1;
+                } else {
+                    lut.learn(&indices, &want);
+                }
+            }
+            // Most frames take the table path (a few games show new colours for a while).
+            assert!(
+                looked_up >= 200,
+                "{game}: only {looked_up} frames looked up"
+            );
         }
     }
 

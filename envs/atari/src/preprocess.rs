@@ -1,4 +1,54 @@
-//! Frame preprocessing: max over two frames and an integer area resize.
+//! Frame preprocessing: palette indices to grayscale, max over two frames and an integer
+//! area resize.
+
+/// ALE's map from palette index to grayscale, learned from ALE's own conversion.
+///
+/// ALE's grayscale screen is a per-pixel lookup in the console's palette (NTSC, PAL or
+/// SECAM, chosen by the ROM), a loop that costs about as much as a fifth of a frame's
+/// emulation. Fetching the palette indices and looking them up here is cheaper. The table is
+/// not hard-coded: an index is learned the first time it appears, from ALE's grayscale screen
+/// of that very frame, so the result is ALE's, bit for bit, whatever the palette.
+#[derive(Clone, Debug)]
+pub(crate) struct GrayLut {
+    /// Gray level in the low byte, or `UNKNOWN` for an index not seen yet.
+    entries: [u16; 256],
+}
+
+/// Marks a `GrayLut` entry not learned yet (outside the u8 range, so one OR over a frame's
+/// entries tells whether any was missing).
+const UNKNOWN: u16 = 0x100;
+
+impl GrayLut {
+    /// A table that knows no index yet.
+    pub(crate) fn new() -> Self {
+        GrayLut {
+            entries: [UNKNOWN; 256],
+        }
+    }
+
+    /// Writes the gray levels of palette indices `indices` into `out`; `false` if some index
+    /// is not known yet (then `out` is partly wrong: fetch ALE's grayscale and [`learn`]).
+    ///
+    /// [`learn`]: GrayLut::learn
+    #[inline]
+    pub(crate) fn convert(&self, indices: &[u8], out: &mut [u8]) -> bool {
+        assert_eq!(indices.len(), out.len(), "grayscale buffer size");
+        let mut seen = 0u16;
+        for (o, &i) in out.iter_mut().zip(indices) {
+            let entry = self.entries[usize::from(i)];
+            seen |= entry;
+            *o = entry as u8; // the low byte is the gray level
+        }
+        seen & UNKNOWN == 0
+    }
+
+    /// Learns the gray level of every index of a frame from ALE's grayscale of the same frame.
+    pub(crate) fn learn(&mut self, indices: &[u8], gray: &[u8]) {
+        for (&i, &g) in indices.iter().zip(gray) {
+            self.entries[usize::from(i)] = u16::from(g);
+        }
+    }
+}
 
 /// Writes the elementwise max of `a` and `b` into `out` (all the same length).
 #[inline]
@@ -254,6 +304,21 @@ mod tests {
             assert_eq!(taps.weights.iter().sum::<u32>(), 40); // 160/84 = 40/21
         }
         assert!(axis_taps(84, 160).is_none(), "upscaling is not supported");
+    }
+
+    #[test]
+    fn gray_lut_reports_unknown_indices_until_learned() {
+        let mut lut = GrayLut::new();
+        let (indices, gray) = ([0u8, 14, 14, 200], [0u8, 142, 142, 77]);
+        let mut out = [0u8; 4];
+        assert!(!lut.convert(&indices, &mut out), "nothing learned yet");
+        lut.learn(&indices[..2], &gray[..2]);
+        assert!(!lut.convert(&indices, &mut out), "200 is still unknown");
+        lut.learn(&indices, &gray);
+        assert!(lut.convert(&indices, &mut out));
+        assert_eq!(out, gray);
+        assert!(lut.convert(&[14, 0], &mut out[..2]));
+        assert_eq!(out[..2], [142, 0]);
     }
 
     #[test]
