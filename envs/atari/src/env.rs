@@ -8,7 +8,7 @@ use rand_pcg::Pcg64;
 use serde::Deserialize;
 
 use crate::ale::{Ale, AleSettings};
-use crate::preprocess::{max_frames, AreaResize, GrayLut};
+use crate::preprocess::{max_frames, AreaResize, GrayFrames};
 use crate::roms::{resolve, rom_file};
 use crate::AtariError;
 
@@ -139,12 +139,8 @@ pub struct AtariEnv {
     fire_reset: bool,
     has_lives: bool,
     rng: Pcg64,
-    /// The last two grayscale frames of a step, `[screen_h, screen_w]` each.
-    frames: [Vec<u8>; 2],
-    /// The screen as palette indices, `[screen_h, screen_w]`, on its way to `frames`.
-    indices: Vec<u8>,
-    /// Palette index -> gray level, learned from ALE.
-    gray_lut: GrayLut,
+    /// The last two grayscale frames of a step (slot 1 the last), `[screen_h, screen_w]` each.
+    frames: GrayFrames,
     /// Their max, `[screen_h, screen_w]`.
     pooled: Vec<u8>,
     resize: Option<AreaResize>,
@@ -207,9 +203,7 @@ pub fn make_atari(game: &str, cfg: &AtariConfig, seed: u64) -> Result<AtariEnv, 
         fire_reset,
         has_lives,
         rng: noop_rng(seed),
-        frames: [vec![0; screen_h * screen_w], vec![0; screen_h * screen_w]],
-        indices: vec![0; screen_h * screen_w],
-        gray_lut: GrayLut::new(),
+        frames: GrayFrames::new(screen_h, screen_w),
         pooled: vec![0; screen_h * screen_w],
         obs_hw: (obs_h, obs_w),
         resize,
@@ -283,8 +277,7 @@ impl AtariEnv {
                 self.grab_gray(1);
                 if i + 2 < skip {
                     // Ended before the second-to-last frame: pool the last frame with itself.
-                    let [first, last] = &mut self.frames;
-                    first.copy_from_slice(last);
+                    self.frames.copy(1, 0);
                 }
                 return (reward as f64, over);
             }
@@ -292,16 +285,14 @@ impl AtariEnv {
         (reward as f64, false)
     }
 
-    /// Writes the current screen in grayscale into `self.frames[slot]`: palette indices
-    /// through the learned table, or ALE's own conversion (learned from) when the screen has
-    /// an index not seen before.
+    /// Writes the current screen in grayscale into slot `slot` of `self.frames`.
     fn grab_gray(&mut self, slot: usize) {
-        self.ale.screen_indices(&mut self.indices);
-        let out = &mut self.frames[slot];
-        if !self.gray_lut.convert(&self.indices, out) {
-            self.ale.screen_grayscale(out);
-            self.gray_lut.learn(&self.indices, out);
-        }
+        let ale = &self.ale;
+        self.frames.grab(
+            slot,
+            |indices| ale.screen_indices(indices),
+            |gray| ale.screen_grayscale(gray),
+        );
     }
 
     /// Pushes the pooled, resized current frames onto the stack.
@@ -310,10 +301,10 @@ impl AtariEnv {
         self.stack.copy_within(len.., 0);
         let last = self.stack.len() - len;
         let src = if self.cfg.max_pool && self.cfg.frame_skip >= 2 {
-            max_frames(&self.frames[0], &self.frames[1], &mut self.pooled);
+            max_frames(self.frames.gray(0), self.frames.gray(1), &mut self.pooled);
             &self.pooled
         } else {
-            &self.frames[1]
+            self.frames.gray(1)
         };
         match &mut self.resize {
             Some(resize) => resize.apply(src, &mut self.stack[last..]),
@@ -346,8 +337,7 @@ impl AtariEnv {
             }
         }
         self.grab_gray(1);
-        let [first, last] = &mut self.frames;
-        first.copy_from_slice(last);
+        self.frames.copy(1, 0);
     }
 
     fn do_reset(&mut self, real: bool) {
@@ -405,8 +395,7 @@ impl AtariEnv {
         if self.untouched_seed != Some(seed) {
             self.frames_before_reload = self.frame_number();
             self.ale.reload(ale_settings(&self.cfg, seed));
-            // The same ROM gets the same palette; relearning costs one frame, and is safe.
-            self.gray_lut = GrayLut::new();
+            self.frames.forget();
         }
         self.rng = noop_rng(seed);
     }
@@ -546,6 +535,7 @@ pub fn raw_frames_per_sec(game: &str, seconds: f64) -> Result<f64, AtariError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::preprocess::GrayLut;
 
     #[test]
     fn config_defaults_fill_missing_keys_and_unknown_keys_are_rejected() {
@@ -619,6 +609,42 @@ mod tests {
                 looked_up >= 200,
                 "{game}: only {looked_up} frames looked up"
             );
+        }
+    }
+
+    /// Grabbing through `GrayFrames` (rows copied from the other slot where their indices
+    /// match) gives ALE's own grayscale on real frames of every bundled game, whatever the
+    /// order of slots, copies and reloads.
+    #[test]
+    fn gray_frames_match_ales_grayscale_on_every_game() {
+        let cfg = AtariConfig::default();
+        for game in crate::list_games() {
+            let rom = resolve(game, false).expect("bundled game");
+            let mut ale =
+                Ale::new(&rom_file(&rom).expect("ROM file"), ale_settings(&cfg, 5)).expect("ALE");
+            let actions = ale.minimal_actions().to_vec();
+            let (h, w) = ale.screen_size();
+            let mut want = vec![0; h * w];
+            let mut frames = GrayFrames::new(h, w);
+            let mut rng = noop_rng(5);
+            for t in 0..300 {
+                ale.act(actions[rng.gen_range(0..actions.len())]);
+                if ale.game_over() {
+                    ale.reset_game();
+                }
+                // Mostly the env's pattern (slot 0, then 1), sometimes the same slot twice.
+                let slot = usize::from(t % 2 == 1 || t % 7 == 0);
+                frames.grab(slot, |i| ale.screen_indices(i), |g| ale.screen_grayscale(g));
+                ale.screen_grayscale(&mut want);
+                assert!(frames.gray(slot) == want, "{game}, frame {t}");
+                if t % 50 == 0 {
+                    frames.copy(slot, 1 - slot);
+                    assert!(frames.gray(1 - slot) == want, "{game}, copy at {t}");
+                }
+                if t == 150 {
+                    frames.forget();
+                }
+            }
         }
     }
 

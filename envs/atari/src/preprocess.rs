@@ -50,6 +50,105 @@ impl GrayLut {
     }
 }
 
+/// Two grayscale frame slots (a step's last two frames), filled from the screen's palette
+/// indices through a [`GrayLut`].
+///
+/// Consecutive frames differ in few rows (a ball, a paddle, a score), so a row whose palette
+/// indices equal those of the same row in the other slot is copied from that slot's gray
+/// row instead of looked up: a row compare and copy cost a fraction of the lookups. Each slot
+/// keeps the invariant `gray == ALE's grayscale of indices` once valid, so any two valid
+/// slots can be compared, whichever frame each holds.
+#[derive(Clone, Debug)]
+pub(crate) struct GrayFrames {
+    width: usize,
+    /// `indices[s]`: slot `s`'s palette indices, `[h, w]`.
+    indices: [Vec<u8>; 2],
+    /// `gray[s]`: slot `s`'s gray levels, `[h, w]`.
+    gray: [Vec<u8>; 2],
+    /// `valid[s]`: slot `s` holds a grabbed frame (its gray matches its indices).
+    valid: [bool; 2],
+    lut: GrayLut,
+}
+
+impl GrayFrames {
+    /// Two empty slots for `[height, width]` screens.
+    pub(crate) fn new(height: usize, width: usize) -> Self {
+        let len = height * width;
+        GrayFrames {
+            width: width.max(1),
+            indices: [vec![0; len], vec![0; len]],
+            gray: [vec![0; len], vec![0; len]],
+            valid: [false; 2],
+            lut: GrayLut::new(),
+        }
+    }
+
+    /// Grabs the current frame into `slot`: `fetch_indices` writes its palette indices,
+    /// `fetch_gray` its grayscale (ALE's own conversion, called only when an index is new).
+    pub(crate) fn grab(
+        &mut self,
+        slot: usize,
+        fetch_indices: impl FnOnce(&mut [u8]),
+        fetch_gray: impl FnOnce(&mut [u8]),
+    ) {
+        let other = 1 - slot;
+        let [idx0, idx1] = &mut self.indices;
+        let [gray0, gray1] = &mut self.gray;
+        let (indices, gray, other_indices, other_gray) = if slot == 0 {
+            (idx0, gray0, &*idx1, &*gray1)
+        } else {
+            (idx1, gray1, &*idx0, &*gray0)
+        };
+        fetch_indices(indices);
+        let w = self.width;
+        let mut known = true;
+        if self.valid[other] {
+            let rows = indices.chunks_exact(w).zip(gray.chunks_exact_mut(w));
+            let other_rows = other_indices
+                .chunks_exact(w)
+                .zip(other_gray.chunks_exact(w));
+            for ((row, gray_row), (other_row, other_gray_row)) in rows.zip(other_rows) {
+                if row == other_row {
+                    gray_row.copy_from_slice(other_gray_row);
+                } else {
+                    known &= self.lut.convert(row, gray_row);
+                }
+            }
+        } else {
+            known = self.lut.convert(indices, gray);
+        }
+        if !known {
+            fetch_gray(gray);
+            self.lut.learn(indices, gray);
+        }
+        self.valid[slot] = true;
+    }
+
+    /// Copies slot `from` into slot `to`.
+    pub(crate) fn copy(&mut self, from: usize, to: usize) {
+        if from == to {
+            return;
+        }
+        for [a, b] in [&mut self.indices, &mut self.gray] {
+            let (src, dst) = if from == 0 { (&*a, b) } else { (&*b, a) };
+            dst.copy_from_slice(src);
+        }
+        self.valid[to] = self.valid[from];
+    }
+
+    /// Slot `slot`'s gray levels, `[h, w]`.
+    pub(crate) fn gray(&self, slot: usize) -> &[u8] {
+        &self.gray[slot]
+    }
+
+    /// Forgets everything learned (after a ROM reload; the same ROM gets the same palette, so
+    /// this only costs one full lookup and is the safe side).
+    pub(crate) fn forget(&mut self) {
+        self.valid = [false; 2];
+        self.lut = GrayLut::new();
+    }
+}
+
 /// Writes the elementwise max of `a` and `b` into `out` (all the same length).
 #[inline]
 pub(crate) fn max_frames(a: &[u8], b: &[u8], out: &mut [u8]) {
