@@ -8,7 +8,7 @@ use rand_pcg::Pcg64;
 use serde::Deserialize;
 
 use crate::ale::{Ale, AleSettings};
-use crate::preprocess::{max_frames, AreaResize, GrayFrames};
+use crate::preprocess::{max_frames_tracked, AreaResize, GrayFrames};
 use crate::roms::{resolve, rom_file};
 use crate::AtariError;
 
@@ -143,6 +143,12 @@ pub struct AtariEnv {
     frames: GrayFrames,
     /// Their max, `[screen_h, screen_w]`.
     pooled: Vec<u8>,
+    /// `[screen_h]`: which rows of `pooled` the last `push_frame` changed.
+    pooled_changed: Vec<bool>,
+    /// The stack's newest frame is the resize of `pooled` (false until the first push).
+    newest_is_pooled: bool,
+    /// Screen width.
+    screen_w: usize,
     resize: Option<AreaResize>,
     /// Observation frame `(height, width)`.
     obs_hw: (usize, usize),
@@ -205,6 +211,9 @@ pub fn make_atari(game: &str, cfg: &AtariConfig, seed: u64) -> Result<AtariEnv, 
         rng: noop_rng(seed),
         frames: GrayFrames::new(screen_h, screen_w),
         pooled: vec![0; screen_h * screen_w],
+        pooled_changed: vec![true; screen_h],
+        newest_is_pooled: false,
+        screen_w,
         obs_hw: (obs_h, obs_w),
         resize,
         frame_len,
@@ -298,18 +307,32 @@ impl AtariEnv {
     /// Pushes the pooled, resized current frames onto the stack.
     fn push_frame(&mut self) {
         let len = self.frame_len;
+        // The shift leaves the newest frame in the last slot too, where it is updated.
         self.stack.copy_within(len.., 0);
         let last = self.stack.len() - len;
-        let src = if self.cfg.max_pool && self.cfg.frame_skip >= 2 {
-            max_frames(self.frames.gray(0), self.frames.gray(1), &mut self.pooled);
-            &self.pooled
+        let first = if self.cfg.max_pool && self.cfg.frame_skip >= 2 {
+            0
         } else {
-            self.frames.gray(1)
+            1 // the max of the last frame with itself
         };
+        let (a, b) = (self.frames.gray(first), self.frames.gray(1));
+        max_frames_tracked(
+            a,
+            b,
+            &mut self.pooled,
+            self.screen_w,
+            &mut self.pooled_changed,
+        );
         match &mut self.resize {
-            Some(resize) => resize.apply(src, &mut self.stack[last..]),
-            None => self.stack[last..].copy_from_slice(src),
+            Some(resize) => {
+                // Few rows change from one step to the next: recompute only the output rows
+                // that cover them.
+                let changed = self.newest_is_pooled.then_some(&self.pooled_changed[..]);
+                resize.apply_changed(&self.pooled, &mut self.stack[last..], changed);
+            }
+            None => self.stack[last..].copy_from_slice(&self.pooled),
         }
+        self.newest_is_pooled = true;
     }
 
     /// Fills the whole stack with the current frame.

@@ -149,12 +149,24 @@ impl GrayFrames {
     }
 }
 
-/// Writes the elementwise max of `a` and `b` into `out` (all the same length).
-#[inline]
-pub(crate) fn max_frames(a: &[u8], b: &[u8], out: &mut [u8]) {
-    // Zipped iterators vectorise; an indexed loop with bounds checks does not.
-    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-        *o = x.max(y);
+/// Writes the elementwise max of `a` and `b` into `out` row by row (`width` bytes a row),
+/// setting `changed[r]` to whether row `r` of `out` differs from what it held before.
+pub(crate) fn max_frames_tracked(
+    a: &[u8],
+    b: &[u8],
+    out: &mut [u8],
+    width: usize,
+    changed: &mut [bool],
+) {
+    let rows = a.chunks_exact(width).zip(b.chunks_exact(width));
+    for (((a, b), out), changed) in rows.zip(out.chunks_exact_mut(width)).zip(changed) {
+        let mut diff = 0u8;
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            let m = x.max(y);
+            diff |= *o ^ m;
+            *o = m;
+        }
+        *changed = diff != 0;
     }
 }
 
@@ -172,8 +184,9 @@ const MAX_TAPS: usize = 4;
 /// their covered fraction. Weights are exact integers (in units of the gcd-reduced pixel
 /// sizes), so the result is the exact area mean rounded to nearest.
 ///
-/// Both passes run along contiguous memory in 16-bit lanes (which vectorise on plain SSE2):
-/// the vertical pass over input rows, then the horizontal pass over a transposed buffer.
+/// Output rows are computed one at a time (a vertical pass over whole input rows in 16-bit
+/// lanes, which vectorises on plain SSE2, then a fixed 4-tap horizontal pass), so rows whose
+/// input did not change can be skipped ([`AreaResize::apply_changed`]).
 #[derive(Clone, Debug)]
 pub(crate) struct AreaResize {
     in_h: usize,
@@ -189,10 +202,6 @@ pub(crate) struct AreaResize {
     inv_norm: u64,
     /// One vertically reduced row, `[in_w]`.
     row: Vec<u16>,
-    /// Vertically reduced image, transposed: `[in_w, out_h]`.
-    cols_t: Vec<u16>,
-    /// Fully reduced image (weighted sums), transposed: `[out_w, out_h]`.
-    sums_t: Vec<u16>,
 }
 
 impl AreaResize {
@@ -215,57 +224,55 @@ impl AreaResize {
             norm,
             inv_norm: (1u64 << 32).div_ceil(u64::from(norm)),
             row: vec![0; in_w],
-            cols_t: vec![0; in_w * out_h],
-            sums_t: vec![0; out_w * out_h],
         })
     }
 
-    /// Resizes `input` (`[in_h, in_w]`, row-major) into `out` (`[out_h, out_w]`).
-    pub(crate) fn apply(&mut self, input: &[u8], out: &mut [u8]) {
+    /// Resizes `input` (`[in_h, in_w]`, row-major) into `out` (`[out_h, out_w]`). With
+    /// `changed = Some([in_h] flags)` only the output rows that cover a changed input row are
+    /// computed: `out` must hold the resize of an input that equals `input` on every
+    /// unchanged row.
+    pub(crate) fn apply_changed(&mut self, input: &[u8], out: &mut [u8], changed: Option<&[bool]>) {
         assert_eq!(input.len(), self.in_h * self.in_w, "resize input size");
         assert_eq!(out.len(), self.out_h * self.out_w, "resize output size");
+        if let Some(changed) = changed {
+            assert_eq!(changed.len(), self.in_h, "changed rows size");
+        }
         if 255 * self.norm > u32::from(u16::MAX) {
             self.apply_wide(input, out);
             return;
         }
-        let (w, oh) = (self.in_w, self.out_h);
-        // Vertical pass along input rows, each result row stored as a column of `cols_t`.
-        for (r, taps) in self.rows.iter().enumerate() {
+        let w = self.in_w;
+        let (half, inv) = (self.norm / 2, self.inv_norm);
+        for (taps, out_row) in self.rows.iter().zip(out.chunks_exact_mut(self.out_w)) {
+            let used = |k: usize| taps.weights[k] != 0;
+            if let Some(changed) = changed {
+                if !(0..MAX_TAPS).any(|k| used(k) && changed[taps.start + k]) {
+                    continue;
+                }
+            }
+            // Vertical pass along whole input rows.
             self.row.fill(0);
             for (k, &weight) in taps.weights.iter().enumerate() {
                 if weight == 0 {
                     continue;
                 }
-                let weight = weight as u16; // <= norm, which fits u16 (checked in `new`)
+                let weight = weight as u16; // <= norm, which fits u16 (checked above)
                 let src = &input[(taps.start + k) * w..(taps.start + k + 1) * w];
                 for (t, &p) in self.row.iter_mut().zip(src) {
                     *t += weight * u16::from(p);
                 }
             }
-            for (c, &v) in self.row.iter().enumerate() {
-                self.cols_t[c * oh + r] = v;
-            }
-        }
-        // Horizontal pass along the transposed columns.
-        for (dst, taps) in self.sums_t.chunks_exact_mut(oh).zip(&self.cols) {
-            dst.fill(0);
-            for (k, &weight) in taps.weights.iter().enumerate() {
-                if weight == 0 {
-                    continue;
-                }
-                let weight = weight as u16;
-                let src = &self.cols_t[(taps.start + k) * oh..(taps.start + k + 1) * oh];
-                for (d, &v) in dst.iter_mut().zip(src) {
-                    *d += weight * v;
-                }
-            }
-        }
-        // Normalise and transpose back. (s + half) * inv >> 32 == (s + half) / norm exactly:
-        // s + half < 2^16 and the reciprocal's relative error is below 2^-32.
-        let (half, inv) = (self.norm / 2, self.inv_norm);
-        for (j, col) in self.sums_t.chunks_exact(oh).enumerate() {
-            for (r, &s) in col.iter().enumerate() {
-                out[r * self.out_w + j] = ((u64::from(u32::from(s) + half) * inv) >> 32) as u8;
+            // Horizontal pass: a fixed window of MAX_TAPS (`axis_taps` keeps it in bounds),
+            // then normalise. (s + half) * inv >> 32 == (s + half) / norm exactly: s + half <
+            // 2^16 and the reciprocal's relative error is below 2^-32.
+            for (o, taps) in out_row.iter_mut().zip(&self.cols) {
+                let window = &self.row[taps.start..taps.start + MAX_TAPS];
+                let s: u32 = window
+                    .iter()
+                    .zip(taps.weights)
+                    .map(|(&v, weight)| u32::from(v) * weight)
+                    .sum();
+                *o = ((u64::from(s + half) * inv) >> 32) as u8;
             }
         }
     }
@@ -360,7 +367,7 @@ mod tests {
         let input: Vec<u8> = (0..h * w).map(|i| ((i * 7919) % 251) as u8).collect();
         let mut resize = AreaResize::new(h, w, 84, 84).expect("valid sizes");
         let mut out = vec![0u8; 84 * 84];
-        resize.apply(&input, &mut out);
+        resize.apply_changed(&input, &mut out, None);
         let want = reference(&input, h, w, 84, 84);
         let max_diff = out
             .iter()
@@ -379,10 +386,46 @@ mod tests {
         let mut resize = AreaResize::new(h, w, 84, 84).expect("valid sizes");
         assert!(255 * resize.norm > u32::from(u16::MAX));
         let mut out = vec![0u8; 84 * 84];
-        resize.apply(&input, &mut out);
+        resize.apply_changed(&input, &mut out, None);
         let want = reference(&input, h, w, 84, 84);
         let max_diff = out.iter().zip(&want).map(|(&a, &b)| a.abs_diff(b)).max();
         assert!(max_diff <= Some(1), "max diff {max_diff:?}");
+    }
+
+    #[test]
+    fn fast_path_equals_the_exact_wide_path_and_skips_only_unchanged_rows() {
+        let (h, w) = (210, 160);
+        let mut resize = AreaResize::new(h, w, 84, 84).expect("valid sizes");
+        let (mut fast, mut exact) = (vec![0u8; 84 * 84], vec![0u8; 84 * 84]);
+        let mut input: Vec<u8> = (0..h * w).map(|i| ((i * 7919) % 251) as u8).collect();
+        for extreme in [0u8, 255] {
+            input[..w * 5].fill(extreme); // rounding at the ends of the range
+            resize.apply_changed(&input, &mut fast, None);
+            resize.apply_wide(&input, &mut exact);
+            assert!(fast == exact, "the fast path rounds differently");
+        }
+        // Change rows 7 and 100: the incremental result equals a full resize.
+        let mut changed = vec![false; h];
+        for r in [7, 100] {
+            changed[r] = true;
+            input[r * w..(r + 1) * w]
+                .iter_mut()
+                .for_each(|p| *p = p.wrapping_add(77));
+        }
+        resize.apply_changed(&input, &mut fast, Some(&changed));
+        resize.apply_changed(&input, &mut exact, None);
+        assert!(fast == exact, "incremental resize differs from a full one");
+    }
+
+    #[test]
+    fn max_frames_tracked_flags_exactly_the_changed_rows() {
+        let (a, b) = (vec![1u8; 12], vec![2u8; 12]);
+        let mut out = vec![2u8; 12];
+        out[5] = 0; // row 1 (of width 4) differs
+        let mut changed = vec![true; 3];
+        max_frames_tracked(&a, &b, &mut out, 4, &mut changed);
+        assert_eq!(changed, [false, true, false]);
+        assert!(out.iter().all(|&p| p == 2));
     }
 
     #[test]
@@ -390,7 +433,7 @@ mod tests {
         let input = vec![200u8; 210 * 160];
         let mut resize = AreaResize::new(210, 160, 84, 84).expect("valid sizes");
         let mut out = vec![0u8; 84 * 84];
-        resize.apply(&input, &mut out);
+        resize.apply_changed(&input, &mut out, None);
         assert!(out.iter().all(|&p| p == 200));
     }
 
@@ -418,13 +461,5 @@ mod tests {
         assert_eq!(out, gray);
         assert!(lut.convert(&[14, 0], &mut out[..2]));
         assert_eq!(out[..2], [142, 0]);
-    }
-
-    #[test]
-    fn max_frames_is_elementwise() {
-        let (a, b) = ([1u8, 9, 3, 0], [4u8, 2, 3, 255]);
-        let mut out = [0u8; 4];
-        max_frames(&a, &b, &mut out);
-        assert_eq!(out, [4, 9, 3, 255]);
     }
 }
