@@ -523,34 +523,57 @@ impl Env for AtariEnv {
 /// frame per `act`, sticky actions 0.25, no preprocessing. Runs about `seconds` seconds and
 /// returns emulator frames per second, counted by ALE's frame counter like
 /// [`AtariEnv::frame_number`] (so neither counts the frames of ALE's internal game reset).
+/// Creates the emulator first (not timed); [`RawAle`] keeps one for repeated measurements.
 pub fn raw_frames_per_sec(game: &str, seconds: f64) -> Result<f64, AtariError> {
-    if !(seconds.is_finite() && seconds > 0.0) {
-        return Err(AtariError::Config {
-            what: "seconds",
-            why: format!("{seconds} is not a positive number"),
-        });
+    RawAle::new(game)?.frames_per_sec(seconds)
+}
+
+/// One bare ALE emulator for measuring raw speed (see [`raw_frames_per_sec`]); its game goes
+/// on from one measurement to the next.
+pub struct RawAle {
+    ale: Ale,
+    actions: Vec<i32>,
+    rng: Pcg64,
+}
+
+impl RawAle {
+    /// Loads `game` (a bundled game name) with sticky actions 0.25 and a fixed seed.
+    pub fn new(game: &str) -> Result<Self, AtariError> {
+        let cfg = AtariConfig::default();
+        let rom = resolve(game, false)?;
+        let ale = Ale::new(&rom_file(&rom)?, ale_settings(&cfg, 1))?;
+        let actions = ale.minimal_actions().to_vec();
+        Ok(RawAle {
+            ale,
+            actions,
+            rng: noop_rng(1),
+        })
     }
-    let cfg = AtariConfig::default();
-    let rom = resolve(game, false)?;
-    let path = rom_file(&rom)?;
-    let mut ale = Ale::new(&path, ale_settings(&cfg, 1))?;
-    let actions = ale.minimal_actions().to_vec();
-    let mut rng = noop_rng(1);
-    let budget = Duration::from_secs_f64(seconds);
-    let start = Instant::now();
-    let first_frame = ale.frame_number();
-    loop {
-        for _ in 0..256 {
-            let a = actions[rng.gen_range(0..actions.len())];
-            ale.act(a);
-            if ale.game_over() {
-                ale.reset_game();
-            }
+
+    /// Plays random actions for about `seconds`; returns emulated frames per second.
+    pub fn frames_per_sec(&mut self, seconds: f64) -> Result<f64, AtariError> {
+        if !(seconds.is_finite() && seconds > 0.0) {
+            return Err(AtariError::Config {
+                what: "seconds",
+                why: format!("{seconds} is not a positive number"),
+            });
         }
-        let elapsed = start.elapsed();
-        if elapsed >= budget {
-            let frames = ale.frame_number() - first_frame;
-            return Ok(frames as f64 / elapsed.as_secs_f64());
+        let budget = Duration::from_secs_f64(seconds);
+        let start = Instant::now();
+        let first_frame = self.ale.frame_number();
+        loop {
+            for _ in 0..256 {
+                let a = self.actions[self.rng.gen_range(0..self.actions.len())];
+                self.ale.act(a);
+                if self.ale.game_over() {
+                    self.ale.reset_game();
+                }
+            }
+            let elapsed = start.elapsed();
+            if elapsed >= budget {
+                let frames = self.ale.frame_number() - first_frame;
+                return Ok(frames as f64 / elapsed.as_secs_f64());
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ use actors::{ActorPool, GroupStep, PoolConfig};
 use anyhow::Context;
 use clap::Args;
 use envs_api::{Env, EnvError};
-use envs_atari::{make_atari, raw_frames_per_sec, AtariConfig, AtariEnv};
+use envs_atari::{make_atari, AtariConfig, AtariEnv, RawAle};
 use serde_json::json;
 
 /// EnvPool's best configuration measured on this machine (issue 2): 16 envs, batch 8,
@@ -139,6 +139,10 @@ pub(crate) fn run(args: &EnvArgs) -> anyhow::Result<serde_json::Value> {
             frame_numbers,
         });
     }
+    // Created once: loading a ROM costs tens of milliseconds, which the CPU figures would
+    // otherwise count.
+    let mut raw_ale =
+        RawAle::new(&args.game).with_context(|| format!("raw ALE on {}", args.game))?;
     let mut single = make_atari(&args.game, &cfg, args.seed)
         .with_context(|| format!("creating {}", args.game))?;
     single.reset(Some(args.seed))?;
@@ -154,7 +158,7 @@ pub(crate) fn run(args: &EnvArgs) -> anyhow::Result<serde_json::Value> {
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let free_runners = spawn_free_runners(scope, args, &cfg, threads)?;
         for _ in 0..ROUNDS {
-            let rate = with_cpu(&mut raw, |_| raw_frames_per_sec(&args.game, chunk))
+            let rate = with_cpu(&mut raw, |_| raw_ale.frames_per_sec(chunk))
                 .with_context(|| format!("raw ALE benchmark on {}", args.game))?;
             // Raw ALE has no resets of its own to hide: every frame is an acted frame.
             raw.frames += rate * chunk;
