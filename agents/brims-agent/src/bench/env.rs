@@ -1,5 +1,11 @@
 //! `brims bench env` (see ../shared/ARCHITECTURE.md, "Commands"): raw ALE frames/s on one
 //! thread, then the actor pool over preprocessed Atari envs driven with random actions.
+//!
+//! Preprocessed envs' frames are counted two ways: agent steps × frame skip (`frames_per_sec`)
+//! and the frames the emulator ran by ALE's counter (`emulated_frames_per_sec`), which adds
+//! the frames of resets (no-op starts, FIRE, the no-op step after a lost life; ~10% more on
+//! random Breakout). Raw ALE's frames are emulated frames, so the emulated figure is the one
+//! to compare with it (`ratio_emulated_to_threads_x_raw`); both are reported.
 
 use std::time::{Duration, Instant};
 
