@@ -51,6 +51,8 @@ fn breakout_pool_matches_the_sequential_envs() {
         assert_eq!(pool.obs_shape(), &[1, 84, 84]);
         assert_eq!(pool.reset().expect("reset"), first);
         let obs_size = pool.obs_size();
+        // Each env's emulator frame count as last reported (0: not yet seen).
+        let mut frames = vec![0u64; n];
         for (t, (obs, rewards, dones)) in expected.iter().enumerate() {
             for g in 0..pool.num_groups() {
                 let envs = pool.group_envs(g);
@@ -69,7 +71,18 @@ fn breakout_pool_matches_the_sequential_envs() {
                 );
                 assert_eq!(step.rewards, rewards[e.clone()], "{what}");
                 let got: Vec<bool> = (0..e.len()).map(|k| step.done(k)).collect();
-                assert_eq!(got, dones[e], "{what}");
+                assert_eq!(got, dones[e.clone()], "{what}");
+                // Frame counts: 4 per step, more where the env also reset (the resets'
+                // frames are emulated too).
+                for (k, i) in e.enumerate() {
+                    let now = step.frame_numbers[k];
+                    if t > 0 && step.done(k) {
+                        assert!(now > frames[i] + 4, "env {i}: {what}");
+                    } else if t > 0 {
+                        assert_eq!(now, frames[i] + 4, "env {i}: {what}");
+                    }
+                    frames[i] = now;
+                }
             }
         }
     }

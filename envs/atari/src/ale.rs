@@ -161,6 +161,15 @@ impl Ale {
         unsafe { ale_sys::lives(self.ptr.as_ptr()) }
     }
 
+    /// Frames emulated by `act` since the ROM was (re)loaded: ALE's own counter. It does not
+    /// include the 60 frames `reset_game` emulates inside ALE before a game starts.
+    #[inline]
+    pub(crate) fn frame_number(&self) -> u64 {
+        // SAFETY: live interface.
+        let frames = unsafe { ale_sys::getFrameNumber(self.ptr.as_ptr()) };
+        frames.max(0) as u64
+    }
+
     /// Frames since the last `reset_game`.
     #[inline]
     pub(crate) fn episode_frame_number(&self) -> i32 {
@@ -180,6 +189,19 @@ impl Ale {
         // SAFETY: live interface; `out` holds exactly width × height bytes (asserted), the
         // amount ALE writes.
         unsafe { ale_sys::getScreenGrayscale(self.ptr.as_ptr(), out.as_mut_ptr()) }
+    }
+
+    /// Writes the screen as ALE's palette indices, `[height, width]` row-major, into `out`.
+    #[inline]
+    pub(crate) fn screen_indices(&self, out: &mut [u8]) {
+        assert_eq!(
+            out.len(),
+            self.height * self.width,
+            "palette index buffer size"
+        );
+        // SAFETY: live interface; `out` holds exactly width × height bytes (asserted), the
+        // amount ALE copies (one byte per pixel).
+        unsafe { ale_sys::getScreen(self.ptr.as_ptr(), out.as_mut_ptr()) }
     }
 
     /// Writes the RGB screen, `[height, width, 3]` row-major, into `out`.

@@ -8,7 +8,7 @@ use rand_pcg::Pcg64;
 use serde::Deserialize;
 
 use crate::ale::{Ale, AleSettings};
-use crate::preprocess::{max_frames, AreaResize};
+use crate::preprocess::{max_frames_tracked, AreaResize, GrayFrames};
 use crate::roms::{resolve, rom_file};
 use crate::AtariError;
 
@@ -139,10 +139,16 @@ pub struct AtariEnv {
     fire_reset: bool,
     has_lives: bool,
     rng: Pcg64,
-    /// The last two grayscale frames of a step, `[screen_h, screen_w]` each.
-    frames: [Vec<u8>; 2],
+    /// The last two grayscale frames of a step (slot 1 the last), `[screen_h, screen_w]` each.
+    frames: GrayFrames,
     /// Their max, `[screen_h, screen_w]`.
     pooled: Vec<u8>,
+    /// `[screen_h]`: which rows of `pooled` the last `push_frame` changed.
+    pooled_changed: Vec<bool>,
+    /// The stack's newest frame is the resize of `pooled` (false until the first push).
+    newest_is_pooled: bool,
+    /// Screen width.
+    screen_w: usize,
     resize: Option<AreaResize>,
     /// Observation frame `(height, width)`.
     obs_hw: (usize, usize),
@@ -156,7 +162,8 @@ pub struct AtariEnv {
     life_lost_pending: bool,
     episode_return: f64,
     episode_len: u64,
-    frame_number: u64,
+    /// Frames ALE emulated before its last ROM reload (a reload restarts ALE's counter).
+    frames_before_reload: u64,
     /// The seed ALE was last loaded with, while no frame has been emulated since: reseeding
     /// with it needs no reload (reloading costs tens of milliseconds under the global lock).
     untouched_seed: Option<u64>,
@@ -202,8 +209,11 @@ pub fn make_atari(game: &str, cfg: &AtariConfig, seed: u64) -> Result<AtariEnv, 
         fire_reset,
         has_lives,
         rng: noop_rng(seed),
-        frames: [vec![0; screen_h * screen_w], vec![0; screen_h * screen_w]],
+        frames: GrayFrames::new(screen_h, screen_w),
         pooled: vec![0; screen_h * screen_w],
+        pooled_changed: vec![true; screen_h],
+        newest_is_pooled: false,
+        screen_w,
         obs_hw: (obs_h, obs_w),
         resize,
         frame_len,
@@ -213,7 +223,7 @@ pub fn make_atari(game: &str, cfg: &AtariConfig, seed: u64) -> Result<AtariEnv, 
         life_lost_pending: false,
         episode_return: 0.0,
         episode_len: 0,
-        frame_number: 0,
+        frames_before_reload: 0,
         untouched_seed: Some(seed),
         cfg: cfg.clone(),
     })
@@ -268,17 +278,15 @@ impl AtariEnv {
         let mut reward = 0i64;
         for i in 0..skip {
             reward += i64::from(self.ale.act(ale_action));
-            self.frame_number += 1;
             let over = self.ale.game_over();
             if i + 2 == skip && self.cfg.max_pool {
-                self.ale.screen_grayscale(&mut self.frames[0]);
+                self.grab_gray(0);
             }
             if i + 1 == skip || over {
-                self.ale.screen_grayscale(&mut self.frames[1]);
+                self.grab_gray(1);
                 if i + 2 < skip {
                     // Ended before the second-to-last frame: pool the last frame with itself.
-                    let [first, last] = &mut self.frames;
-                    first.copy_from_slice(last);
+                    self.frames.copy(1, 0);
                 }
                 return (reward as f64, over);
             }
@@ -286,21 +294,45 @@ impl AtariEnv {
         (reward as f64, false)
     }
 
+    /// Writes the current screen in grayscale into slot `slot` of `self.frames`.
+    fn grab_gray(&mut self, slot: usize) {
+        let ale = &self.ale;
+        self.frames.grab(
+            slot,
+            |indices| ale.screen_indices(indices),
+            |gray| ale.screen_grayscale(gray),
+        );
+    }
+
     /// Pushes the pooled, resized current frames onto the stack.
     fn push_frame(&mut self) {
         let len = self.frame_len;
+        // The shift leaves the newest frame in the last slot too, where it is updated.
         self.stack.copy_within(len.., 0);
         let last = self.stack.len() - len;
-        let src = if self.cfg.max_pool && self.cfg.frame_skip >= 2 {
-            max_frames(&self.frames[0], &self.frames[1], &mut self.pooled);
-            &self.pooled
+        let first = if self.cfg.max_pool && self.cfg.frame_skip >= 2 {
+            0
         } else {
-            &self.frames[1]
+            1 // the max of the last frame with itself
         };
+        let (a, b) = (self.frames.gray(first), self.frames.gray(1));
+        max_frames_tracked(
+            a,
+            b,
+            &mut self.pooled,
+            self.screen_w,
+            &mut self.pooled_changed,
+        );
         match &mut self.resize {
-            Some(resize) => resize.apply(src, &mut self.stack[last..]),
-            None => self.stack[last..].copy_from_slice(src),
+            Some(resize) => {
+                // Few rows change from one step to the next: recompute only the output rows
+                // that cover them.
+                let changed = self.newest_is_pooled.then_some(&self.pooled_changed[..]);
+                resize.apply_changed(&self.pooled, &mut self.stack[last..], changed);
+            }
+            None => self.stack[last..].copy_from_slice(&self.pooled),
         }
+        self.newest_is_pooled = true;
     }
 
     /// Fills the whole stack with the current frame.
@@ -322,15 +354,13 @@ impl AtariEnv {
             let noops = self.rng.gen_range(1..=self.cfg.noop_max);
             for _ in 0..noops {
                 self.episode_return += f64::from(self.ale.act(NOOP));
-                self.frame_number += 1;
                 if self.ale.game_over() {
                     self.ale.reset_game();
                 }
             }
         }
-        self.ale.screen_grayscale(&mut self.frames[1]);
-        let [first, last] = &mut self.frames;
-        first.copy_from_slice(last);
+        self.grab_gray(1);
+        self.frames.copy(1, 0);
     }
 
     fn do_reset(&mut self, real: bool) {
@@ -371,14 +401,24 @@ impl AtariEnv {
         Info {
             lives: self.has_lives.then_some(self.lives.max(0) as u32),
             episode: None,
-            frame_number: self.frame_number,
+            frame_number: self.frame_number(),
         }
+    }
+
+    /// Emulator frames since the env was created, by ALE's counter: every frame of every step
+    /// and reset (no-ops, FIRE, the no-op step after a lost life), not only `frame_skip` per
+    /// step. Excludes the 60 frames ALE's own game reset runs internally, which its counter
+    /// does not see. Equals `info.frame_number`.
+    pub fn frame_number(&self) -> u64 {
+        self.frames_before_reload + self.ale.frame_number()
     }
 
     /// Reseeds ALE (by reloading the ROM) and the no-op generator.
     fn reseed(&mut self, seed: u64) {
         if self.untouched_seed != Some(seed) {
+            self.frames_before_reload = self.frame_number();
             self.ale.reload(ale_settings(&self.cfg, seed));
+            self.frames.forget();
         }
         self.rng = noop_rng(seed);
     }
@@ -481,35 +521,59 @@ impl Env for AtariEnv {
 
 /// Raw ALE speed for the benchmark: one thread, random actions from the minimal set, one
 /// frame per `act`, sticky actions 0.25, no preprocessing. Runs about `seconds` seconds and
-/// returns emulator frames per second.
+/// returns emulator frames per second, counted by ALE's frame counter like
+/// [`AtariEnv::frame_number`] (so neither counts the frames of ALE's internal game reset).
+/// Creates the emulator first (not timed); [`RawAle`] keeps one for repeated measurements.
 pub fn raw_frames_per_sec(game: &str, seconds: f64) -> Result<f64, AtariError> {
-    if !(seconds.is_finite() && seconds > 0.0) {
-        return Err(AtariError::Config {
-            what: "seconds",
-            why: format!("{seconds} is not a positive number"),
-        });
+    RawAle::new(game)?.frames_per_sec(seconds)
+}
+
+/// One bare ALE emulator for measuring raw speed (see [`raw_frames_per_sec`]); its game goes
+/// on from one measurement to the next.
+pub struct RawAle {
+    ale: Ale,
+    actions: Vec<i32>,
+    rng: Pcg64,
+}
+
+impl RawAle {
+    /// Loads `game` (a bundled game name) with sticky actions 0.25 and a fixed seed.
+    pub fn new(game: &str) -> Result<Self, AtariError> {
+        let cfg = AtariConfig::default();
+        let rom = resolve(game, false)?;
+        let ale = Ale::new(&rom_file(&rom)?, ale_settings(&cfg, 1))?;
+        let actions = ale.minimal_actions().to_vec();
+        Ok(RawAle {
+            ale,
+            actions,
+            rng: noop_rng(1),
+        })
     }
-    let cfg = AtariConfig::default();
-    let rom = resolve(game, false)?;
-    let path = rom_file(&rom)?;
-    let mut ale = Ale::new(&path, ale_settings(&cfg, 1))?;
-    let actions = ale.minimal_actions().to_vec();
-    let mut rng = noop_rng(1);
-    let budget = Duration::from_secs_f64(seconds);
-    let start = Instant::now();
-    let mut frames = 0u64;
-    loop {
-        for _ in 0..256 {
-            let a = actions[rng.gen_range(0..actions.len())];
-            ale.act(a);
-            if ale.game_over() {
-                ale.reset_game();
-            }
+
+    /// Plays random actions for about `seconds`; returns emulated frames per second.
+    pub fn frames_per_sec(&mut self, seconds: f64) -> Result<f64, AtariError> {
+        if !(seconds.is_finite() && seconds > 0.0) {
+            return Err(AtariError::Config {
+                what: "seconds",
+                why: format!("{seconds} is not a positive number"),
+            });
         }
-        frames += 256;
-        let elapsed = start.elapsed();
-        if elapsed >= budget {
-            return Ok(frames as f64 / elapsed.as_secs_f64());
+        let budget = Duration::from_secs_f64(seconds);
+        let start = Instant::now();
+        let first_frame = self.ale.frame_number();
+        loop {
+            for _ in 0..256 {
+                let a = self.actions[self.rng.gen_range(0..self.actions.len())];
+                self.ale.act(a);
+                if self.ale.game_over() {
+                    self.ale.reset_game();
+                }
+            }
+            let elapsed = start.elapsed();
+            if elapsed >= budget {
+                let frames = self.ale.frame_number() - first_frame;
+                return Ok(frames as f64 / elapsed.as_secs_f64());
+            }
         }
     }
 }
@@ -517,6 +581,7 @@ pub fn raw_frames_per_sec(game: &str, seconds: f64) -> Result<f64, AtariError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::preprocess::GrayLut;
 
     #[test]
     fn config_defaults_fill_missing_keys_and_unknown_keys_are_rejected() {
@@ -553,6 +618,79 @@ mod tests {
                 make_atari("Pong", &cfg, 0),
                 Err(AtariError::Config { .. })
             ));
+        }
+    }
+
+    /// The learned palette table gives ALE's own grayscale, bit for bit, on real frames of
+    /// every bundled game (NTSC and PAL palettes alike).
+    #[test]
+    fn gray_lut_matches_ales_grayscale_on_every_game() {
+        let cfg = AtariConfig::default();
+        for game in crate::list_games() {
+            let rom = resolve(game, false).expect("bundled game");
+            let mut ale =
+                Ale::new(&rom_file(&rom).expect("ROM file"), ale_settings(&cfg, 3)).expect("ALE");
+            let actions = ale.minimal_actions().to_vec();
+            let (h, w) = ale.screen_size();
+            let (mut indices, mut want, mut got) = (vec![0; h * w], vec![0; h * w], vec![0; h * w]);
+            let mut lut = GrayLut::new();
+            let mut rng = noop_rng(3);
+            let mut looked_up = 0;
+            for _ in 0..400 {
+                ale.act(actions[rng.gen_range(0..actions.len())]);
+                if ale.game_over() {
+                    ale.reset_game();
+                }
+                ale.screen_indices(&mut indices);
+                ale.screen_grayscale(&mut want);
+                if lut.convert(&indices, &mut got) {
+                    assert!(got == want, "{game}: the table differs from ALE");
+                    looked_up += 1;
+                } else {
+                    lut.learn(&indices, &want);
+                }
+            }
+            // Most frames take the table path (a few games show new colours for a while).
+            assert!(
+                looked_up >= 200,
+                "{game}: only {looked_up} frames looked up"
+            );
+        }
+    }
+
+    /// Grabbing through `GrayFrames` (rows copied from the other slot where their indices
+    /// match) gives ALE's own grayscale on real frames of every bundled game, whatever the
+    /// order of slots, copies and reloads.
+    #[test]
+    fn gray_frames_match_ales_grayscale_on_every_game() {
+        let cfg = AtariConfig::default();
+        for game in crate::list_games() {
+            let rom = resolve(game, false).expect("bundled game");
+            let mut ale =
+                Ale::new(&rom_file(&rom).expect("ROM file"), ale_settings(&cfg, 5)).expect("ALE");
+            let actions = ale.minimal_actions().to_vec();
+            let (h, w) = ale.screen_size();
+            let mut want = vec![0; h * w];
+            let mut frames = GrayFrames::new(h, w);
+            let mut rng = noop_rng(5);
+            for t in 0..300 {
+                ale.act(actions[rng.gen_range(0..actions.len())]);
+                if ale.game_over() {
+                    ale.reset_game();
+                }
+                // Mostly the env's pattern (slot 0, then 1), sometimes the same slot twice.
+                let slot = usize::from(t % 2 == 1 || t % 7 == 0);
+                frames.grab(slot, |i| ale.screen_indices(i), |g| ale.screen_grayscale(g));
+                ale.screen_grayscale(&mut want);
+                assert!(frames.gray(slot) == want, "{game}, frame {t}");
+                if t % 50 == 0 {
+                    frames.copy(slot, 1 - slot);
+                    assert!(frames.gray(1 - slot) == want, "{game}, copy at {t}");
+                }
+                if t == 150 {
+                    frames.forget();
+                }
+            }
         }
     }
 

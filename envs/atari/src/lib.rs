@@ -32,6 +32,6 @@ mod error;
 mod preprocess;
 mod roms;
 
-pub use env::{make_atari, raw_frames_per_sec, AtariConfig, AtariEnv, OBS_SIZE};
+pub use env::{make_atari, raw_frames_per_sec, AtariConfig, AtariEnv, RawAle, OBS_SIZE};
 pub use error::AtariError;
 pub use roms::{list_games, reference_scores};

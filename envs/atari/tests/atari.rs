@@ -160,6 +160,45 @@ fn episodic_life_terminates_on_life_loss_but_the_game_goes_on() {
 }
 
 #[test]
+fn frame_number_counts_every_emulated_frame_including_resets() {
+    let cfg = AtariConfig::default();
+    let mut e = env("Breakout", &cfg, 4);
+    let n = e.action_space().n().expect("discrete");
+    let skip = u64::from(cfg.frame_skip);
+    let (_, info) = e.reset(None).expect("reset");
+    // At least one no-op frame, then FIRE and the third action, one step each.
+    assert!(info.frame_number > 2 * skip, "{}", info.frame_number);
+    assert_eq!(info.frame_number, e.frame_number());
+    let (mut before, mut reset_frames) = (info.frame_number, 0);
+    for t in 0..2_000 {
+        let step = e.step(action(t, n)).expect("step");
+        assert_eq!(step.info.frame_number, e.frame_number());
+        let taken = step.info.frame_number - before;
+        if step.info.episode.is_some() {
+            // The game ended inside the step: at most `skip` frames.
+            assert!((1..=skip).contains(&taken), "step {t}: {taken}");
+        } else {
+            assert_eq!(taken, skip, "step {t}");
+        }
+        before = step.info.frame_number;
+        if step.terminated || step.truncated {
+            let (_, info) = e.reset(None).expect("reset");
+            // A lost life: a no-op step, FIRE, the third action; a new game: no-ops, FIRE...
+            assert!(info.frame_number - before >= 2 * skip, "step {t}");
+            reset_frames += info.frame_number - before;
+            before = info.frame_number;
+        }
+    }
+    assert!(
+        reset_frames > 0,
+        "random Breakout loses a life in 2000 steps"
+    );
+    // A reseed reloads the ROM (restarting ALE's counter); the count goes on.
+    e.reset(Some(5)).expect("reseed");
+    assert!(e.frame_number() > before);
+}
+
+#[test]
 fn rewards_are_clipped_to_their_sign_while_the_raw_score_is_kept() {
     // Space Invaders pays 5..30 points per invader: clipping is visible.
     let clipped_cfg = AtariConfig::default();

@@ -1,5 +1,11 @@
 //! `brims bench env` (see ../shared/ARCHITECTURE.md, "Commands"): raw ALE frames/s on one
 //! thread, then the actor pool over preprocessed Atari envs driven with random actions.
+//!
+//! Preprocessed envs' frames are counted two ways: agent steps × frame skip (`frames_per_sec`)
+//! and the frames the emulator ran by ALE's counter (`emulated_frames_per_sec`), which adds
+//! the frames of resets (no-op starts, FIRE, the no-op step after a lost life; ~10% more on
+//! random Breakout). Raw ALE's frames are emulated frames, so the emulated figure is the one
+//! to compare with it (`ratio_emulated_to_threads_x_raw`); both are reported.
 
 use std::time::{Duration, Instant};
 
@@ -7,7 +13,7 @@ use actors::{ActorPool, GroupStep, PoolConfig};
 use anyhow::Context;
 use clap::Args;
 use envs_api::{Env, EnvError};
-use envs_atari::{make_atari, raw_frames_per_sec, AtariConfig, AtariEnv};
+use envs_atari::{make_atari, AtariConfig, AtariEnv, RawAle};
 use serde_json::json;
 
 /// EnvPool's best configuration measured on this machine (issue 2): 16 envs, batch 8,
@@ -47,7 +53,11 @@ const ROUNDS: u32 = 5;
 /// Time and work accumulated by one kind of measurement.
 #[derive(Default)]
 struct Tally {
+    /// Agent steps × frame skip: the frames the agent acted on.
     frames: f64,
+    /// Frames the emulator ran, by ALE's counter: `frames` plus every reset's frames (no-op
+    /// starts, FIRE, the no-op step after a lost life). Raw ALE's frames are of this kind.
+    emulated: f64,
     secs: f64,
     /// CPU seconds of the whole process (all threads) while measuring.
     cpu_secs: f64,
@@ -58,9 +68,15 @@ impl Tally {
     fn frames_per_sec(&self) -> f64 {
         self.frames / self.secs.max(1e-9)
     }
+    fn emulated_per_sec(&self) -> f64 {
+        self.emulated / self.secs.max(1e-9)
+    }
     /// Frames per CPU-second: the cost of a frame, independent of other processes' load.
     fn frames_per_cpu_sec(&self) -> f64 {
         self.frames / self.cpu_secs.max(1e-9)
+    }
+    fn emulated_per_cpu_sec(&self) -> f64 {
+        self.emulated / self.cpu_secs.max(1e-9)
     }
 }
 
@@ -95,6 +111,8 @@ struct PoolUnderTest {
     pool: ActorPool<AtariEnv>,
     double_buffer: bool,
     tally: Tally,
+    /// Each env's emulator frame count as last received.
+    frame_numbers: Vec<u64>,
 }
 
 /// Runs the benchmark; returns the JSON object printed as the last line.
@@ -115,15 +133,22 @@ pub(crate) fn run(args: &EnvArgs) -> anyhow::Result<serde_json::Value> {
     for &db in &modes {
         let mut pool = start_pool(args, &cfg, db)?;
         pool.reset()?;
-        // Warm-up: fill caches and let every env leave its reset.
+        // Warm-up: fill caches, let every env leave its reset, learn the frame counts.
         let mut rng = XorShift(0x2545_F491_4F6C_DD1D ^ args.seed);
-        drive(&mut pool, &mut rng, Duration::from_secs_f64(chunk.min(0.5)))?;
+        let mut frame_numbers = vec![0; pool.num_envs()];
+        let warm_up = Duration::from_secs_f64(chunk.min(0.5));
+        drive(&mut pool, &mut rng, warm_up, &mut frame_numbers)?;
         pools.push(PoolUnderTest {
             pool,
             double_buffer: db,
             tally: Tally::default(),
+            frame_numbers,
         });
     }
+    // Created once: loading a ROM costs tens of milliseconds, which the CPU figures would
+    // otherwise count.
+    let mut raw_ale =
+        RawAle::new(&args.game).with_context(|| format!("raw ALE on {}", args.game))?;
     let mut single = make_atari(&args.game, &cfg, args.seed)
         .with_context(|| format!("creating {}", args.game))?;
     single.reset(Some(args.seed))?;
@@ -139,51 +164,66 @@ pub(crate) fn run(args: &EnvArgs) -> anyhow::Result<serde_json::Value> {
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let free_runners = spawn_free_runners(scope, args, &cfg, threads)?;
         for _ in 0..ROUNDS {
-            let rate = with_cpu(&mut raw, |_| raw_frames_per_sec(&args.game, chunk))
+            let rate = with_cpu(&mut raw, |_| raw_ale.frames_per_sec(chunk))
                 .with_context(|| format!("raw ALE benchmark on {}", args.game))?;
+            // Raw ALE has no resets of its own to hide: every frame is an acted frame.
             raw.frames += rate * chunk;
+            raw.emulated += rate * chunk;
             raw.secs += chunk;
             with_cpu(&mut pre, |t| {
                 step_single(&mut single, &mut rng, chunk, frame_skip, t)
             })?;
-            with_cpu(&mut free, |t| free_runners.run(chunk, frame_skip, t))?;
+            with_cpu(&mut free, |t| free_runners.run(chunk, t))?;
             for p in &mut pools {
                 let budget = Duration::from_secs_f64(chunk);
-                let (steps, secs, episodes) =
-                    with_cpu(&mut p.tally, |_| drive(&mut p.pool, &mut rng, budget))?;
-                p.tally.frames += steps as f64 * frame_skip;
-                p.tally.secs += secs;
-                p.tally.episodes += episodes;
+                let frame_numbers = &mut p.frame_numbers;
+                let run = with_cpu(&mut p.tally, |_| {
+                    drive(&mut p.pool, &mut rng, budget, frame_numbers)
+                })?;
+                p.tally.frames += run.steps as f64 * frame_skip;
+                p.tally.emulated += run.emulated as f64;
+                p.tally.secs += run.secs;
+                p.tally.episodes += run.episodes;
             }
         }
         Ok(())
     })?;
     let raw_fps = raw.frames_per_sec();
     println!(
+        "Frames are counted two ways: \"steps x {frame_skip}\" (agent steps times the frame skip) \
+         and \"emulated\" (ALE's frame counter: also the frames of resets, which the \
+         emulator runs as well). Raw ALE's frames are emulated frames."
+    );
+    println!(
         "raw ALE: {raw_fps:.0} frames/s (1 thread), {:.0} frames per CPU-second",
         raw.frames_per_cpu_sec()
     );
     println!(
-        "preprocessed env: {:.0} frames/s (1 thread, {:.1}% of raw), {:.0} frames per CPU-second",
+        "preprocessed env (1 thread): steps x {frame_skip}: {:.0} frames/s ({:.1}% of raw); \
+         emulated: {:.0} frames/s ({:.1}% of raw), {:.0} per CPU-second",
         pre.frames_per_sec(),
         100.0 * pre.frames_per_sec() / raw_fps,
-        pre.frames_per_cpu_sec(),
+        pre.emulated_per_sec(),
+        100.0 * pre.emulated_per_sec() / raw_fps,
+        pre.emulated_per_cpu_sec(),
     );
     println!(
-        "{threads} unsynchronised threads, one preprocessed env each: {:.0} frames/s \
-         (what this machine gives {threads} threads now; the pool's ceiling)",
-        free.frames_per_sec()
+        "{threads} unsynchronised threads, one preprocessed env each: steps x {frame_skip}: \
+         {:.0} frames/s; emulated: {:.0} frames/s (what this machine gives {threads} threads \
+         now; the pool's ceiling)",
+        free.frames_per_sec(),
+        free.emulated_per_sec()
     );
     for p in &pools {
         report(args, p, raw_fps, frame_skip);
         println!(
-            "  {:.1}% of the {threads} unsynchronised threads",
-            100.0 * p.tally.frames_per_sec() / free.frames_per_sec()
+            "  {:.1}% of the {threads} unsynchronised threads (emulated frames)",
+            100.0 * p.tally.emulated_per_sec() / free.emulated_per_sec()
         );
         println!(
-            "  {:.0} frames per CPU-second ({:.1}% of one preprocessed env on one thread)",
-            p.tally.frames_per_cpu_sec(),
-            100.0 * p.tally.frames_per_cpu_sec() / pre.frames_per_cpu_sec()
+            "  {:.0} emulated frames per CPU-second ({:.1}% of one preprocessed env on one thread)",
+            p.tally.emulated_per_cpu_sec(),
+            100.0 * p.tally.emulated_per_cpu_sec() / pre.emulated_per_cpu_sec()
         );
     }
     let main = &pools[0];
@@ -203,6 +243,15 @@ pub(crate) fn run(args: &EnvArgs) -> anyhow::Result<serde_json::Value> {
         "pool_frames_per_cpu_sec": main.tally.frames_per_cpu_sec(),
         "unsynchronised_threads_frames_per_sec": free.frames_per_sec(),
         "ratio_to_unsynchronised_threads": fps / free.frames_per_sec(),
+        "emulated_frames_per_sec": main.tally.emulated_per_sec(),
+        "ratio_emulated_to_threads_x_raw":
+            main.tally.emulated_per_sec() / (raw_fps * threads as f64),
+        "preprocessed_emulated_frames_per_sec_1thread": pre.emulated_per_sec(),
+        "unsynchronised_threads_emulated_frames_per_sec": free.emulated_per_sec(),
+        "ratio_emulated_to_unsynchronised_threads":
+            main.tally.emulated_per_sec() / free.emulated_per_sec(),
+        "pool_emulated_frames_per_cpu_sec": main.tally.emulated_per_cpu_sec(),
+        "preprocessed_emulated_frames_per_cpu_sec": pre.emulated_per_cpu_sec(),
         "episodes": main.tally.episodes,
         "game": args.game,
     });
@@ -225,10 +274,10 @@ pub(crate) fn run(args: &EnvArgs) -> anyhow::Result<serde_json::Value> {
 
 fn report(args: &EnvArgs, p: &PoolUnderTest, raw_fps: f64, frame_skip: f64) {
     let threads = p.pool.num_threads();
-    let fps = p.tally.frames_per_sec();
+    let (fps, emulated) = (p.tally.frames_per_sec(), p.tally.emulated_per_sec());
     let limit = raw_fps * threads as f64;
     println!(
-        "actor pool: {} envs, {threads} threads, {}: {:.0} steps/s, {fps:.0} frames/s, {} episodes",
+        "actor pool: {} envs, {threads} threads, {}: {:.0} steps/s, {} episodes",
         args.envs,
         if p.double_buffer {
             "double buffered"
@@ -239,10 +288,16 @@ fn report(args: &EnvArgs, p: &PoolUnderTest, raw_fps: f64, frame_skip: f64) {
         p.tally.episodes,
     );
     println!(
-        "  = {:.1}% of {threads}x raw ({limit:.0} frames/s, this run; target >= 85%), \
-         {:.2}x EnvPool's {ENVPOOL_FRAMES_PER_SEC:.0} frames/s (quoted, not this run; target >= 1.4x)",
+        "  steps x {frame_skip}: {fps:.0} frames/s = {:.1}% of {threads}x raw ({limit:.0} \
+         frames/s, this run), {:.2}x EnvPool's {ENVPOOL_FRAMES_PER_SEC:.0} frames/s (quoted, \
+         not this run; target >= 1.4x)",
         100.0 * fps / limit,
         fps / ENVPOOL_FRAMES_PER_SEC,
+    );
+    println!(
+        "  emulated: {emulated:.0} frames/s = {:.1}% of {threads}x raw (target >= 85%: \
+         like with like, raw ALE's frames are emulated frames)",
+        100.0 * emulated / limit,
     );
 }
 
@@ -269,7 +324,8 @@ fn start_pool(
 /// the most `T` threads can do on this machine at the moment, which the pool approaches.
 struct FreeRunners {
     go: Vec<crossbeam_channel::Sender<f64>>,
-    done: crossbeam_channel::Receiver<anyhow::Result<(u64, f64)>>,
+    /// Per round and thread: `(frames, emulated frames, seconds)`.
+    done: crossbeam_channel::Receiver<anyhow::Result<(f64, f64, f64)>>,
 }
 
 fn spawn_free_runners<'scope>(
@@ -301,7 +357,7 @@ fn spawn_free_runners<'scope>(
             for secs in go_rx.iter() {
                 let mut tally = Tally::default();
                 let result = step_single(&mut env, &mut rng, secs, frame_skip, &mut tally)
-                    .map(|()| ((tally.frames / frame_skip) as u64, tally.secs));
+                    .map(|()| (tally.frames, tally.emulated, tally.secs));
                 if done_tx.send(result).is_err() {
                     return;
                 }
@@ -314,16 +370,19 @@ fn spawn_free_runners<'scope>(
 
 impl FreeRunners {
     /// All threads step for `secs` at once; adds their frames and the round's time.
-    fn run(&self, secs: f64, frame_skip: f64, tally: &mut Tally) -> anyhow::Result<()> {
+    fn run(&self, secs: f64, tally: &mut Tally) -> anyhow::Result<()> {
         for go in &self.go {
             go.send(secs).context("a free-running thread ended")?;
         }
-        let mut rate = 0.0;
+        let (mut rate, mut emulated_rate) = (0.0, 0.0);
         for _ in 0..self.go.len() {
-            let (steps, took) = self.done.recv().context("a free-running thread ended")??;
-            rate += steps as f64 * frame_skip / took.max(1e-9);
+            let (frames, emulated, took) =
+                self.done.recv().context("a free-running thread ended")??;
+            rate += frames / took.max(1e-9);
+            emulated_rate += emulated / took.max(1e-9);
         }
         tally.frames += rate * secs;
+        tally.emulated += emulated_rate * secs;
         tally.secs += secs;
         Ok(())
     }
@@ -339,6 +398,7 @@ fn step_single(
 ) -> anyhow::Result<()> {
     let n = env.action_space().n().unwrap_or(1);
     let budget = Duration::from_secs_f64(secs);
+    let first_frame = env.frame_number();
     let start = Instant::now();
     let mut steps = 0u64;
     while start.elapsed() < budget {
@@ -351,18 +411,31 @@ fn step_single(
         }
     }
     tally.frames += steps as f64 * frame_skip;
+    tally.emulated += (env.frame_number() - first_frame) as f64;
     tally.secs += start.elapsed().as_secs_f64();
     Ok(())
 }
 
+/// What one [`drive`] did.
+struct DriveRun {
+    /// Env steps received.
+    steps: u64,
+    /// Emulator frames those steps ran (resets included).
+    emulated: u64,
+    /// Seconds from the first send to the last receive.
+    secs: f64,
+    /// Episodes that ended.
+    episodes: usize,
+}
+
 /// Keeps every group of a reset pool busy for `budget`, then drains it (`budget` plus one
-/// round). Returns the env
-/// steps received, the seconds they took, and the episodes that ended.
+/// round). `frame_numbers[i]`: env `i`'s frame count as last received, updated here.
 fn drive<E: Env>(
     pool: &mut ActorPool<E>,
     rng: &mut XorShift,
     budget: Duration,
-) -> anyhow::Result<(u64, f64, usize)> {
+    frame_numbers: &mut [u64],
+) -> anyhow::Result<DriveRun> {
     let n_actions = pool.num_actions();
     let mut actions = Vec::with_capacity(pool.num_envs());
     let mut send = |pool: &mut ActorPool<E>, g: usize, actions: &mut Vec<usize>| {
@@ -371,7 +444,20 @@ fn drive<E: Env>(
         pool.send_actions(g, actions)
     };
     let mut step = GroupStep::default();
-    let (mut steps, mut episodes) = (0u64, 0usize);
+    let mut run = DriveRun {
+        steps: 0,
+        emulated: 0,
+        secs: 0.0,
+        episodes: 0,
+    };
+    let mut count = |step: &GroupStep<E::Elem>| {
+        run.steps += step.envs.len() as u64;
+        run.episodes += step.episodes.len();
+        for (i, &now) in step.envs.clone().zip(&step.frame_numbers) {
+            run.emulated += now.saturating_sub(frame_numbers[i]);
+            frame_numbers[i] = now;
+        }
+    };
     // Timed from the first send to the last receive: every step counted ran inside it.
     let start = Instant::now();
     for g in 0..pool.num_groups() {
@@ -380,17 +466,16 @@ fn drive<E: Env>(
     while start.elapsed() < budget {
         for g in 0..pool.num_groups() {
             pool.recv_into(g, &mut step)?;
-            steps += step.envs.len() as u64;
-            episodes += step.episodes.len();
+            count(&step);
             send(pool, g, &mut actions)?;
         }
     }
     for g in 0..pool.num_groups() {
         pool.recv_into(g, &mut step)?;
-        steps += step.envs.len() as u64;
-        episodes += step.episodes.len();
+        count(&step);
     }
-    Ok((steps, start.elapsed().as_secs_f64(), episodes))
+    run.secs = start.elapsed().as_secs_f64();
+    Ok(run)
 }
 
 /// A tiny random generator for actions (xorshift64*).
