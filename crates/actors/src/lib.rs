@@ -1,24 +1,19 @@
 //! Actor threads that own shards of environments, wired to the driver by crossbeam channels.
 //!
 //! An [`ActorPool`] runs `N` envs of one type on `T` shard threads (one per core). The envs
-//! are split into one group, or two with double buffering. The driver sends a group's actions
-//! ([`ActorPool::send_actions`]) to every shard; the shards claim the group's envs one at a
-//! time (an atomic counter) until none is left, step them and send the results up, and the
-//! driver gathers them ([`ActorPool::recv`]) as one [`GroupStep`]. Claiming balances the
-//! load: a shard slowed by a costly reset, or descheduled by the OS, leaves the rest of the
-//! group to the others instead of making them wait (fixed parts per thread were ~5% slower
-//! on a loaded 2-core machine). With two groups the driver runs inference for one group
-//! while the other steps:
+//! are split into one group, or two with double buffering; each thread owns a contiguous part
+//! of every group. The driver sends a group's actions ([`ActorPool::send_actions`]), each
+//! shard steps its part of that group and sends the results up, and the driver gathers them
+//! ([`ActorPool::recv`]) as one [`GroupStep`]. With two groups the driver runs inference for
+//! one group while the other steps:
 //!
 //! ```text
 //! send(0) send(1) | recv(0) infer(0) send(0) | recv(1) infer(1) send(1) | recv(0) ...
 //!                   shards step group 1 .......  shards step group 0 .....
 //! ```
 //!
-//! Envs are created in parallel by the shard threads, each a contiguous part of every group,
-//! by the factory `make_env(global_index)`, into a table the shards share; an env is used by
-//! one thread at a time (the one that claimed it; `Env: Send` is all it needs) and dropped
-//! with the pool. Every env is
+//! Envs are created inside their shard thread by the factory `make_env(global_index)` (ALE
+//! handles must be created and used on one thread) and are dropped there too. Every env is
 //! wrapped in [`envs_api::AutoReset`] (same-step convention): when a step ends an episode, the observation returned is
 //! the next episode's first one, the ended episode's last observation is in
 //! [`GroupStep::final_obs`], and its statistics (from the env's `info.episode`) are in
@@ -27,12 +22,10 @@
 //!
 //! # Messages and buffers
 //!
-//! Down, per shard: `ShardCmd::{Reset, Step { group, round, buf }}`. Up, per group:
-//! `ActorMsg::{Stepped { round, buf }, Error { env, cause }}`: env errors and panics (caught
-//! with `catch_unwind` around every env call) travel as data, naming the env. Each command
-//! gets one reply, listing the envs the shard stepped (possibly none: a shard that comes to a
-//! command after the other shards finished its round claims nothing, the round number tells
-//! it). Buffers are allocated once and circulate: down with the actions, up with the
+//! Down, per shard: `ShardCmd::{Reset, Step { group, buf }}`. Up, per group: `ActorMsg::
+//! {Stepped { thread, buf }, Error { env, cause }}`: env errors and panics (caught with
+//! `catch_unwind` around every env call) travel as data, naming the env. Each shard's buffers
+//! for each group are allocated once and circulate: down with the actions, up with the
 //! observations, rewards and flags, kept by the driver until the next `send_actions`.
 //!
 //! # Failure
@@ -50,8 +43,8 @@
 //!    after at most the env call in progress.
 //! 3. `Drop` drops the command senders: a shard idle in `recv` sees `Disconnected` and exits.
 //! 4. `Drop` drops the result receivers: a shard's `send` fails (it cannot block, the channels
-//!    are unbounded) and it exits.
-//! 5. `Drop` joins every shard thread, then drops the envs.
+//!    are sized for one round) and it exits.
+//! 5. `Drop` joins every shard thread; each drops its envs on its own thread as it exits.
 //!
 //! Ctrl-C: the driver's handler sets [`ActorPool::stop_handle`]; shards exit at their next
 //! env step and `recv` returns [`ActorError::Stopped`] within 50 ms, so the driver can write

@@ -7,13 +7,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use envs_api::{Env, EnvError, EpisodeStats};
 
 use crate::error::{ActorError, EnvFailure};
-use crate::shard::{
-    shard_main, ActorMsg, EnvTable, InitMsg, ShardBuf, ShardCmd, ShardSetup, Spaces,
-};
+use crate::shard::{shard_main, ActorMsg, InitMsg, ShardBuf, ShardCmd, ShardSetup, Spaces};
 
 /// How often a waiting driver wakes to check the stop flag and the shard threads' liveness.
 /// Messages wake it at once; this only bounds how late a silent failure is noticed.
@@ -97,28 +95,25 @@ impl<T: Copy + Default> GroupStep<T> {
         self.episodes.clear();
     }
 
-    /// Copies a shard's results (envs `buf.envs`, inside `self.envs`) into place.
-    fn fill(&mut self, obs_size: usize, buf: &mut ShardBuf<T>) {
+    /// Copies a shard's part (envs `part`, inside `self.envs`) into place.
+    fn fill(&mut self, part: &Range<usize>, obs_size: usize, buf: &mut ShardBuf<T>) {
         let n = self.envs.len();
         if self.rewards.len() != n {
-            // The first results of this round: size everything (values are overwritten).
+            // The first part of this round: size everything (values are overwritten below).
             self.obs.resize(n * obs_size, T::default());
             self.rewards.resize(n, 0.0);
             self.terminated.resize(n, false);
             self.truncated.resize(n, false);
             self.frame_numbers.resize(n, 0);
         }
-        let obs = buf.obs.chunks_exact(obs_size.max(1));
-        for (j, (&i, env_obs)) in buf.envs.iter().zip(obs).enumerate() {
-            let k = i - self.envs.start;
-            self.obs[k * obs_size..(k + 1) * obs_size].copy_from_slice(env_obs);
-            self.rewards[k] = buf.rewards[j];
-            self.terminated[k] = buf.terminated[j];
-            self.truncated[k] = buf.truncated[j];
-            self.frame_numbers[k] = buf.frame_numbers[j];
-        }
-        for (i, last) in buf.final_obs.drain(..) {
-            self.final_obs[i - self.envs.start] = Some(last);
+        let off = part.start - self.envs.start;
+        self.obs[off * obs_size..(off + part.len()) * obs_size].copy_from_slice(&buf.obs);
+        self.rewards[off..off + part.len()].copy_from_slice(&buf.rewards);
+        self.terminated[off..off + part.len()].copy_from_slice(&buf.terminated);
+        self.truncated[off..off + part.len()].copy_from_slice(&buf.truncated);
+        self.frame_numbers[off..off + part.len()].copy_from_slice(&buf.frame_numbers);
+        for (local, last) in buf.final_obs.drain(..) {
+            self.final_obs[off + local] = Some(last);
         }
         self.episodes.append(&mut buf.episodes);
     }
@@ -141,16 +136,15 @@ impl<T: Copy + Default> GroupStep<T> {
 /// ```
 pub struct ActorPool<E: Env> {
     groups: Vec<Range<usize>>,
+    /// `parts[g][t]`: the envs of group `g` that thread `t` steps.
+    parts: Vec<Vec<Range<usize>>>,
     obs_size: usize,
     obs_shape: Vec<usize>,
     num_actions: usize,
-    table: Arc<EnvTable<E>>,
-    /// `rounds[g]`: group `g`'s current round (see `EnvTable::open_round`).
-    rounds: Vec<u32>,
     cmd_txs: Vec<Sender<ShardCmd<E::Elem>>>,
     result_rxs: Vec<Receiver<ActorMsg<E::Elem>>>,
-    /// `spare[g]`: group `g`'s buffers while they are with the driver.
-    spare: Vec<Vec<ShardBuf<E::Elem>>>,
+    /// `spare[g][t]`: thread `t`'s buffers for group `g`, while they are with the driver.
+    spare: Vec<Vec<Option<ShardBuf<E::Elem>>>>,
     in_flight: Vec<bool>,
     was_reset: bool,
     failed: Option<String>,
@@ -172,7 +166,6 @@ impl<E: Env> ActorPool<E> {
     /// the thread. Returns once every env exists, or the first creation failure.
     pub fn new<F>(cfg: PoolConfig, make_env: F) -> Result<Self, ActorError>
     where
-        E: 'static,
         F: Fn(usize) -> Result<E, EnvError> + Send + Sync + 'static,
     {
         let n = cfg.num_envs;
@@ -198,21 +191,16 @@ impl<E: Env> ActorPool<E> {
         let num_threads = wanted.clamp(1, smallest);
         let parts: Vec<Vec<Range<usize>>> = groups.iter().map(|g| split(g, num_threads)).collect();
         let stop = Arc::new(AtomicBool::new(false));
-        let table = Arc::new(EnvTable::new(n, groups.len()));
-        let shared = Shared {
-            groups: &groups,
-            seed: cfg.seed,
-            make_env: Arc::new(make_env),
-            table: &table,
-            stop: &stop,
-        };
-        let (cmd_txs, result_rxs, init_rx, threads) = spawn_shards::<E, F>(&parts, shared)?;
+        let (cmd_txs, result_rxs, init_rx, threads) =
+            spawn_shards::<E, F>(&parts, cfg.seed, Arc::new(make_env), &stop)?;
         let mut pool = Self {
-            spare: groups.iter().map(|_| Vec::new()).collect(),
+            spare: groups
+                .iter()
+                .map(|_| (0..num_threads).map(|_| None).collect())
+                .collect(),
             in_flight: vec![false; groups.len()],
-            rounds: vec![0; groups.len()],
-            table,
             groups,
+            parts,
             obs_size: 0,
             obs_shape: Vec::new(),
             num_actions: 0,
@@ -355,12 +343,8 @@ impl<E: Env> ActorPool<E> {
             let why = "reset called while a group has actions in flight (recv it first)";
             return Err(ActorError::Protocol(why.into()));
         }
-        for g in 0..self.groups.len() {
-            self.open_round(g);
-        }
         for t in 0..self.cmd_txs.len() {
-            let rounds = self.rounds.clone();
-            if self.cmd_txs[t].send(ShardCmd::Reset { rounds }).is_err() {
+            if self.cmd_txs[t].send(ShardCmd::Reset).is_err() {
                 return Err(self.on_thread_gone());
             }
         }
@@ -405,25 +389,18 @@ impl<E: Env> ActorPool<E> {
             let (env, action, n) = (envs.start + k, actions[k], self.num_actions);
             return Err(ActorError::InvalidAction { env, action, n });
         }
-        let round = self.open_round(group);
         for t in 0..self.cmd_txs.len() {
-            let mut buf = self.spare[group].pop().unwrap_or_else(ShardBuf::new);
+            let part = &self.parts[group][t];
+            let mut buf = self.spare[group][t].take().unwrap_or_else(ShardBuf::new);
             buf.actions.clear();
-            buf.actions.extend_from_slice(actions);
-            let cmd = ShardCmd::Step { group, round, buf };
-            if self.cmd_txs[t].send(cmd).is_err() {
+            buf.actions
+                .extend_from_slice(&actions[part.start - envs.start..part.end - envs.start]);
+            if self.cmd_txs[t].send(ShardCmd::Step { group, buf }).is_err() {
                 return Err(self.on_thread_gone());
             }
         }
         self.in_flight[group] = true;
         Ok(())
-    }
-
-    /// Starts the next round of group `g` (no env of `g` is being stepped): returns its number.
-    fn open_round(&mut self, g: usize) -> u32 {
-        self.rounds[g] = self.rounds[g].wrapping_add(1);
-        self.table.open_round(g, self.rounds[g]);
-        self.rounds[g]
     }
 
     /// Waits for group `group`'s results (the group must have actions in flight).
@@ -449,21 +426,17 @@ impl<E: Env> ActorPool<E> {
         Ok(())
     }
 
-    /// Gathers the results of every env of group `g`'s current round from its channel into
-    /// `step` (results of earlier rounds are claim-less replies that only return buffers).
-    /// Wakes every `POLL` to check the stop flag and that no shard died silently.
+    /// Gathers one message per shard from group `g`'s channel into `step`. Wakes every
+    /// `POLL` to check the stop flag and that no shard died silently.
     fn collect(&mut self, g: usize, step: &mut GroupStep<E::Elem>) -> Result<(), ActorError> {
         step.start(self.groups[g].clone());
-        let round = self.rounds[g];
-        let mut pending = self.groups[g].len();
+        let mut pending = self.cmd_txs.len();
         while pending > 0 {
             match self.result_rxs[g].recv_timeout(POLL) {
-                Ok(ActorMsg::Stepped { round: r, mut buf }) => {
-                    if r == round {
-                        pending = pending.saturating_sub(buf.envs.len());
-                        step.fill(self.obs_size, &mut buf);
-                    }
-                    self.spare[g].push(buf);
+                Ok(ActorMsg::Stepped { thread, mut buf }) => {
+                    step.fill(&self.parts[g][thread], self.obs_size, &mut buf);
+                    self.spare[g][thread] = Some(buf);
+                    pending -= 1;
                 }
                 Ok(ActorMsg::Error { env, cause }) => {
                     return Err(self.fail(ActorError::Env { env, cause }));
@@ -479,8 +452,6 @@ impl<E: Env> ActorPool<E> {
                 Err(RecvTimeoutError::Disconnected) => return Err(self.on_thread_gone()),
             }
         }
-        // Shards report in the order they finish: sort for a deterministic order.
-        step.episodes.sort_unstable_by_key(|&(i, _)| i);
         Ok(())
     }
 
@@ -513,30 +484,22 @@ impl<E: Env> ActorPool<E> {
     }
 }
 
-/// What every shard thread shares, for `spawn_shards`.
-struct Shared<'a, E: Env, F> {
-    groups: &'a [Range<usize>],
-    seed: u64,
-    make_env: Arc<F>,
-    table: &'a Arc<EnvTable<E>>,
-    stop: &'a Arc<AtomicBool>,
-}
-
 /// Creates every channel and starts every shard thread: the pool's whole wiring.
 ///
-/// - one command channel per shard and one result channel per group, unbounded so that no
-///   send ever blocks: a shard that falls behind finds commands of rounds that the other
-///   shards finished without it, and answers each with an empty reply (which returns its
-///   buffers); while it is inside an env step that env's group cannot finish, so its queue
-///   stays a few commands long;
+/// - one command channel per shard, `bounded(num_groups)`: the driver has at most one command
+///   per group in flight, so its sends never block;
+/// - one result channel per group, `bounded(num_threads)`, shared by all shards: each shard
+///   sends one message per round of that group, so shards never block either;
 /// - one init channel, for the shards' start-up reports.
 ///
 /// Backpressure is the step protocol itself (a group is not sent new actions until its
-/// results are received), so no queue grows without bound.
+/// results are received), so no queue grows.
 #[allow(clippy::type_complexity)]
 fn spawn_shards<E, F>(
     parts: &[Vec<Range<usize>>],
-    shared: Shared<'_, E, F>,
+    seed: u64,
+    make_env: Arc<F>,
+    stop: &Arc<AtomicBool>,
 ) -> Result<
     (
         Vec<Sender<ShardCmd<E::Elem>>>,
@@ -547,29 +510,28 @@ fn spawn_shards<E, F>(
     ActorError,
 >
 where
-    E: Env + 'static,
+    E: Env,
     F: Fn(usize) -> Result<E, EnvError> + Send + Sync + 'static,
 {
     let num_groups = parts.len();
     let num_threads = parts.first().map_or(0, |p| p.len());
     let (result_txs, result_rxs): (Vec<_>, Vec<_>) = (0..num_groups)
-        .map(|_| unbounded::<ActorMsg<E::Elem>>())
+        .map(|_| bounded::<ActorMsg<E::Elem>>(num_threads))
         .unzip();
     let (init_tx, init_rx) = unbounded();
     let mut cmd_txs = Vec::with_capacity(num_threads);
     let mut threads = Vec::with_capacity(num_threads);
     for t in 0..num_threads {
-        let (cmd_tx, cmd_rx) = unbounded();
+        let (cmd_tx, cmd_rx) = bounded(num_groups);
         let setup = ShardSetup {
+            thread: t,
             parts: parts.iter().map(|p| p[t].clone()).collect(),
-            groups: shared.groups.to_vec(),
-            seed: shared.seed,
-            make_env: Arc::clone(&shared.make_env),
-            table: Arc::clone(shared.table),
+            seed,
+            make_env: Arc::clone(&make_env),
             cmds: cmd_rx,
             results: result_txs.clone(),
             init: init_tx.clone(),
-            stop: Arc::clone(shared.stop),
+            stop: Arc::clone(stop),
         };
         let spawned = std::thread::Builder::new()
             .name(format!("actor-shard-{t}"))
@@ -581,7 +543,7 @@ where
             }
             Err(e) => {
                 // Stop the shards already started: they see the dropped senders and exit.
-                shared.stop.store(true, Ordering::Relaxed);
+                stop.store(true, Ordering::Relaxed);
                 drop(cmd_txs);
                 for h in threads {
                     let _ = h.join();
