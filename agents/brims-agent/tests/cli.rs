@@ -301,3 +301,60 @@ fn smoke_training_on_breakout_then_eval_writes_a_gif() {
     let bytes = std::fs::read(&gif).unwrap();
     assert_eq!(&bytes[..6], b"GIF89a");
 }
+
+/// `bench env` and `bench core` end with the JSON the architecture names; the figures are
+/// consistent with each other (not timed: only their relations are checked).
+#[test]
+fn bench_env_and_core_print_consistent_json() {
+    let env = run_ok(brims().args([
+        "bench",
+        "env",
+        "--game",
+        "Breakout",
+        "--envs",
+        "4",
+        "--threads",
+        "2",
+        "--seconds",
+        "0.5",
+    ]));
+    let num = |v: &serde_json::Value, key: &str| {
+        v[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing in {v}"))
+    };
+    assert!(num(&env, "raw_frames_per_sec_1thread") > 0.0, "{env}");
+    // Steps × 4 leaves out the frames resets emulate; ALE's counter does not.
+    assert!(
+        num(&env, "emulated_frames_per_sec") >= num(&env, "frames_per_sec"),
+        "{env}"
+    );
+    let steps_x4 = num(&env, "steps_per_sec") * 4.0;
+    assert!(
+        (num(&env, "frames_per_sec") - steps_x4).abs() <= 1e-6 * steps_x4,
+        "{env}"
+    );
+    let raw2 = 2.0 * num(&env, "raw_frames_per_sec_1thread");
+    let ratio = num(&env, "ratio_emulated_to_threads_x_raw");
+    assert!(
+        (ratio - num(&env, "emulated_frames_per_sec") / raw2).abs() < 1e-9,
+        "{env}"
+    );
+
+    for core in ["lstm", "brims"] {
+        let out = run_ok(brims().args([
+            "bench",
+            "core",
+            "--core",
+            core,
+            "--input-size",
+            "64",
+            "--steps",
+            "3",
+            "--seqs",
+            "1",
+        ]));
+        assert_eq!(out["core"], core);
+        assert!(num(&out, "step_fwd_ms") > 0.0 && num(&out, "seq_fwd_bwd_ms") > 0.0);
+    }
+}
