@@ -8,7 +8,7 @@ use candle_nn::{Init, VarBuilder};
 
 use crate::brims_seq::{self, BrimsSeqOp};
 use crate::config::{BrimsConfig, TieBreak, TopDown};
-use crate::core::{Core, CoreState, LayerTrace, StepTrace};
+use crate::core::{act_by_stepping, Core, CoreState, LayerTrace, StepTrace};
 use crate::error::BrimsError;
 use crate::lstm::{check_width, expect_shape, fast_tanh};
 use crate::topk::active_modules;
@@ -90,6 +90,15 @@ fn softmax_last(x: &Tensor) -> Result<Tensor> {
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// `1 − reset` of every entry of `resets` (any shape, row-major): the fused loops' keep flags.
+fn keep_values(resets: &Tensor) -> Result<Vec<f64>> {
+    let resets = resets
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
+    Ok(resets.iter().map(|r| 1.0 - r).collect())
 }
 
 /// `[T, ..]` into its `T` steps `[..]`, through √T-step chunks. Candle's gradient of a slice is
@@ -754,18 +763,9 @@ impl Core for Brims {
         self.check_input(input).map_err(BrimsError::into_candle)?;
         self.check_state(state)?;
         if !self.fused_for(input) {
-            let keep = reset.affine(-1.0, 1.0)?;
-            let masked = state.masked(&keep)?;
-            let (y, next, trace) = Self::finish(self.step_layers(input, None, &masked)?, traced)?;
-            return Ok((y.detach(), next.detach(), trace));
+            return act_by_stepping(self, input, state, reset, traced);
         }
-        let keep: Vec<f64> = reset
-            .to_dtype(DType::F64)?
-            .flatten_all()?
-            .to_vec1::<f64>()?
-            .iter()
-            .map(|r| 1.0 - r)
-            .collect();
+        let keep = keep_values(reset)?;
         match input.dtype() {
             DType::F64 => self.act_fused::<f64>(input, state, keep, traced),
             _ => self.act_fused::<f32>(input, state, keep, traced),
@@ -783,14 +783,7 @@ impl Core for Brims {
         let (steps, batch, e) = inputs.dims3()?;
         expect_shape("resets", resets, &[steps, batch]).map_err(BrimsError::into_candle)?;
         if steps > 0 && batch > 0 && self.fused_for(inputs) {
-            let keep: Vec<f64> = resets
-                .to_dtype(DType::F64)?
-                .flatten_all()?
-                .to_vec1::<f64>()?
-                .iter()
-                .map(|r| 1.0 - r)
-                .collect();
-            return self.seq_fused(inputs, keep, start);
+            return self.seq_fused(inputs, keep_values(resets)?, start);
         }
         // Layer 0's bottom-up keys and values for all steps in one matmul.
         let kv0 = inputs

@@ -599,21 +599,17 @@ pub(crate) struct Gradients<T> {
     pub state0: Vec<T>,
 }
 
-/// BPTT through [`forward`]: `grad_out [T, B, W]` is the loss gradient w.r.t. `out`.
-pub(crate) fn backward<T: Real>(
+/// BPTT through [`forward`]: `grad_out [T, B, W]` is the loss gradient w.r.t. `out`; `wts` the
+/// weights transposed by [`transposed`].
+fn backward<T: Real>(
     plan: &Plan,
     weights: &[LayerWeights<T>],
+    wts: &[LayerWeightsT<T>],
     saved: &[LayerSaved<T>],
     grad_out: &[T],
     keep: &[f64],
 ) -> Result<Gradients<T>> {
     let (steps, batch, width) = (plan.steps, plan.batch, plan.width());
-    let wts: Vec<LayerWeightsT<T>> = plan
-        .sizes
-        .iter()
-        .zip(weights)
-        .map(|(s, w)| transposed(s, w))
-        .collect();
     let mut grads: Vec<LayerGrads<T>> = plan
         .sizes
         .iter()
@@ -1048,6 +1044,13 @@ pub(crate) fn backward_rows<T: Real + Send + Sync>(
 ) -> Result<Gradients<T>> {
     let (steps, batch, width) = (plan.steps, plan.batch, plan.width());
     let kvw = plan.sizes[0].kvw();
+    // Transposed once, shared by every row range.
+    let wts: Vec<LayerWeightsT<T>> = plan
+        .sizes
+        .iter()
+        .zip(weights)
+        .map(|(s, w)| transposed(s, w))
+        .collect();
     let parts: Vec<(Range<usize>, Gradients<T>)> = saved
         .par_iter()
         .map(|(rows, layers)| {
@@ -1059,6 +1062,7 @@ pub(crate) fn backward_rows<T: Real + Send + Sync>(
             let grads = backward(
                 &sub,
                 weights,
+                &wts,
                 layers,
                 &gather_rows(grad_out, steps, batch, width, rows),
                 &gather_rows(keep, steps, batch, 1, rows),

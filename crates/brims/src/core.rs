@@ -84,6 +84,25 @@ pub struct LayerTrace {
     pub num_modules: usize,
 }
 
+/// [`Core::act`] by the core's own `step` / `step_traced`: reset mask, step, detach.
+pub(crate) fn act_by_stepping<C: Core + ?Sized>(
+    core: &C,
+    input: &Tensor,
+    state: &CoreState,
+    reset: &Tensor,
+    traced: bool,
+) -> Result<(Tensor, CoreState, Option<StepTrace>)> {
+    let keep = reset.affine(-1.0, 1.0)?;
+    let masked = state.masked(&keep)?;
+    let (out, next, trace) = if traced {
+        core.step_traced(input, &masked)?
+    } else {
+        let (out, next) = core.step(input, &masked)?;
+        (out, next, None)
+    };
+    Ok((out.detach(), next.detach(), trace))
+}
+
 /// A recurrent policy core: `[B, E]` features in, `[B, H]` features out, state carried.
 ///
 /// Episode resets are applied by masking the state before a step (CleanRL's `(1 − done)`),
@@ -134,15 +153,7 @@ pub trait Core: Send + Sync {
         reset: &Tensor,
         traced: bool,
     ) -> Result<(Tensor, CoreState, Option<StepTrace>)> {
-        let keep = reset.affine(-1.0, 1.0)?;
-        let masked = state.masked(&keep)?;
-        let (out, next, trace) = if traced {
-            self.step_traced(input, &masked)?
-        } else {
-            let (out, next) = self.step(input, &masked)?;
-            (out, next, None)
-        };
-        Ok((out.detach(), next.detach(), trace))
+        act_by_stepping(self, input, state, reset, traced)
     }
 
     /// The sequence pass recurrent PPO replays: `inputs` is `[T, B, E]`, `resets` is `[T, B]`
