@@ -762,6 +762,7 @@ impl Core for Brims {
     ) -> Result<(Tensor, CoreState, Option<StepTrace>)> {
         self.check_input(input).map_err(BrimsError::into_candle)?;
         self.check_state(state)?;
+        expect_shape("reset", reset, &[input.dim(0)?]).map_err(BrimsError::into_candle)?;
         if !self.fused_for(input) {
             return act_by_stepping(self, input, state, reset, traced);
         }

@@ -260,6 +260,16 @@ fn bad_input_gives_typed_errors() {
         .step(&randn(&[2, E], DType::F32), &CoreState { parts: vec![] })
         .unwrap_err();
     assert!(err.to_string().contains("state mismatch"), "{err}");
+    // The acting path checks the same, and the reset flags' length.
+    let zero = core.zero_state(2).unwrap();
+    let no_reset = Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap();
+    let err = core.act(&x, &zero, &no_reset, false).unwrap_err();
+    assert!(err.to_string().contains("expects 3 features"), "{err}");
+    let three = Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap();
+    let err = core
+        .act(&randn(&[2, E], DType::F32), &zero, &three, false)
+        .unwrap_err();
+    assert!(err.to_string().contains("reset"), "{err}");
 
     let build = |cfg: BrimsConfig| {
         let vm = VarMap::new();
