@@ -20,6 +20,18 @@ pub(crate) fn bands(traces: &[StepTrace]) -> Vec<ActivityBand> {
 pub(crate) struct ActivityCollector {
     /// Per layer: (module count, active `[rows, M]`, null attention `[rows, M]`).
     layers: Vec<(usize, Vec<bool>, Vec<f32>)>,
+    /// Per layer: sums of attention entropy and of read RMS over every (row, module), and
+    /// their count.
+    attention: Vec<(f64, f64, usize)>,
+}
+
+/// One layer's input attention averaged over the rows and modules since the last take.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct AttentionSummary {
+    /// Mean entropy (nats) of a module's input attention.
+    pub entropy: f64,
+    /// Mean RMS of a module's attention read.
+    pub read_rms: f64,
 }
 
 impl ActivityCollector {
@@ -36,6 +48,31 @@ impl ActivityCollector {
             active.extend_from_slice(&layer.active[..keep]);
             null.extend_from_slice(&layer.null_attention[..keep.min(layer.null_attention.len())]);
         }
+        if self.attention.len() < trace.layers.len() {
+            self.attention.resize(trace.layers.len(), (0.0, 0.0, 0));
+        }
+        for (layer, sums) in trace.layers.iter().zip(&mut self.attention) {
+            sums.0 += layer
+                .attention_entropy
+                .iter()
+                .map(|&x| f64::from(x))
+                .sum::<f64>();
+            sums.1 += layer.read_rms.iter().map(|&x| f64::from(x)).sum::<f64>();
+            sums.2 += layer.attention_entropy.len().min(layer.read_rms.len());
+        }
+    }
+
+    /// Each layer's mean attention entropy and read RMS since the last call (bottom first;
+    /// empty when nothing was added), and a fresh start.
+    pub(crate) fn take_attention(&mut self) -> Vec<AttentionSummary> {
+        std::mem::take(&mut self.attention)
+            .into_iter()
+            .filter(|&(_, _, n)| n > 0)
+            .map(|(entropy, read, n)| AttentionSummary {
+                entropy: entropy / n as f64,
+                read_rms: read / n as f64,
+            })
+            .collect()
     }
 
     /// The bands gathered so far (one per layer), and a fresh start.
@@ -65,9 +102,27 @@ mod tests {
             layers: vec![LayerTrace {
                 active: active.to_vec(),
                 null_attention: vec![0.5; active.len()],
+                attention_entropy: vec![1.0; active.len()],
+                read_rms: vec![0.1; active.len()],
                 num_modules: modules,
             }],
         }
+    }
+
+    #[test]
+    fn attention_is_averaged_per_layer_and_taken_once() {
+        let mut collector = ActivityCollector::default();
+        let mut t = trace(&[true, false], 2);
+        t.layers[0].attention_entropy = vec![1.0, 0.5];
+        t.layers[0].read_rms = vec![0.2, 0.4];
+        collector.add(&t, None);
+        t.layers[0].attention_entropy = vec![0.0, 0.5];
+        collector.add(&t, None);
+        let got = collector.take_attention();
+        assert_eq!(got.len(), 1);
+        assert!((got[0].entropy - 0.5).abs() < 1e-12);
+        assert!((got[0].read_rms - 0.3).abs() < 1e-6);
+        assert!(collector.take_attention().is_empty());
     }
 
     #[test]

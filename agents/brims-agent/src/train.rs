@@ -66,6 +66,9 @@ pub(crate) struct RunSummary {
     pub interrupted: bool,
 }
 
+/// Rollout steps between two samples of the core's scale (a few per update is plenty).
+const CORE_SCALE_EVERY: usize = 8;
+
 /// Name of the per-run CSV of finished episodes (`compare` reads it).
 pub(crate) const RETURNS_FILE: &str = "returns.csv";
 /// Name of the per-run JSON summary.
@@ -174,6 +177,49 @@ struct Driver<'a, T: Element + ObsElement> {
     /// Whether the core reports module activity (BRIMs), gathered into `activity`.
     trace_cores: bool,
     activity: ActivityCollector,
+    /// Scale of each layer's `h` while acting, logged per update.
+    core_scale: CoreScale,
+}
+
+/// Per layer of the core (`h` = state part `2l`): sums of the RMS and of the spread across a
+/// group's envs (mean over units of the std over envs) of every acting step, and their count.
+/// A core whose output does not depend on the screen has a spread near 0.
+#[derive(Default)]
+struct CoreScale {
+    sums: Vec<(f64, f64)>,
+    count: usize,
+}
+
+impl CoreScale {
+    fn add(&mut self, state: &CoreState) -> anyhow::Result<()> {
+        let hs: Vec<&Tensor> = state.parts.iter().step_by(2).collect();
+        self.sums.resize(hs.len(), (0.0, 0.0));
+        for (h, sums) in hs.into_iter().zip(&mut self.sums) {
+            let h = h.to_dtype(candle_core::DType::F64)?;
+            sums.0 += h.sqr()?.mean_all()?.to_scalar::<f64>()?.sqrt();
+            if h.dim(0)? > 1 {
+                let centred = h.broadcast_sub(&h.mean_keepdim(0)?)?;
+                sums.1 += centred
+                    .sqr()?
+                    .mean(0)?
+                    .sqrt()?
+                    .mean_all()?
+                    .to_scalar::<f64>()?;
+            }
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Per layer `(mean rms, mean spread)` since the last call, and a fresh start.
+    fn take(&mut self) -> Vec<(f64, f64)> {
+        let n = self.count.max(1) as f64;
+        self.count = 0;
+        std::mem::take(&mut self.sums)
+            .into_iter()
+            .map(|(rms, spread)| (rms / n, spread / n))
+            .collect()
+    }
 }
 
 /// Per-group acting state: the group's current observations, reset flags and core state.
@@ -269,6 +315,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             frames_per_step: cfg.env.frames_per_step(),
             trace_cores: matches!(cfg.network.core, Some(brims::CoreConfig::Brims(_))),
             activity: ActivityCollector::default(),
+            core_scale: CoreScale::default(),
         })
     }
 
@@ -447,6 +494,9 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             },
         )?;
         group.state = next_state.detach();
+        if t % CORE_SCALE_EVERY == 0 {
+            self.core_scale.add(&group.state)?;
+        }
         let actions: Vec<usize> = actions.iter().map(|&a| a as usize).collect();
         self.pool.send_actions(g, &actions)?;
         Ok(())
@@ -538,9 +588,28 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             ("losses/clipfrac", m.clipfrac),
             ("losses/explained_variance", m.explained_variance),
             ("losses/grad_norm", m.grad_norm),
+            ("losses/grad_norm_encoder", m.grad_norm_parts[0]),
+            ("losses/grad_norm_core", m.grad_norm_parts[1]),
+            ("losses/grad_norm_heads", m.grad_norm_parts[2]),
+            ("losses/first_ratio_deviation", m.first_ratio_deviation),
         ];
         for (tag, value) in scalars {
             self.logger.scalar(tag, value, step)?;
+        }
+        for (l, (rms, spread)) in self.core_scale.take().into_iter().enumerate() {
+            self.logger
+                .scalar(&format!("core/layer{l}/h_rms"), rms, step)?;
+            self.logger
+                .scalar(&format!("core/layer{l}/h_spread"), spread, step)?;
+        }
+        for (l, a) in self.activity.take_attention().into_iter().enumerate() {
+            self.logger.scalar(
+                &format!("brims/layer{l}/attention_entropy"),
+                a.entropy,
+                step,
+            )?;
+            self.logger
+                .scalar(&format!("brims/layer{l}/read_rms"), a.read_rms, step)?;
         }
         let bands = self.activity.take_bands();
         if !bands.is_empty() {

@@ -7,11 +7,14 @@ use candle_core::{DType, Device, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
 use crate::brims_seq::{self, BrimsSeqOp};
-use crate::config::{BrimsConfig, TieBreak, TopDown};
+use crate::config::{AttentionInit, BrimsConfig, CoreOutput, LstmInit, TieBreak, TopDown};
 use crate::core::{act_by_stepping, Core, CoreState, LayerTrace, StepTrace};
 use crate::error::BrimsError;
 use crate::lstm::{check_width, expect_shape, fast_tanh};
 use crate::topk::active_modules;
+
+/// ε of `slot_norm`'s variance (as torch's LayerNorm).
+pub(crate) const SLOT_NORM_EPS: f64 = 1e-5;
 
 /// One BRIMs layer's sizes and parameters. Every weight is stored `[.., in, out]` so a forward
 /// `x.matmul(&w)` reads it as stored and its gradient accumulates contiguously.
@@ -92,6 +95,28 @@ fn softmax_last(x: &Tensor) -> Result<Tensor> {
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
+/// A layer step's input-attention entropy (nats, head-averaged) and read RMS, each `[B·M]`
+/// env-major, as [`LayerTrace`] reports them.
+fn attention_stats(o: &LayerOut) -> Result<(Vec<f32>, Vec<f32>)> {
+    let probs = o.inp_probs.to_dtype(DType::F64)?; // [B, Hi, M, S]
+    let heads = probs.dim(1)?;
+    // log p where p > 0, and 0 (log 1) where p = 0: 0·log 0 counts as 0.
+    let log_p = probs
+        .gt(0.0)?
+        .where_cond(&probs, &probs.ones_like()?)?
+        .log()?;
+    let entropy = (probs * log_p)?
+        .sum(D::Minus1)?
+        .sum(1)?
+        .affine(-1.0 / heads as f64, 0.0)?; // [B, M]
+    let read = o.read.to_dtype(DType::F64)?; // [M, B, R]
+    let rms = read.sqr()?.mean(D::Minus1)?.sqrt()?.t()?; // [B, M]
+    let flat = |x: Tensor| -> Result<Vec<f32>> {
+        Ok(x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+    };
+    Ok((flat(entropy)?, flat(rms.contiguous()?)?))
+}
+
 /// `1 − reset` of every entry of `resets` (any shape, row-major): the fused loops' keep flags.
 fn keep_values(resets: &Tensor) -> Result<Vec<f64>> {
     let resets = resets
@@ -141,6 +166,8 @@ pub(crate) struct LayerSizes {
     pub hc: usize,
     pub dkc: usize,
     pub dvc: usize,
+    /// Whether slot inputs are normalised before their projection (`slot_norm`).
+    pub slot_norm: bool,
 }
 
 fn layer_sizes(cfg: &BrimsConfig, input_size: usize) -> Vec<LayerSizes> {
@@ -175,6 +202,7 @@ fn layer_sizes(cfg: &BrimsConfig, input_size: usize) -> Vec<LayerSizes> {
                 hc: cfg.comm_attention.heads,
                 dkc: cfg.comm_attention.key_size,
                 dvc: cfg.comm_attention.value_size,
+                slot_norm: cfg.slot_norm,
             }
         })
         .collect()
@@ -183,17 +211,23 @@ fn layer_sizes(cfg: &BrimsConfig, input_size: usize) -> Vec<LayerSizes> {
 impl Brims {
     /// Builds BRIMs with input width `input_size`, parameters from `vb` (names
     /// `layer{l}.{inp_q, inp_kv{s}, lstm_ih, lstm_hh, lstm_b, comm_qkv, comm_out_w, comm_out_b}`).
-    /// Init as the reference: attention projections `N(0, attention_init_std²)`, LSTM
-    /// `U(±1/√N_l)`, communication output `U(±1/√(Hc·dv))`.
+    /// Init as the reference by default: attention projections `N(0, attention_init_std²)`,
+    /// LSTM `U(±1/√N_l)`, communication output `U(±1/√(Hc·dv))`. `attention_init = "fan_in"`
+    /// draws the projections `N(0, 1/fan_in)`; `lstm_init = "module"` draws the LSTMs
+    /// `U(±1/√d_l)`.
     pub fn new(
         cfg: &BrimsConfig,
         input_size: usize,
         vb: VarBuilder,
     ) -> std::result::Result<Self, BrimsError> {
         cfg.validate(input_size)?;
-        let normal = Init::Randn {
+        // A projection reading `fan_in` values.
+        let projection = |fan_in: usize| Init::Randn {
             mean: 0.0,
-            stdev: cfg.attention_init_std,
+            stdev: match cfg.attention_init {
+                AttentionInit::Reference => cfg.attention_init_std,
+                AttentionInit::FanIn => cfg.attention_init_gain / (fan_in as f64).sqrt(),
+            },
         };
         let uniform = |fan: usize| {
             let b = 1.0 / (fan as f64).sqrt();
@@ -203,29 +237,33 @@ impl Brims {
         for (l, s) in layer_sizes(cfg, input_size).into_iter().enumerate() {
             let vb = vb.pp(format!("layer{l}"));
             let (m, d) = (s.modules, s.d);
+            let lstm = uniform(match cfg.lstm_init {
+                LstmInit::Reference => s.hidden,
+                LstmInit::Module => d,
+            });
             let inp_kv = s
                 .slot_widths
                 .iter()
                 .enumerate()
                 .map(|(i, &w)| {
-                    vb.get_with_hints((w, s.hi * (s.dk + s.dv)), &format!("inp_kv{i}"), normal)
+                    vb.get_with_hints(
+                        (w, s.hi * (s.dk + s.dv)),
+                        &format!("inp_kv{i}"),
+                        projection(w),
+                    )
                 })
                 .collect::<Result<Vec<_>>>()?;
             let out = s.hc * s.dvc;
             layers.push(Layer {
-                inp_q: vb.get_with_hints((m, d, s.hi * s.dk), "inp_q", normal)?,
+                inp_q: vb.get_with_hints((m, d, s.hi * s.dk), "inp_q", projection(d))?,
                 inp_kv,
-                lstm_ih: vb.get_with_hints(
-                    (m, s.hi * s.dv, 4 * d),
-                    "lstm_ih",
-                    uniform(s.hidden),
-                )?,
-                lstm_hh: vb.get_with_hints((m, d, 4 * d), "lstm_hh", uniform(s.hidden))?,
-                lstm_b: vb.get_with_hints((m, 1, 4 * d), "lstm_b", uniform(s.hidden))?,
+                lstm_ih: vb.get_with_hints((m, s.hi * s.dv, 4 * d), "lstm_ih", lstm)?,
+                lstm_hh: vb.get_with_hints((m, d, 4 * d), "lstm_hh", lstm)?,
+                lstm_b: vb.get_with_hints((m, 1, 4 * d), "lstm_b", lstm)?,
                 comm_qkv: vb.get_with_hints(
                     (m, d, s.hc * (2 * s.dkc + s.dvc)),
                     "comm_qkv",
-                    normal,
+                    projection(d),
                 )?,
                 comm_out_w: vb.get_with_hints((out, 2 * d), "comm_out_w", uniform(out))?,
                 comm_out_b: vb.get_with_hints(2 * d, "comm_out_b", uniform(out))?,
@@ -417,17 +455,31 @@ impl Brims {
         for (l, layer) in self.layers.iter().enumerate() {
             let bottom_kv = match (l, &bottom_kv) {
                 (0, Some(kv)) => kv.clone(),
-                (0, None) => input.matmul(&layer.inp_kv[0])?,
-                _ => outs[l - 1].h.matmul(&layer.inp_kv[0])?,
+                (0, None) => self.slot_input(input)?.matmul(&layer.inp_kv[0])?,
+                _ => self.slot_input(&outs[l - 1].h)?.matmul(&layer.inp_kv[0])?,
             };
             let mut kv = vec![bottom_kv];
             if let Some(src) = layer.top_down {
-                kv.push(state.parts[2 * src].matmul(&layer.inp_kv[1])?);
+                kv.push(
+                    self.slot_input(&state.parts[2 * src])?
+                        .matmul(&layer.inp_kv[1])?,
+                );
             }
             let out = self.layer_step(layer, &kv, &state.parts[2 * l], &state.parts[2 * l + 1])?;
             outs.push(out);
         }
         Ok(outs)
+    }
+
+    /// A slot's input `[B, D]` as its key/value projection reads it: as it is, or normalised
+    /// over `D` (zero mean, unit variance, ε = 1e-5) with `slot_norm`.
+    fn slot_input(&self, x: &Tensor) -> Result<Tensor> {
+        if !self.cfg.slot_norm {
+            return Ok(x.clone());
+        }
+        let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        centred.broadcast_div(&(var + SLOT_NORM_EPS)?.sqrt()?)
     }
 
     fn layer_step(&self, ly: &Layer, kv: &[Tensor], h: &Tensor, c: &Tensor) -> Result<LayerOut> {
@@ -564,23 +616,41 @@ impl Brims {
         })
     }
 
-    fn finish(outs: Vec<LayerOut>, traced: bool) -> Result<(Tensor, CoreState, Option<StepTrace>)> {
-        let trace = traced.then(|| StepTrace {
-            layers: outs
-                .iter()
-                .map(|o| LayerTrace {
-                    num_modules: o.null.dims().get(1).copied().unwrap_or(0),
-                    active: o.active.clone(),
-                    null_attention: o.null_scores.iter().map(|&x| x as f32).collect(),
-                })
-                .collect(),
+    fn finish(
+        outs: Vec<LayerOut>,
+        traced: bool,
+        output: CoreOutput,
+    ) -> Result<(Tensor, CoreState, Option<StepTrace>)> {
+        let trace = traced.then(|| -> Result<StepTrace> {
+            Ok(StepTrace {
+                layers: outs
+                    .iter()
+                    .map(|o| -> Result<LayerTrace> {
+                        let (attention_entropy, read_rms) = attention_stats(o)?;
+                        Ok(LayerTrace {
+                            num_modules: o.null.dims().get(1).copied().unwrap_or(0),
+                            active: o.active.clone(),
+                            null_attention: o.null_scores.iter().map(|&x| x as f32).collect(),
+                            attention_entropy,
+                            read_rms,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            })
         });
+        let trace = trace.transpose()?;
         let mut parts = Vec::with_capacity(2 * outs.len());
         for o in outs {
             parts.push(o.h);
             parts.push(o.c);
         }
-        let out = parts[parts.len() - 2].clone();
+        let out = match output {
+            CoreOutput::Top => parts[parts.len() - 2].clone(),
+            CoreOutput::AllLayers => {
+                let hs: Vec<&Tensor> = parts.iter().step_by(2).collect();
+                Tensor::cat(&hs, 1)?
+            }
+        };
         Ok((out, CoreState { parts }, trace))
     }
 
@@ -630,8 +700,22 @@ impl Brims {
             parts.push(last.narrow(1, off + ly.hidden, ly.hidden)?.contiguous()?);
             off += 2 * ly.hidden;
         }
-        let top = self.layers.last().map_or(0, |l| l.hidden);
-        Ok((out.narrow(2, off - 2 * top, top)?, CoreState { parts }))
+        let y = match self.cfg.output {
+            CoreOutput::Top => {
+                let top = self.layers.last().map_or(0, |l| l.hidden);
+                out.narrow(2, off - 2 * top, top)?
+            }
+            CoreOutput::AllLayers => {
+                let mut hs = Vec::with_capacity(self.layers.len());
+                let mut off = 0;
+                for ly in &self.layers {
+                    hs.push(out.narrow(2, off, ly.hidden)?);
+                    off += 2 * ly.hidden;
+                }
+                Tensor::cat(&hs, 2)?
+            }
+        };
+        Ok((y, CoreState { parts }))
     }
 
     /// The fused, differentiable sequence pass (see `brims_seq`).
@@ -642,8 +726,8 @@ impl Brims {
         start: &CoreState,
     ) -> Result<(Tensor, CoreState)> {
         let (steps, batch, e) = inputs.dims3()?;
-        let kv0 = inputs
-            .reshape((steps * batch, e))?
+        let kv0 = self
+            .slot_input(&inputs.reshape((steps * batch, e))?)?
             .matmul(&self.layers[0].inp_kv[0])?;
         let kv0 = kv0.reshape((steps, batch, kv0.dim(1)?))?;
         let flat: Vec<Tensor> = self
@@ -667,8 +751,8 @@ impl Brims {
         traced: bool,
     ) -> Result<(Tensor, CoreState, Option<StepTrace>)> {
         let batch = input.dim(0)?;
-        let kv0 = input
-            .detach()
+        let kv0 = self
+            .slot_input(&input.detach())?
             .matmul(&self.layers[0].inp_kv[0].detach())?
             .flatten_all()?
             .to_vec1::<T>()?;
@@ -704,10 +788,14 @@ impl Brims {
                 .enumerate()
                 .map(|(l, ly)| {
                     let (active, null) = brims_seq::selection_rows(&saved, l, 1, batch, ly.modules);
+                    let (entropy, read_rms) =
+                        brims_seq::attention_rows(&saved, l, &self.sizes[l], 1, batch);
                     LayerTrace {
                         num_modules: ly.modules,
                         active,
                         null_attention: null.iter().map(|&x| x as f32).collect(),
+                        attention_entropy: entropy.iter().map(|&x| x as f32).collect(),
+                        read_rms: read_rms.iter().map(|&x| x as f32).collect(),
                     }
                 })
                 .collect(),
@@ -722,7 +810,7 @@ impl Core for Brims {
     }
 
     fn output_size(&self) -> usize {
-        self.layers.last().map_or(0, |l| l.hidden)
+        self.cfg.output_size()
     }
 
     fn zero_state(&self, batch: usize) -> Result<CoreState> {
@@ -737,7 +825,11 @@ impl Core for Brims {
     }
 
     fn step(&self, input: &Tensor, state: &CoreState) -> Result<(Tensor, CoreState)> {
-        let (out, next, _) = Self::finish(self.step_layers(input, None, state)?, false)?;
+        let (out, next, _) = Self::finish(
+            self.step_layers(input, None, state)?,
+            false,
+            self.cfg.output,
+        )?;
         Ok((out, next))
     }
 
@@ -746,7 +838,7 @@ impl Core for Brims {
         input: &Tensor,
         state: &CoreState,
     ) -> Result<(Tensor, CoreState, Option<StepTrace>)> {
-        Self::finish(self.step_layers(input, None, state)?, true)
+        Self::finish(self.step_layers(input, None, state)?, true, self.cfg.output)
     }
 
     fn set_training(&mut self, training: bool) {
@@ -787,8 +879,8 @@ impl Core for Brims {
             return self.seq_fused(inputs, keep_values(resets)?, start);
         }
         // Layer 0's bottom-up keys and values for all steps in one matmul.
-        let kv0 = inputs
-            .reshape((steps * batch, e))?
+        let kv0 = self
+            .slot_input(&inputs.reshape((steps * batch, e))?)?
             .matmul(&self.layers[0].inp_kv[0])?;
         let kv0 = kv0.reshape((steps, batch, kv0.dim(1)?))?;
         let kv0 = split_steps(&kv0)?;
@@ -807,7 +899,7 @@ impl Core for Brims {
                 state = state.masked(&keep.get(t)?)?;
             }
             let outs = self.step_layers(&inputs.get(t)?, Some(kv0_t), &state)?;
-            let (out, next, _) = Self::finish(outs, false)?;
+            let (out, next, _) = Self::finish(outs, false, self.cfg.output)?;
             outputs.push(out);
             state = next;
         }

@@ -143,8 +143,11 @@ pub(crate) struct LayerSaved<T> {
     /// `[M, T, B, d]` the (reset-masked) previous `h` and `c`.
     hp: Vec<T>,
     cp: Vec<T>,
-    /// Per real slot `[T, B, D_s]`: the slot's input (empty for layer 0's bottom-up).
+    /// Per real slot `[T, B, D_s]`: the slot's input as projected (normalised with
+    /// `slot_norm`; empty for layer 0's bottom-up, which arrives projected).
     slot_in: Vec<Vec<T>>,
+    /// Per real slot `[T, B]`: `1/σ` of each normalised input row (empty without `slot_norm`).
+    slot_rstd: Vec<Vec<T>>,
     /// Per real slot `[T, B, Hi·(dk + dv)]`: its keys, then values.
     slot_kv: Vec<Vec<T>>,
     /// `[M, T, B, Hi·dk]` input-attention queries.
@@ -233,6 +236,36 @@ fn dot<T: Real>(a: &[T], b: &[T]) -> T {
     a.iter().zip(b).fold(T::zero(), |acc, (&x, &y)| acc + x * y)
 }
 
+/// Normalises `x` in place to zero mean and unit variance (ε = `SLOT_NORM_EPS`, as the
+/// reference path's `slot_input`); returns `1/σ`.
+fn normalise<T: Real>(x: &mut [T]) -> T {
+    let n = x.len() as f64;
+    let mean = x.iter().map(|v| v.to_f64()).sum::<f64>() / n;
+    let var = x.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>() / n;
+    let rstd = 1.0 / (var + crate::brims::SLOT_NORM_EPS).sqrt();
+    for v in x.iter_mut() {
+        *v = T::from_f64((v.to_f64() - mean) * rstd);
+    }
+    T::from_f64(rstd)
+}
+
+/// The gradient through [`normalise`]: `dy` (in place, becomes `dx`), the output `y`, `1/σ`.
+/// `dx = (dy − mean(dy) − y · mean(dy ⊙ y)) / σ`.
+fn normalise_backward<T: Real>(dy: &mut [T], y: &[T], rstd: T) {
+    let n = dy.len() as f64;
+    let mean_dy = dy.iter().map(|v| v.to_f64()).sum::<f64>() / n;
+    let mean_dyy = dy
+        .iter()
+        .zip(y)
+        .map(|(g, v)| g.to_f64() * v.to_f64())
+        .sum::<f64>()
+        / n;
+    let rstd = rstd.to_f64();
+    for (g, v) in dy.iter_mut().zip(y) {
+        *g = T::from_f64((g.to_f64() - mean_dy - v.to_f64() * mean_dyy) * rstd);
+    }
+}
+
 /// Softmax of `logits` in place, as the reference path computes it (max subtracted).
 fn softmax<T: Real>(logits: &mut [T]) {
     let max = logits
@@ -283,6 +316,15 @@ pub(crate) fn forward<T: Real>(
                             vec![]
                         } else {
                             vec![T::zero(); tb * w]
+                        }
+                    })
+                    .collect(),
+                slot_rstd: (0..slots)
+                    .map(|slot| {
+                        if s.slot_norm && !(l == 0 && slot == 0) {
+                            vec![T::zero(); tb]
+                        } else {
+                            vec![]
                         }
                     })
                     .collect(),
@@ -393,6 +435,9 @@ fn forward_layer<T: Real>(
                 for (o, &v) in dst.iter_mut().zip(&prev[src..src + dw]) {
                     *o = k * v;
                 }
+            }
+            if s.slot_norm {
+                sv.slot_rstd[slot][tb + b] = normalise(dst);
             }
         }
         matmul(kv, x, w_kv, batch, dw, kvw);
@@ -859,6 +904,17 @@ fn backward_layer<T: Real>(
             kvw,
             dw,
         );
+        if s.slot_norm {
+            let y = &sv.slot_in[slot][tb * dw..(tb + batch) * dw];
+            for b in 0..batch {
+                let rstd = sv.slot_rstd[slot][tb + b];
+                normalise_backward(
+                    &mut d_x[b * dw..(b + 1) * dw],
+                    &y[b * dw..(b + 1) * dw],
+                    rstd,
+                );
+            }
+        }
         let (target, src) = if slot == 0 {
             (&mut *d_cur, plan.offset(l - 1))
         } else {
@@ -1032,6 +1088,52 @@ pub(crate) fn selection_rows<T>(
         scatter_rows(&mut null, &layers[l].null, batch, modules, rows);
     }
     (active, null)
+}
+
+/// Layer `l`'s input attention as telemetry sees it, each `[T, B, M]`: the entropy (nats) of
+/// every module's attention over `[null, slots…]`, averaged over heads, and the RMS of its read.
+pub(crate) fn attention_rows<T: Real>(
+    saved: &RowsSaved<T>,
+    l: usize,
+    s: &LayerSizes,
+    steps: usize,
+    batch: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let (m, hi, rw) = (s.modules, s.hi, s.rw());
+    let slots = s.slot_widths.len() + 1;
+    let mut entropy = vec![0.0; steps * batch * m];
+    let mut read_rms = vec![0.0; steps * batch * m];
+    for (rows, layers) in saved {
+        let (sv, nb) = (&layers[l], rows.len());
+        let mut part_entropy = vec![0.0; steps * nb * m];
+        let mut part_rms = vec![0.0; steps * nb * m];
+        for t in 0..steps {
+            for b in 0..nb {
+                for j in 0..m {
+                    let mut h = 0.0;
+                    for a in 0..hi {
+                        let p_row = (((t * nb + b) * hi + a) * m + j) * slots;
+                        for p in &sv.probs[p_row..p_row + slots] {
+                            let p = p.to_f64();
+                            if p > 0.0 {
+                                h -= p * p.ln();
+                            }
+                        }
+                    }
+                    part_entropy[(t * nb + b) * m + j] = h / hi as f64;
+                    let r_row = ((j * steps + t) * nb + b) * rw;
+                    let sq: f64 = sv.read[r_row..r_row + rw]
+                        .iter()
+                        .map(|x| x.to_f64() * x.to_f64())
+                        .sum();
+                    part_rms[(t * nb + b) * m + j] = (sq / rw as f64).sqrt();
+                }
+            }
+        }
+        scatter_rows(&mut entropy, &part_entropy, batch, m, rows);
+        scatter_rows(&mut read_rms, &part_rms, batch, m, rows);
+    }
+    (entropy, read_rms)
 }
 
 /// [`backward`] for each row range of [`forward_rows`], in parallel; weight gradients summed.

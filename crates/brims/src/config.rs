@@ -31,7 +31,7 @@ impl CoreConfig {
     pub fn output_size(&self) -> usize {
         match self {
             CoreConfig::Lstm(cfg) => cfg.hidden_size,
-            CoreConfig::Brims(cfg) => cfg.layers.last().map_or(0, |l| l.hidden_size),
+            CoreConfig::Brims(cfg) => cfg.output_size(),
         }
     }
 }
@@ -92,6 +92,45 @@ pub enum TieBreak {
     LowestIndex,
     /// Emulates torch 2.15's CPU `topk` (libstdc++ introselect, spec §8), as the reference.
     TorchCpu,
+}
+
+/// How the attention projections (input-attention queries, keys and values; communication
+/// queries, keys and values) are initialised.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionInit {
+    /// The reference code: every projection `N(0, attention_init_std²)` (0.01), whatever its
+    /// fan-in. On wide inputs (CNN features) this shrinks the reads and the keys so much that
+    /// the core's output barely depends on its input (see `examples/core_response.rs` in ppo).
+    #[default]
+    Reference,
+    /// `N(0, 1/fan_in)` (LeCun normal): keys and values keep their input's scale, queries their
+    /// module state's; `attention_init_std` is not used.
+    FanIn,
+}
+
+/// How the per-module LSTM weights and biases are initialised.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LstmInit {
+    /// The reference code: `U(±1/√N_l)` from the layer's dense `LSTMCell` of width `N_l`,
+    /// although each module only sees its own block (fan-in `d_l`).
+    #[default]
+    Reference,
+    /// `U(±1/√d_l)`: what an `LSTMCell` of the module's own size draws.
+    Module,
+}
+
+/// What the core outputs to the policy and value heads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CoreOutput {
+    /// The reference: the top layer's `h`, `[B, N_{L-1}]`.
+    #[default]
+    Top,
+    /// Every layer's `h`, bottom first, concatenated: `[B, Σ N_l]` (a skip connection from
+    /// each layer to the heads).
+    AllLayers,
 }
 
 /// One BRIMs layer.
@@ -175,9 +214,31 @@ pub struct BrimsConfig {
     /// Dropout on the communication `fc` output before `tanh` (reference: 0.1). Training only.
     #[serde(default)]
     pub comm_dropout: f32,
-    /// Std of the normal init of the attention projections (reference: 0.01).
+    /// Std of the normal init of the attention projections (reference: 0.01); used by
+    /// `attention_init = "reference"`.
     #[serde(default = "default_attention_init_std")]
     pub attention_init_std: f64,
+    /// Init rule of the attention projections (default: the reference's).
+    #[serde(default)]
+    pub attention_init: AttentionInit,
+    /// Gain of `attention_init = "fan_in"`: the projections draw `N(0, gain²/fan_in)`.
+    #[serde(default = "one")]
+    pub attention_init_gain: f64,
+    /// Init rule of the module LSTMs (default: the reference's).
+    #[serde(default)]
+    pub lstm_init: LstmInit,
+    /// What the heads read (default: the top layer, as the reference).
+    #[serde(default)]
+    pub output: CoreOutput,
+    /// Normalise every input slot (the encoder features, the layer below, the top-down state)
+    /// to zero mean and unit variance over its width before its keys and values are projected
+    /// (a layer norm without gain or bias). Off in the reference.
+    #[serde(default)]
+    pub slot_norm: bool,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 fn default_attention_init_std() -> f64 {
@@ -211,6 +272,14 @@ impl BrimsConfig {
         cfg
     }
 
+    /// The output width: the top layer's `N_{L-1}`, or `Σ N_l` with `output = "all_layers"`.
+    pub fn output_size(&self) -> usize {
+        match self.output {
+            CoreOutput::Top => self.layers.last().map_or(0, |l| l.hidden_size),
+            CoreOutput::AllLayers => self.layers.iter().map(|l| l.hidden_size).sum(),
+        }
+    }
+
     /// A config with these layers and every other field at its default.
     pub fn with_layers(layers: Vec<BrimsLayerConfig>) -> Self {
         BrimsConfig {
@@ -222,6 +291,11 @@ impl BrimsConfig {
             read_dropout: 0.0,
             comm_dropout: 0.0,
             attention_init_std: default_attention_init_std(),
+            attention_init: AttentionInit::default(),
+            attention_init_gain: 1.0,
+            lstm_init: LstmInit::default(),
+            output: CoreOutput::default(),
+            slot_norm: false,
         }
     }
 

@@ -80,6 +80,12 @@ pub struct LayerTrace {
     pub active: Vec<bool>,
     /// `[B * M]` row-major: head-averaged input attention on the null slot (high = ignores input).
     pub null_attention: Vec<f32>,
+    /// `[B * M]` row-major: entropy (nats) of each module's input attention over `[null,
+    /// slots…]`, averaged over heads. At its maximum, `ln(slots + 1)`, attention has not moved
+    /// off uniform.
+    pub attention_entropy: Vec<f32>,
+    /// `[B * M]` row-major: RMS of each module's attention read (its LSTM's input).
+    pub read_rms: Vec<f32>,
     /// Module count `M` of the layer.
     pub num_modules: usize,
 }

@@ -5,7 +5,7 @@
 //! `candle_nn::rnn::RNN`. Build either from a [`CoreConfig`] (TOML: `kind = "lstm" | "brims"`):
 //!
 //! ```
-//! use brims::{build_core, BrimsConfig, Core, CoreConfig};
+//! use brims::{build_core, AttentionInit, BrimsConfig, Core, CoreConfig};
 //! use candle_core::{DType, Device, Tensor};
 //! use candle_nn::{VarBuilder, VarMap};
 //!
@@ -41,8 +41,8 @@ mod topk;
 
 pub use crate::brims::Brims;
 pub use crate::config::{
-    build_core, BrimsConfig, BrimsLayerConfig, CommAttentionConfig, CoreConfig,
-    InputAttentionConfig, LstmConfig, TieBreak, TopDown,
+    build_core, AttentionInit, BrimsConfig, BrimsLayerConfig, CommAttentionConfig, CoreConfig,
+    CoreOutput, InputAttentionConfig, LstmConfig, LstmInit, TieBreak, TopDown,
 };
 pub use crate::core::{Core, CoreState, LayerTrace, StepTrace};
 pub use crate::error::BrimsError;

@@ -1,8 +1,9 @@
 //! BRIMs behaviour: shapes, seq = stepping, inactive modules, resets, gradients, typed errors.
 
 use brims::{
-    build_core, Brims, BrimsConfig, BrimsError, BrimsLayerConfig, CommAttentionConfig, Core,
-    CoreConfig, CoreState, InputAttentionConfig, Lstm, LstmConfig, TieBreak, TopDown,
+    build_core, AttentionInit, Brims, BrimsConfig, BrimsError, BrimsLayerConfig,
+    CommAttentionConfig, Core, CoreConfig, CoreOutput, CoreState, InputAttentionConfig, Lstm,
+    LstmConfig, LstmInit, TieBreak, TopDown,
 };
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -477,6 +478,21 @@ fn fused_seq_gradients_match_the_step_loop() {
         cfg.top_down = top_down;
         configs.push(cfg);
     }
+    // The Atari options: normalised slots, every layer to the heads, scaled init.
+    for top_down in [TopDown::Reference, TopDown::Paper] {
+        let mut cfg = tiny_cfg();
+        cfg.layers.push(layer(4, 2, 1));
+        cfg.top_down = top_down;
+        cfg.slot_norm = true;
+        cfg.output = CoreOutput::AllLayers;
+        cfg.attention_init = AttentionInit::FanIn;
+        cfg.lstm_init = LstmInit::Module;
+        configs.push(cfg);
+    }
+    let mut rims_norm = tiny_cfg();
+    rims_norm.layers.truncate(1);
+    rims_norm.slot_norm = true;
+    configs.push(rims_norm);
     let (steps, batch) = (5, 3);
     let mut resets = vec![0f64; steps * batch];
     resets[batch + 2] = 1.0;
@@ -555,6 +571,18 @@ fn act_matches_the_reference_step_and_trace() {
                     assert_eq!(lt.num_modules, want.num_modules);
                     for (p, q) in lt.null_attention.iter().zip(&want.null_attention) {
                         assert!((p - q).abs() < 1e-6);
+                    }
+                    let m = lt.num_modules * 4;
+                    assert_eq!(lt.attention_entropy.len(), m);
+                    assert_eq!(lt.read_rms.len(), m);
+                    for (p, q) in lt.attention_entropy.iter().zip(&want.attention_entropy) {
+                        assert!((p - q).abs() < 1e-5, "entropy {p} vs {q}");
+                    }
+                    for (p, q) in lt.read_rms.iter().zip(&want.read_rms) {
+                        assert!(
+                            (p - q).abs() < 1e-5 * (1.0 + q.abs()),
+                            "read rms {p} vs {q}"
+                        );
                     }
                 }
                 let (_, _, no_trace) = core.act(&x, &state, &reset, false).unwrap();

@@ -50,15 +50,26 @@ impl Adam {
         })
     }
 
-    /// Global L2 norm of all gradients (what `clip_grad_norm_` returns).
-    pub(crate) fn grad_norm(&self, grads: &GradStore) -> Result<f64> {
-        let mut sq = 0f64;
-        for (_, var) in &self.vars {
+    /// Global L2 norm of all gradients (what `clip_grad_norm_` returns) and the L2 norm of each
+    /// part of the network: `[encoder, core, heads]` by variable name (`encoder.*`, `core.*`,
+    /// the rest).
+    pub(crate) fn grad_norm(&self, grads: &GradStore) -> Result<(f64, [f64; 3])> {
+        let mut parts = [0f64; 3];
+        for (name, var) in &self.vars {
             if let Some(g) = grads.get(var.as_tensor()) {
-                sq += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
+                let sq = f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
+                let part = if name.starts_with("encoder.") {
+                    0
+                } else if name.starts_with("core.") {
+                    1
+                } else {
+                    2
+                };
+                parts[part] += sq;
             }
         }
-        Ok(sq.sqrt())
+        let global = parts.iter().sum::<f64>().sqrt();
+        Ok((global, parts.map(f64::sqrt)))
     }
 
     /// Scales gradients by `min(1, max_norm / (norm + 1e-6))` (torch's clip_grad_norm_), then
@@ -158,7 +169,7 @@ mod tests {
         for step in 1..=3 {
             let loss = x.sqr().unwrap().sum_all().unwrap();
             let grads = loss.backward().unwrap();
-            let norm = adam.grad_norm(&grads).unwrap();
+            let (norm, _) = adam.grad_norm(&grads).unwrap();
             assert!((norm - 2.0 * xr).abs() < 1e-5);
             adam.clipped_step(&grads, norm, 100.0, 0.1).unwrap();
             let g = 2.0 * xr;
@@ -187,7 +198,7 @@ mod tests {
             .unwrap();
         let mut adam = Adam::new(&varmap, 1e-5).unwrap();
         let grads = x.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-        let norm = adam.grad_norm(&grads).unwrap(); // |(6, 6)| = 8.485
+        let (norm, _) = adam.grad_norm(&grads).unwrap(); // |(6, 6)| = 8.485
         adam.clipped_step(&grads, norm, 0.5, 0.1).unwrap();
         let m = adam.state_tensors()["adam.m.x"].to_vec1::<f32>().unwrap();
         let clipped = 6.0 * 0.5 / (norm + 1e-6);

@@ -40,6 +40,10 @@ pub struct UpdateMetrics {
     pub explained_variance: f64,
     /// Mean global gradient norm (before clipping) over the minibatches.
     pub grad_norm: f64,
+    /// Mean gradient norm of each part over the minibatches (before clipping): `[encoder,
+    /// core, heads]`. A core that passes too little of its input through shows up as an
+    /// encoder norm orders of magnitude below the heads'.
+    pub grad_norm_parts: [f64; 3],
     /// `charts/learning_rate` used by this update.
     pub learning_rate: f64,
     /// Epochs run (fewer than `update_epochs` when the target-KL stop fired).
@@ -176,6 +180,7 @@ impl Learner {
         let mut envinds: Vec<u32> = (0..envs as u32).collect();
         let mut clipfracs = Vec::new();
         let mut grad_norms = Vec::new();
+        let mut part_norms = [0f64; 3];
         let mut last = None;
         let mut first_ratio_deviation = f64::NAN;
         let mut epochs = 0;
@@ -228,7 +233,7 @@ impl Learner {
                     });
                 }
                 let grads = loss.backward()?;
-                let norm = self.adam.grad_norm(&grads)?;
+                let (norm, parts_norm) = self.adam.grad_norm(&grads)?;
                 if !norm.is_finite() {
                     return Err(PpoError::NonFinite {
                         what: "gradient norm",
@@ -240,6 +245,9 @@ impl Learner {
                 self.adam.clipped_step(&grads, norm, c.max_grad_norm, lr)?;
                 clipfracs.push(parts.clipfrac);
                 grad_norms.push(norm);
+                for (sum, n) in part_norms.iter_mut().zip(parts_norm) {
+                    *sum += n;
+                }
                 last = Some(parts);
             }
             if let (Some(target), Some(p)) = (c.target_kl, &last) {
@@ -266,6 +274,7 @@ impl Learner {
             clipfrac: mean(&clipfracs),
             explained_variance: explained_variance(rollout.values(), &returns),
             grad_norm: mean(&grad_norms),
+            grad_norm_parts: part_norms.map(|s| s / grad_norms.len().max(1) as f64),
             learning_rate: lr,
             epochs,
             first_ratio_deviation,

@@ -339,6 +339,18 @@ impl ActorCritic {
         self.encoder.forward(obs)
     }
 
+    /// The encoder's features `[B, E]` for observations `[B, …]`, differentiable (diagnostics:
+    /// what the core receives).
+    pub fn features(&self, obs: &Tensor) -> Result<Tensor> {
+        self.check_obs(obs, 1, "ActorCritic::features")?;
+        Ok(self.encode(obs)?)
+    }
+
+    /// The recurrent core, if any (diagnostics: drive it on the encoder's features).
+    pub fn core(&self) -> Option<&dyn Core> {
+        self.core.as_deref()
+    }
+
     /// Core outputs `[B, H]` → `(logits [B, A], values [B])`. The one head path for acting and learning.
     fn heads(&self, hidden: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
         let logits = self.policy.forward(hidden)?;
