@@ -95,7 +95,7 @@ fn train_all(args: &CompareArgs, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     if out.exists() {
         bail!("{} already exists; choose another --out", out.display());
     }
-    let stop = train::install_ctrl_c();
+    let stop = train::install_stop_signals();
     let mut dirs = Vec::new();
     for (config, name) in args.configs.iter().zip(&names) {
         for seed in 1..=args.seeds {
@@ -110,21 +110,21 @@ fn train_all(args: &CompareArgs, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
                 resume: false,
                 quiet: args.quiet,
             };
-            let (cfg, dir) = train::prepare_run(&targs)?;
+            let spec = train::prepare_run(&targs)?;
             println!(
                 "training {} seed {seed} → {}",
                 config.display(),
-                dir.display()
+                spec.dir.display()
             );
             let limits = Limits {
                 seconds: None,
                 quiet: args.quiet,
             };
-            let summary = train::train(&cfg, &dir, false, &limits, &stop)?;
+            let summary = train::train(&spec, &limits, &stop)?;
             if summary.interrupted {
                 bail!("interrupted; finished runs are in {}", out.display());
             }
-            dirs.push(dir);
+            dirs.push(spec.dir);
         }
     }
     Ok(dirs)
