@@ -27,7 +27,8 @@ pub(crate) struct CompareArgs {
     /// Frame budget per run (overrides the configs'), e.g. 2M, 500K, 100000.
     #[arg(long, value_parser = parse_count)]
     pub frames: Option<u64>,
-    /// Read these finished run directories instead of training.
+    /// Read these run directories instead of training (unfinished ones are left out, with a
+    /// warning naming each).
     #[arg(long, num_args = 1..)]
     pub runs: Vec<PathBuf>,
     /// Where the runs, report.md and curves.png go (default: runs/compare-<UTC time>).
@@ -95,7 +96,7 @@ fn train_all(args: &CompareArgs, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     if out.exists() {
         bail!("{} already exists; choose another --out", out.display());
     }
-    let stop = train::install_ctrl_c();
+    let stop = train::install_stop_signals();
     let mut dirs = Vec::new();
     for (config, name) in args.configs.iter().zip(&names) {
         for seed in 1..=args.seeds {
@@ -110,38 +111,42 @@ fn train_all(args: &CompareArgs, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
                 resume: false,
                 quiet: args.quiet,
             };
-            let (cfg, dir) = train::prepare_run(&targs)?;
+            let spec = train::prepare_run(&targs)?;
             println!(
                 "training {} seed {seed} → {}",
                 config.display(),
-                dir.display()
+                spec.dir.display()
             );
             let limits = Limits {
                 seconds: None,
                 quiet: args.quiet,
             };
-            let summary = train::train(&cfg, &dir, false, &limits, &stop)?;
+            let summary = train::train(&spec, &limits, &stop)?;
             if summary.interrupted {
                 bail!("interrupted; finished runs are in {}", out.display());
             }
-            dirs.push(dir);
+            dirs.push(spec.dir);
         }
     }
     Ok(dirs)
 }
 
-/// Reads finished runs and groups them by config name.
+/// Reads finished runs and groups them by config name. An unfinished run (no summary.json,
+/// interrupted, or short of its frame budget) is left out with a warning naming it: a partial
+/// seed would bias the final returns and AUC. No finished run at all is an error.
 fn read_runs(dirs: &[PathBuf]) -> anyhow::Result<Vec<ConfigRuns>> {
     let mut by_name: BTreeMap<String, Vec<RunCurve>> = BTreeMap::new();
+    let mut left_out = Vec::new();
     for dir in dirs {
         let cfg = RunConfig::load(&dir.join(CONFIG_FILE), &[])
             .with_context(|| format!("{} is not a run directory", dir.display()))?;
-        let summary_path = dir.join(SUMMARY_FILE);
-        let summary: RunSummary = serde_json::from_str(
-            &std::fs::read_to_string(&summary_path)
-                .with_context(|| format!("{}: run not finished", summary_path.display()))?,
-        )
-        .with_context(|| format!("{}: malformed summary", summary_path.display()))?;
+        let summary = match finished_summary(dir, &cfg)? {
+            Ok(summary) => summary,
+            Err(why) => {
+                left_out.push((dir, why));
+                continue;
+            }
+        };
         let points = read_returns(&dir.join(RETURNS_FILE))?;
         if points.is_empty() {
             bail!("{}: no finished episodes to compare", dir.display());
@@ -153,10 +158,54 @@ fn read_runs(dirs: &[PathBuf]) -> anyhow::Result<Vec<ConfigRuns>> {
             param_count: summary.param_count,
         });
     }
+    if by_name.is_empty() {
+        let list: Vec<String> = left_out
+            .iter()
+            .map(|(dir, why)| format!("{} ({why})", dir.display()))
+            .collect();
+        bail!(
+            "none of the {} runs given is finished, nothing to compare: {}",
+            list.len(),
+            list.join(", ")
+        );
+    }
+    for (dir, why) in &left_out {
+        eprintln!(
+            "warning: leaving out {}: unfinished ({why}); finish it with \
+             `brims train --run-dir {} --resume`",
+            dir.display(),
+            dir.display()
+        );
+    }
     Ok(by_name
         .into_iter()
         .map(|(name, runs)| ConfigRuns { name, runs })
         .collect())
+}
+
+/// The summary of a finished run, or why the run is not finished.
+fn finished_summary(
+    dir: &Path,
+    cfg: &RunConfig,
+) -> anyhow::Result<std::result::Result<RunSummary, String>> {
+    let path = dir.join(SUMMARY_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Err(format!("no {SUMMARY_FILE}")))
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let summary: RunSummary = serde_json::from_str(&text)
+        .with_context(|| format!("{}: malformed summary", path.display()))?;
+    let budget = cfg.total_frames / cfg.env.frames_per_step() * cfg.env.frames_per_step();
+    Ok(if summary.interrupted {
+        Err(format!("interrupted at {} frames", summary.frames))
+    } else if summary.frames < budget {
+        Err(format!("{} of {} frames", summary.frames, cfg.total_frames))
+    } else {
+        Ok(summary)
+    })
 }
 
 /// `(frames, episodic return)` of every finished episode in a run's returns.csv.

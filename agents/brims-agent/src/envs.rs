@@ -16,6 +16,22 @@ pub(crate) enum EnvFactory {
 }
 
 impl EnvFactory {
+    /// The observation shape and action count of `cfg`'s env (one env is built to ask it).
+    pub(crate) fn spaces(cfg: &EnvConfig) -> anyhow::Result<(Vec<usize>, usize)> {
+        fn of<T: envs_api::Element>(env: BoxedEnv<T>) -> anyhow::Result<(Vec<usize>, usize)> {
+            let shape = env.observation_space().shape().to_vec();
+            let n = env
+                .action_space()
+                .n()
+                .ok_or_else(|| anyhow::anyhow!("the env's action space is not discrete"))?;
+            Ok((shape, n))
+        }
+        match Self::from_config(cfg)? {
+            EnvFactory::Frames(make) => of(make(0)?),
+            EnvFactory::Vectors(make) => of(make(0)?),
+        }
+    }
+
     /// The factory for `cfg`. Env `i` of a pool is seeded by the pool with `seed + i`.
     pub(crate) fn from_config(cfg: &EnvConfig) -> anyhow::Result<EnvFactory> {
         Ok(match cfg {

@@ -91,6 +91,8 @@ pub(crate) fn load_policy(path: &Path) -> anyhow::Result<TrainedPolicy> {
             run.join(run_dir::CONFIG_FILE).display()
         );
     }
+    let (obs_shape, n_actions) = EnvFactory::spaces(&cfg.env)?;
+    crate::train::check_spaces(&learner, &header, &cfg.env, &obs_shape, n_actions)?;
     Ok(TrainedPolicy {
         cfg,
         learner,

@@ -12,6 +12,7 @@ mod eval;
 mod gif_writer;
 mod hparams;
 mod play;
+mod preflight;
 mod report;
 mod run_config;
 mod run_dir;

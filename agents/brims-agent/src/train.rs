@@ -21,7 +21,7 @@ use brims::CoreState;
 use candle_core::{Device, Tensor};
 use clap::Args;
 use envs_api::{Element, Env};
-use ppo::{Learner, ObsElement, PolicyStep, Rollout, UpdateMetrics};
+use ppo::{Learner, ObsElement, PolicyStep, Rollout, RunClock, UpdateMetrics};
 use telemetry::{Progress, RunLogger};
 
 use crate::activity::ActivityCollector;
@@ -45,7 +45,8 @@ pub(crate) struct TrainArgs {
     /// Run directory (default: runs/<name>-<UTC time>).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
-    /// Continue the run in --run-dir from its latest checkpoint.
+    /// Continue the run in --run-dir from its latest checkpoint (from its start if it has none;
+    /// a finished run is left as it is).
     #[arg(long)]
     pub resume: bool,
     /// No progress bar: plain log lines (for logs and CI).
@@ -69,14 +70,14 @@ pub(crate) struct RunSummary {
 /// Rollout steps between two samples of the core's scale (a few per update is plenty).
 const CORE_SCALE_EVERY: usize = 8;
 
-/// Name of the per-run CSV of finished episodes (`compare` reads it).
-pub(crate) const RETURNS_FILE: &str = "returns.csv";
+pub(crate) use run_dir::RETURNS_FILE;
 /// Name of the per-run JSON summary.
 pub(crate) const SUMMARY_FILE: &str = "summary.json";
 
-/// The Ctrl-C flag: the first Ctrl-C finishes the current update, checkpoints and exits 0; a
-/// second one exits at once.
-pub(crate) fn install_ctrl_c() -> Arc<AtomicBool> {
+/// The stop flag, raised by Ctrl-C (SIGINT), SIGTERM or SIGHUP (how Slurm, systemd, Docker
+/// and Kubernetes stop a job): the run abandons the rollout it is collecting (or finishes the
+/// update it is in), writes a checkpoint and exits 0. A second signal exits at once (130).
+pub(crate) fn install_stop_signals() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let _ = ctrlc::set_handler(move || {
@@ -84,20 +85,23 @@ pub(crate) fn install_ctrl_c() -> Arc<AtomicBool> {
             eprintln!("second interrupt: exiting without a checkpoint");
             std::process::exit(130);
         }
-        eprintln!("interrupt: finishing the current update, then writing a checkpoint");
+        eprintln!(
+            "interrupt: stopping (a rollout being collected is dropped, an update in progress \
+             finishes), then writing a checkpoint"
+        );
     });
     stop
 }
 
 /// `brims train`.
 pub(crate) fn run(args: &TrainArgs) -> anyhow::Result<serde_json::Value> {
-    let (cfg, dir) = prepare_run(args)?;
-    let stop = install_ctrl_c();
+    let spec = prepare_run(args)?;
+    let stop = install_stop_signals();
     let limits = Limits {
         seconds: None,
         quiet: args.quiet,
     };
-    let summary = train(&cfg, &dir, args.resume, &limits, &stop)?;
+    let summary = train(&spec, &limits, &stop)?;
     Ok(serde_json::json!({
         "run_dir": summary.run_dir,
         "frames": summary.frames,
@@ -105,9 +109,19 @@ pub(crate) fn run(args: &TrainArgs) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
-/// Resolves the config and the run directory, creating it (and recording the effective config
-/// and what produced the run) for a new run.
-pub(crate) fn prepare_run(args: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
+/// A run to start or continue.
+pub(crate) struct RunSpec {
+    pub cfg: RunConfig,
+    pub dir: PathBuf,
+    /// Continue the run in `dir` (else create `dir` for a new one).
+    pub resume: bool,
+    /// Where the config came from (recorded in run.json of a new run).
+    pub config_source: String,
+}
+
+/// Resolves the config and the run directory. Writes nothing: a new run's directory is
+/// created only once everything it needs has been built (see [`train`]).
+pub(crate) fn prepare_run(args: &TrainArgs) -> anyhow::Result<RunSpec> {
     if args.resume {
         let Some(dir) = &args.run_dir else {
             bail!("--resume needs --run-dir DIR (the run to continue)");
@@ -117,23 +131,28 @@ pub(crate) fn prepare_run(args: &TrainArgs) -> anyhow::Result<(RunConfig, PathBu
                 "--resume continues a run with the config in its run dir; drop --config and --set"
             );
         }
-        run_dir::prepare(dir, true)?;
-        let cfg = RunConfig::load(&dir.join(run_dir::CONFIG_FILE), &[])?;
-        return Ok((cfg, dir.clone()));
+        run_dir::check_resumable(dir)?;
+        let path = dir.join(run_dir::CONFIG_FILE);
+        let cfg = RunConfig::load(&path, &[])?;
+        return Ok(RunSpec {
+            cfg,
+            dir: dir.clone(),
+            resume: true,
+            config_source: path.display().to_string(),
+        });
     }
     let Some(path) = &args.config else {
         bail!("--config FILE is required (see configs/), or --resume with --run-dir");
     };
     let cfg = RunConfig::load(path, &args.overrides)?;
     let dir = run_dir::choose(args.run_dir.as_deref(), &cfg.name);
-    run_dir::prepare(&dir, false)?;
-    run_dir::write_atomic(&dir.join(run_dir::CONFIG_FILE), cfg.to_toml()?.as_bytes())?;
-    let meta = run_dir::metadata(cfg.seed, &path.display().to_string());
-    run_dir::write_atomic(
-        &dir.join(run_dir::META_FILE),
-        serde_json::to_string_pretty(&meta)?.as_bytes(),
-    )?;
-    Ok((cfg, dir))
+    run_dir::check_new(&dir)?;
+    Ok(RunSpec {
+        cfg,
+        dir,
+        resume: false,
+        config_source: path.display().to_string(),
+    })
 }
 
 /// Extra limits on a run (the benchmark stops after some seconds).
@@ -142,22 +161,54 @@ pub(crate) struct Limits {
     pub quiet: bool,
 }
 
-/// Trains `cfg` in `dir` (resuming from its latest checkpoint if `resume`).
+/// Trains the run `spec` names: a new one, or the continuation of one from its latest
+/// checkpoint (from its start when it has none). A resumed run that is already finished (its
+/// checkpoint covers the budget and its summary.json says so) is left as it is.
 pub(crate) fn train(
-    cfg: &RunConfig,
-    dir: &Path,
-    resume: bool,
+    spec: &RunSpec,
     limits: &Limits,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<RunSummary> {
-    match envs::EnvFactory::from_config(&cfg.env)? {
-        envs::EnvFactory::Frames(make) => {
-            Driver::<u8>::new(cfg, dir, resume, make)?.run(limits, stop)
-        }
-        envs::EnvFactory::Vectors(make) => {
-            Driver::<f32>::new(cfg, dir, resume, make)?.run(limits, stop)
+    if spec.resume {
+        if let Some(summary) = finished_run(spec)? {
+            eprintln!(
+                "{} is finished ({} of {} frames); nothing to do",
+                spec.dir.display(),
+                summary.frames,
+                spec.cfg.total_frames
+            );
+            return Ok(summary);
         }
     }
+    match envs::EnvFactory::from_config(&spec.cfg.env)? {
+        envs::EnvFactory::Frames(make) => Driver::<u8>::new(spec, make)?.run(limits, stop),
+        envs::EnvFactory::Vectors(make) => Driver::<f32>::new(spec, make)?.run(limits, stop),
+    }
+}
+
+/// Environment steps of a run's budget.
+fn total_steps(cfg: &RunConfig) -> u64 {
+    cfg.total_frames / cfg.env.frames_per_step()
+}
+
+/// The summary of a finished run (its latest checkpoint covers the budget and its summary.json
+/// describes that checkpoint, not an interruption); reads only.
+fn finished_run(spec: &RunSpec) -> anyhow::Result<Option<RunSummary>> {
+    let Some(latest) = ppo::latest_checkpoint(&spec.dir.join(run_dir::CHECKPOINT_DIR))? else {
+        return Ok(None);
+    };
+    let header = ppo::read_header(&latest)?;
+    if header.global_step < total_steps(&spec.cfg) {
+        return Ok(None);
+    }
+    let Ok(text) = std::fs::read_to_string(spec.dir.join(SUMMARY_FILE)) else {
+        return Ok(None);
+    };
+    let Ok(summary) = serde_json::from_str::<RunSummary>(&text) else {
+        return Ok(None);
+    };
+    let frames = header.global_step * spec.cfg.env.frames_per_step();
+    Ok((summary.frames == frames && !summary.interrupted).then_some(summary))
 }
 
 /// The training loop for observations of element type `T`.
@@ -173,10 +224,22 @@ struct Driver<'a, T: Element + ObsElement> {
     logger: RunLogger,
     returns_csv: std::io::BufWriter<std::fs::File>,
     recent_returns: VecDeque<f64>,
+    /// Episodes finished in the rollout being collected, as `(global_step, return, length)`:
+    /// logged once its update is done, dropped with a rollout abandoned at a stop signal, so
+    /// returns.csv only holds episodes of updates the learner has made.
+    pending_episodes: Vec<(u64, f64, u64)>,
     frames_per_step: u64,
     /// Whether the core reports module activity (BRIMs), gathered into `activity`.
     trace_cores: bool,
     activity: ActivityCollector,
+    /// Time spent before this process, from the checkpoint resumed.
+    clock: RunClock,
+    /// The global step this process started from.
+    start_step: u64,
+    /// The newest checkpoint on disk and the update it holds.
+    last_checkpoint: Option<(u64, PathBuf)>,
+    /// The run directory's lock, held until the driver is dropped.
+    _lock: run_dir::RunLock,
     /// Scale of each layer's `h` while acting, logged per update.
     core_scale: CoreScale,
 }
@@ -230,12 +293,12 @@ struct GroupState<T> {
 }
 
 impl<'a, T: Element + ObsElement> Driver<'a, T> {
-    fn new(
-        cfg: &'a RunConfig,
-        dir: &Path,
-        resume: bool,
-        make_env: envs::MakeEnv<T>,
-    ) -> anyhow::Result<Self> {
+    /// Builds everything the run needs, in an order that leaves nothing behind on a failure: the
+    /// envs and the learner are built and the run checked against the machine's memory before
+    /// a new run's directory exists; a resumed run is locked before its checkpoint is read, and
+    /// its files change only once everything is built.
+    fn new(spec: &'a RunSpec, make_env: envs::MakeEnv<T>) -> anyhow::Result<Self> {
+        let (cfg, dir) = (&spec.cfg, spec.dir.as_path());
         // Probe one env on this thread: a bad game name fails here, before any thread starts.
         let probe = make_env(0).map_err(|e| anyhow::anyhow!("{e}"))?;
         let obs_shape = probe.observation_space().shape().to_vec();
@@ -245,24 +308,50 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         drop(probe);
 
         let device = Device::Cpu;
-        let checkpoint_dir = dir.join(run_dir::CHECKPOINT_DIR);
-        let learner = if resume {
-            let Some(latest) = ppo::latest_checkpoint(&checkpoint_dir)? else {
-                bail!("--resume: no checkpoint in {}", checkpoint_dir.display());
-            };
-            let learner = Learner::resume(&latest, &device)
-                .with_context(|| format!("cannot resume from {}", latest.display()))?;
-            if learner.network_config() != &cfg.network {
-                bail!(
-                    "{}: the checkpoint's network differs from the run's config",
-                    latest.display()
-                );
-            }
-            learner
+        let lock = if spec.resume {
+            Some(run_dir::RunLock::acquire(dir)?)
         } else {
-            let plan = cfg.ppo.validate()?;
-            Learner::new(plan, cfg.network.clone(), &obs_shape, n_actions, &device)?
+            None
         };
+        let checkpoint_dir = dir.join(run_dir::CHECKPOINT_DIR);
+        let latest = if spec.resume {
+            ppo::latest_checkpoint(&checkpoint_dir)?
+        } else {
+            None
+        };
+        let (learner, clock, last_checkpoint) = match latest {
+            Some(latest) => {
+                let learner = Learner::resume(&latest, &device)
+                    .with_context(|| format!("cannot resume from {}", latest.display()))?;
+                if learner.network_config() != &cfg.network {
+                    bail!(
+                        "{}: the checkpoint's network differs from the run's config",
+                        latest.display()
+                    );
+                }
+                check_spaces(&learner, &latest, &cfg.env, &obs_shape, n_actions)?;
+                let clock = ppo::read_header(&latest)?.clock.unwrap_or_default();
+                let updates = learner.updates();
+                (learner, clock, Some((updates, latest)))
+            }
+            None => {
+                let plan = cfg.ppo.validate()?;
+                let learner =
+                    Learner::new(plan, cfg.network.clone(), &obs_shape, n_actions, &device)?;
+                (learner, RunClock::default(), None)
+            }
+        };
+        let params: usize = learner
+            .parameters()
+            .iter()
+            .map(|(_, t)| t.elem_count())
+            .sum();
+        let obs_size: usize = obs_shape.iter().product();
+        crate::preflight::check(
+            cfg,
+            (obs_size * std::mem::size_of::<T>()) as u64,
+            params as u64,
+        )?;
 
         let num_envs = cfg.ppo.num_envs;
         // A resumed run must not replay the same env trajectories: offset the seeds by progress.
@@ -279,27 +368,55 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             make_env,
         )?;
         let groups = (0..pool.num_groups()).map(|g| pool.group_envs(g)).collect();
-        let obs_size = obs_shape.iter().product();
 
+        // Everything is built: from here on the run directory is written.
+        let lock = match lock {
+            Some(lock) => lock,
+            None => run_dir::create(
+                dir,
+                &cfg.to_toml()?,
+                &run_dir::metadata(cfg.seed, &spec.config_source),
+            )?,
+        };
+        let step = learner.global_step();
+        let kept = run_dir::cut_returns(dir, step)?;
+        if spec.resume {
+            match &last_checkpoint {
+                Some((_, path)) => eprintln!(
+                    "resuming from {} ({} frames)",
+                    path.display(),
+                    step * cfg.env.frames_per_step()
+                ),
+                None => eprintln!(
+                    "no checkpoint in {}: starting the run from its beginning",
+                    checkpoint_dir.display()
+                ),
+            }
+            if kept.dropped > 0 {
+                eprintln!(
+                    "{RETURNS_FILE}: dropped {} episodes logged after that point",
+                    kept.dropped
+                );
+            }
+        }
         let mut logger = RunLogger::create(dir)?;
-        if !resume {
+        if spec.resume {
+            // TensorBoard: what earlier processes logged after this point is not the run's.
+            logger.purge_from(step + 1)?;
+        } else {
             logger.text("config", &format!("```toml\n{}\n```", cfg.to_toml()?), 0)?;
         }
         let csv_path = dir.join(RETURNS_FILE);
-        let new_csv = !csv_path.exists();
-        let mut returns_csv = std::io::BufWriter::new(
+        let returns_csv = std::io::BufWriter::new(
             std::fs::OpenOptions::new()
-                .create(true)
                 .append(true)
                 .open(&csv_path)
                 .with_context(|| format!("cannot write {}", csv_path.display()))?,
         );
-        if new_csv {
-            writeln!(
-                returns_csv,
-                "global_step,frames,episodic_return,episodic_length"
-            )?;
-        }
+        let recent_returns = kept.returns[kept.returns.len().saturating_sub(20)..]
+            .iter()
+            .copied()
+            .collect();
         Ok(Driver {
             cfg,
             dir: dir.to_path_buf(),
@@ -311,17 +428,22 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             device,
             logger,
             returns_csv,
-            recent_returns: VecDeque::with_capacity(20),
+            recent_returns,
+            pending_episodes: Vec::new(),
             frames_per_step: cfg.env.frames_per_step(),
             trace_cores: matches!(cfg.network.core, Some(brims::CoreConfig::Brims(_))),
             activity: ActivityCollector::default(),
+            clock,
+            start_step: step,
+            last_checkpoint,
+            _lock: lock,
             core_scale: CoreScale::default(),
         })
     }
 
     fn run(mut self, limits: &Limits, stop: &Arc<AtomicBool>) -> anyhow::Result<RunSummary> {
         let (num_steps, num_envs) = (self.cfg.ppo.num_steps, self.cfg.ppo.num_envs);
-        let total_steps = self.cfg.total_frames / self.frames_per_step;
+        let total_steps = total_steps(self.cfg);
         let param_count: usize = self
             .learner
             .parameters()
@@ -348,7 +470,11 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
                 break;
             }
             let t0 = Instant::now();
-            self.collect(&mut rollout, &mut groups)?;
+            if !self.collect(&mut rollout, &mut groups, stop)? {
+                // A stop signal: the rollout is abandoned (the checkpoint precedes it).
+                interrupted = true;
+                break;
+            }
             let t1 = Instant::now();
             let metrics = self.learner.update(&rollout)?;
             let t2 = Instant::now();
@@ -357,6 +483,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
 
             let global_step = self.learner.global_step();
             let sps = (global_step - start_step) as f64 / started.elapsed().as_secs_f64();
+            self.log_episodes()?;
             self.log_update(&metrics, global_step, sps)?;
             progress.update(
                 global_step * self.frames_per_step,
@@ -366,32 +493,37 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
                 progress.set_mean_return(mean);
             }
             if self.learner.updates() % self.cfg.run.checkpoint_every == 0 {
-                let path = self.checkpoint()?;
+                let clock = self.clock_now(started, rollout_secs, update_secs);
+                let path = self.checkpoint(clock)?;
                 progress.println(&format!("checkpoint {}", path.display()));
             }
         }
-        // The final state, unless the last update just wrote it.
-        if self.learner.updates() % self.cfg.run.checkpoint_every != 0 {
-            let path = self.checkpoint()?;
+        // The final state, unless it is on disk already (or there is none: no update made).
+        let unsaved = match &self.last_checkpoint {
+            Some((updates, _)) => *updates != self.learner.updates(),
+            None => self.learner.updates() > 0,
+        };
+        if unsaved {
+            let clock = self.clock_now(started, rollout_secs, update_secs);
+            let path = self.checkpoint(clock)?;
             progress.println(&format!("checkpoint {}", path.display()));
         }
         progress.finish();
-        if self.trace_cores {
+        if self.trace_cores && !interrupted {
             self.log_activity_image()?;
         }
-        let steps_done = self.learner.global_step() - start_step;
-        let wall = started.elapsed().as_secs_f64();
+        let clock = self.clock_now(started, rollout_secs, update_secs);
         let summary = RunSummary {
             run_dir: self.dir.clone(),
             frames: self.learner.global_step() * self.frames_per_step,
             mean_return_last_20: self.mean_recent_return(),
-            sps: if wall > 0.0 {
-                steps_done as f64 / wall
+            sps: if clock.wall_secs > 0.0 {
+                clock.steps as f64 / clock.wall_secs
             } else {
                 0.0
             },
-            rollout_secs,
-            update_secs,
+            rollout_secs: clock.rollout_secs,
+            update_secs: clock.update_secs,
             param_count,
             interrupted,
         };
@@ -407,9 +539,34 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             serde_json::to_string_pretty(&summary)?.as_bytes(),
         )?;
         if interrupted {
-            eprintln!("interrupted: checkpoint written to {}", self.dir.display());
+            let resume = format!(
+                "`brims train --run-dir {} --resume` continues",
+                self.dir.display()
+            );
+            match &self.last_checkpoint {
+                Some((_, path)) => eprintln!(
+                    "interrupted at {} frames: checkpoint {}; {resume}",
+                    summary.frames,
+                    path.display()
+                ),
+                None => eprintln!(
+                    "interrupted before the first update: no checkpoint written; {resume} \
+                     (from the start)"
+                ),
+            }
         }
         Ok(summary)
+    }
+
+    /// The run's time so far: what the resumed checkpoint recorded plus this process's.
+    fn clock_now(&self, started: Instant, rollout_secs: f64, update_secs: f64) -> RunClock {
+        let steps_here = self.learner.global_step() - self.start_step;
+        RunClock {
+            steps: self.clock.steps + steps_here,
+            wall_secs: self.clock.wall_secs + started.elapsed().as_secs_f64(),
+            rollout_secs: self.clock.rollout_secs + rollout_secs,
+            update_secs: self.clock.update_secs + update_secs,
+        }
     }
 
     /// Resets every env and gives each group zero state and "episode starts here" flags.
@@ -428,17 +585,25 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
     }
 
     /// Fills `rollout` with `T` steps of every env, alternating the groups so one group steps on
-    /// the actor threads while the driver runs the policy for the other.
+    /// the actor threads while the driver runs the policy for the other. Returns `false`, with
+    /// the rollout abandoned, when `stop` is raised meanwhile (so a stop signal waits for at most
+    /// one update, not a rollout and an update).
     fn collect(
         &mut self,
         rollout: &mut Rollout,
         groups: &mut [GroupState<T>],
-    ) -> anyhow::Result<()> {
+        stop: &AtomicBool,
+    ) -> anyhow::Result<bool> {
         let num_steps = rollout.num_steps();
         let start_state =
             CoreState::cat(&groups.iter().map(|g| g.state.clone()).collect::<Vec<_>>())?;
         rollout.begin(&start_state)?;
+        self.pending_episodes.clear();
         for t in 0..num_steps {
+            if stop.load(Ordering::SeqCst) {
+                self.pending_episodes.clear();
+                return Ok(false);
+            }
             for (g, group) in groups.iter_mut().enumerate() {
                 if t > 0 {
                     let outcome = self.pool.recv(g)?;
@@ -460,7 +625,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             )?;
             rollout.record_next_values(self.groups[g].start, &values.to_vec1::<f32>()?)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Runs the policy for group `g` at step `t`, records it, and sends the actions.
@@ -545,22 +710,29 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         group.obs = outcome.obs;
         let step_now = self.learner.global_step() + ((t + 1) * self.cfg.ppo.num_envs) as u64;
         for (_, stats) in outcome.episodes {
+            self.pending_episodes.push((step_now, stats.ret, stats.len));
+        }
+        Ok(())
+    }
+
+    /// Logs the episodes of the rollout just learned from (TensorBoard, returns.csv, the recent
+    /// mean) and flushes returns.csv.
+    fn log_episodes(&mut self) -> anyhow::Result<()> {
+        for (step, ret, len) in std::mem::take(&mut self.pending_episodes) {
+            self.logger.scalar("charts/episodic_return", ret, step)?;
             self.logger
-                .scalar("charts/episodic_return", stats.ret, step_now)?;
-            self.logger
-                .scalar("charts/episodic_length", stats.len as f64, step_now)?;
+                .scalar("charts/episodic_length", len as f64, step)?;
             writeln!(
                 self.returns_csv,
-                "{step_now},{},{},{}",
-                step_now * self.frames_per_step,
-                stats.ret,
-                stats.len
+                "{step},{},{ret},{len}",
+                step * self.frames_per_step
             )?;
             if self.recent_returns.len() == 20 {
                 self.recent_returns.pop_front();
             }
-            self.recent_returns.push_back(stats.ret);
+            self.recent_returns.push_back(ret);
         }
+        self.returns_csv.flush()?;
         Ok(())
     }
 
@@ -639,10 +811,51 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         Ok(())
     }
 
-    fn checkpoint(&mut self) -> anyhow::Result<PathBuf> {
+    /// Writes a checkpoint of the learner with the run's `clock`.
+    fn checkpoint(&mut self, clock: RunClock) -> anyhow::Result<PathBuf> {
         let dir = self.dir.join(run_dir::CHECKPOINT_DIR);
-        Ok(self
-            .learner
-            .save_checkpoint(&dir, self.cfg.run.keep_checkpoints)?)
+        let path = self.learner.save_checkpoint_with_clock(
+            &dir,
+            self.cfg.run.keep_checkpoints,
+            Some(clock),
+        )?;
+        self.last_checkpoint = Some((self.learner.updates(), path.clone()));
+        Ok(path)
     }
+}
+
+/// Refuses a checkpoint whose network was built for other observations or another action count
+/// than the run's env has (a checkpoint of another game).
+pub(crate) fn check_spaces(
+    learner: &Learner,
+    checkpoint: &Path,
+    env: &crate::run_config::EnvConfig,
+    obs_shape: &[usize],
+    n_actions: usize,
+) -> anyhow::Result<()> {
+    let net = learner.net();
+    let what = match env {
+        crate::run_config::EnvConfig::Atari { game, .. } => game.clone(),
+        other => format!("{other:?}").to_lowercase(),
+    };
+    if net.n_actions() != n_actions {
+        bail!(
+            "{}: the checkpoint's policy has {} actions but {what} has {n_actions}; \
+             it was trained on another game (check the run's {})",
+            checkpoint.display(),
+            net.n_actions(),
+            run_dir::CONFIG_FILE
+        );
+    }
+    if net.obs_shape() != obs_shape {
+        bail!(
+            "{}: the checkpoint's policy reads observations of shape {:?} but {what} gives {:?} \
+             (check the run's {})",
+            checkpoint.display(),
+            net.obs_shape(),
+            obs_shape,
+            run_dir::CONFIG_FILE
+        );
+    }
+    Ok(())
 }

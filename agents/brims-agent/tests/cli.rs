@@ -358,3 +358,553 @@ fn bench_env_and_core_print_consistent_json() {
         assert!(num(&out, "step_fwd_ms") > 0.0 && num(&out, "seq_fwd_bwd_ms") > 0.0);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Runs that survive anything: resume bookkeeping, signals, the run lock, checks before the
+// first step. Every wait polls for a file or an exit with a deadline; nothing sleeps a fixed time.
+
+use std::time::{Duration, Instant};
+
+/// CartPole LSTM with 8 envs × 32 steps = 256 steps per update.
+const CARTPOLE: &str = "configs/cartpole_lstm.toml";
+
+/// A child process that is killed (SIGKILL) if the test ends, e.g. by a failed assertion,
+/// while it still runs.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds (true) or `secs` pass (false).
+fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+/// Waits at most `secs` for `child` to exit; kills it and fails the test otherwise.
+fn wait_exit(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until(secs, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    match status {
+        Some(s) => s,
+        None => {
+            let _ = child.kill();
+            panic!("process {} did not exit within {secs} s", child.id());
+        }
+    }
+}
+
+/// What an exited child wrote to its piped stderr.
+fn read_stderr(child: &mut std::process::Child) -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    text
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// `(global_step, episodic_return)` of every row of a run's returns.csv.
+fn csv_rows(run: &Path) -> Vec<(u64, f64)> {
+    let text = std::fs::read_to_string(run.join("returns.csv")).unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter(|l| l.split(',').count() == 4)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].parse().unwrap(), f[2].parse().unwrap())
+        })
+        .collect()
+}
+
+fn json_file(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let p = entry.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+/// One timeline: steps never go backwards; the summary's mean is that of the file's last 20.
+fn assert_one_timeline(run: &Path) {
+    let rows = csv_rows(run);
+    assert!(!rows.is_empty());
+    for w in rows.windows(2) {
+        assert!(w[0].0 <= w[1].0, "global_step runs backwards: {w:?}");
+    }
+    let last: Vec<f64> = rows[rows.len().saturating_sub(20)..]
+        .iter()
+        .map(|r| r.1)
+        .collect();
+    let mean = last.iter().sum::<f64>() / last.len() as f64;
+    let summary = json_file(&run.join("summary.json"));
+    let reported = summary["mean_return_last_20"].as_f64().unwrap();
+    assert!(
+        (reported - mean).abs() < 1e-9,
+        "summary {reported}, csv {mean}"
+    );
+    assert!(summary["sps"].as_f64().unwrap() > 0.0, "{summary}");
+}
+
+fn checkpoints(run: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(run.join("checkpoints"))
+        .map(|d| {
+            d.map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The session-start (purge) steps written in a run's event files, file by file.
+fn purge_steps(run: &Path) -> Vec<Vec<i64>> {
+    use tfrecord::protobuf::event::What;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(run)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("tfevents"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| {
+            tfrecord::EventIter::open(f, tfrecord::RecordReaderConfig::default())
+                .unwrap()
+                .map(|e| e.unwrap())
+                .filter(|e| matches!(e.what, Some(What::SessionLog(_))))
+                .map(|e| e.step)
+                .collect()
+        })
+        .collect()
+}
+
+/// Items 1, 2 and 8 of issue 11: a finished run is left alone; a run that lost its last
+/// checkpoint (killed after logging, before writing it) resumes from the one before, with
+/// returns.csv and TensorBoard cut back to it and a summary of the whole run; identical fresh
+/// runs give identical returns.
+#[test]
+fn resume_leaves_a_finished_run_alone_and_cuts_a_run_back_to_its_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sets = [
+        "total_frames=3072",
+        "ppo.num_steps=32",
+        "run.checkpoint_every=1",
+        "run.keep_checkpoints=20",
+    ];
+    let a = tmp.path().join("a");
+    run_ok(&mut train(CARTPOLE, &a, &sets));
+    let twin = tmp.path().join("twin");
+    run_ok(&mut train(CARTPOLE, &twin, &sets));
+    assert_eq!(
+        std::fs::read(a.join("returns.csv")).unwrap(),
+        std::fs::read(twin.join("returns.csv")).unwrap(),
+        "two identical fresh runs must log identical returns"
+    );
+
+    // Resuming the finished run says so and changes nothing.
+    let before = dir_snapshot(&a);
+    let out = brims()
+        .args(["train", "--resume", "--quiet", "--run-dir"])
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is finished"));
+    assert_eq!(last_json(&out)["frames"], 3072);
+    assert_eq!(before, dir_snapshot(&a), "resume rewrote a finished run");
+
+    // b = a as if killed after update 12 was logged but before its checkpoint was written
+    // (and in the middle of writing a returns.csv line).
+    let b = tmp.path().join("b");
+    copy_dir(&a, &b);
+    for ext in ["json", "safetensors"] {
+        std::fs::remove_file(b.join(format!("checkpoints/ckpt-00000012.{ext}"))).unwrap();
+    }
+    std::fs::remove_file(b.join("summary.json")).unwrap();
+    let mut csv = std::fs::read_to_string(b.join("returns.csv")).unwrap();
+    csv.push_str("3072,3072,1");
+    std::fs::write(b.join("returns.csv"), csv).unwrap();
+    let ckpt11: ppo::CheckpointHeader =
+        ppo::read_header(&b.join("checkpoints/ckpt-00000011.json")).unwrap();
+    assert_eq!(ckpt11.global_step, 2816);
+
+    let out = brims()
+        .args(["train", "--resume", "--quiet", "--run-dir"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("dropped"), "{stderr}");
+    assert_eq!(last_json(&out)["frames"], 3072);
+    assert_one_timeline(&b);
+    // Up to the checkpoint, b's record is a's; after it, b's own (fresh episodes, see README).
+    let upto = |run: &Path| -> Vec<(u64, f64)> {
+        csv_rows(run).into_iter().filter(|r| r.0 <= 2816).collect()
+    };
+    assert_eq!(upto(&a), upto(&b));
+    // The summary's time covers the whole run, not only the resumed part.
+    let summary = json_file(&b.join("summary.json"));
+    let clock = ckpt11.clock.expect("checkpoints record the run's clock");
+    assert!(summary["update_secs"].as_f64().unwrap() > clock.update_secs);
+    assert!(summary["rollout_secs"].as_f64().unwrap() > clock.rollout_secs);
+    // TensorBoard: the resumed process's file starts by purging steps after the checkpoint.
+    assert_eq!(purge_steps(&b), vec![vec![], vec![2817]]);
+}
+
+/// Items 2, 3 and 5: kill -9 at a random point (possibly before the first checkpoint), then
+/// resume at once (the OS released the lock): one timeline, the whole budget, a true summary.
+#[test]
+fn kill_9_at_a_random_point_then_resume_keeps_one_timeline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let target_rows = (nanos % 200) as usize;
+    eprintln!("killing after {target_rows} logged episodes");
+    let mut child = Reaped(
+        train(
+            CARTPOLE,
+            &run,
+            &[
+                "total_frames=8192",
+                "ppo.num_steps=32",
+                "run.checkpoint_every=3",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    assert!(wait_until(60, || {
+        run.join("returns.csv").exists() && csv_rows(&run).len() >= target_rows
+            || child.0.try_wait().unwrap().is_some()
+    }));
+    let _ = child.0.kill(); // SIGKILL
+    child.0.wait().unwrap();
+
+    let json = run_ok(
+        brims()
+            .args(["train", "--resume", "--quiet", "--run-dir"])
+            .arg(&run),
+    );
+    assert_eq!(json["frames"], 8192);
+    assert_one_timeline(&run);
+}
+
+/// Items 4, 5 and 7: SIGTERM finishes like Ctrl-C (checkpoint, exit 0, quickly); while a run
+/// trains, a second trainer on its directory is refused naming the holder; compare leaves the
+/// interrupted run out, naming it.
+#[test]
+fn sigterm_checkpoints_a_second_trainer_is_refused_and_compare_leaves_it_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let finished = tmp.path().join("finished");
+    run_ok(&mut train(
+        CARTPOLE,
+        &finished,
+        &["total_frames=1024", "ppo.num_steps=32"],
+    ));
+    let run = tmp.path().join("long");
+    let mut child = Reaped(
+        train(
+            CARTPOLE,
+            &run,
+            &[
+                "total_frames=100000000",
+                "ppo.num_steps=32",
+                "run.checkpoint_every=100000",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    // Wait for a logged episode: an update is done (no checkpoint yet).
+    assert!(wait_until(60, || !csv_rows(&run).is_empty()));
+
+    let err = run_err(
+        brims()
+            .args(["train", "--resume", "--quiet", "--run-dir"])
+            .arg(&run),
+    );
+    assert!(
+        err.contains("in use") && err.contains(&format!("process {}", child.0.id())),
+        "{err}"
+    );
+
+    signal(child.0.id(), "-TERM");
+    let sent = Instant::now();
+    let status = wait_exit(&mut child.0, 30);
+    let stderr = read_stderr(&mut child.0);
+    assert!(
+        status.success(),
+        "SIGTERM must exit 0: {status:?}\n{stderr}"
+    );
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        sent.elapsed()
+    );
+    let summary = json_file(&run.join("summary.json"));
+    assert_eq!(summary["interrupted"], true);
+    let frames = summary["frames"].as_u64().unwrap();
+    let ckpts = checkpoints(&run);
+    assert_eq!(ckpts.len(), 1, "{stderr}");
+    assert_eq!(ppo::read_header(&ckpts[0]).unwrap().global_step, frames);
+    assert!(
+        stderr.contains(&format!(
+            "interrupted at {frames} frames: checkpoint {}",
+            ckpts[0].display()
+        )),
+        "{stderr}"
+    );
+
+    let out = brims()
+        .args(["compare", "--quiet", "--out"])
+        .arg(tmp.path().join("cmp"))
+        .arg("--runs")
+        .arg(&finished)
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("leaving out {}", run.display()))
+            && stderr.contains("interrupted"),
+        "{stderr}"
+    );
+    let report = std::fs::read_to_string(last_json(&out)["report"].as_str().unwrap()).unwrap();
+    assert!(!report.contains(&run.display().to_string()), "{report}");
+    // Only unfinished runs: refused.
+    let err = run_err(
+        brims()
+            .args(["compare", "--quiet", "--out"])
+            .arg(tmp.path().join("cmp2"))
+            .arg("--runs")
+            .arg(&run),
+    );
+    assert!(err.contains("none of the 1 runs"), "{err}");
+}
+
+/// Item 3: Ctrl-C before the first update says that no checkpoint was written (none was), and
+/// `--resume` then starts the run from its beginning.
+#[test]
+fn ctrl_c_before_the_first_update_says_so_and_resume_starts_from_the_beginning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    // One update of a long (about a second) rollout.
+    let sets = [
+        "total_frames=32000",
+        "ppo.num_envs=2",
+        "ppo.num_minibatches=1",
+        "ppo.num_steps=16000",
+        "ppo.update_epochs=1",
+    ];
+    let mut child = Reaped(
+        train(CARTPOLE, &run, &sets)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_until(60, || run.join("config.toml").exists()));
+    signal(child.0.id(), "-INT");
+    let status = wait_exit(&mut child.0, 30);
+    let stderr = read_stderr(&mut child.0);
+    assert!(status.success(), "{stderr}");
+    let ckpts = checkpoints(&run);
+    if ckpts.is_empty() {
+        assert!(stderr.contains("no checkpoint written"), "{stderr}");
+    } else {
+        // The signal came late (a slow machine): the message must name the checkpoint.
+        assert!(stderr.contains(&ckpts[0].display().to_string()), "{stderr}");
+    }
+    assert!(!stderr.contains("checkpoint written to"), "{stderr}");
+
+    let out = brims()
+        .args(["train", "--resume", "--quiet", "--run-dir"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(last_json(&out)["frames"], 32000);
+    if ckpts.is_empty() {
+        assert!(
+            stderr.contains("starting the run from its beginning"),
+            "{stderr}"
+        );
+    }
+    assert_one_timeline(&run);
+}
+
+/// Items 3 and 6: a start that fails (unknown game, more active modules than modules, more
+/// memory than the machine has) leaves no run directory behind.
+#[test]
+fn failed_starts_leave_nothing_and_oversized_runs_are_refused_with_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let err = run_err(&mut train(
+        "configs/smoke.toml",
+        &run,
+        &["env.game=\"Breakot\""],
+    ));
+    assert!(err.contains("Breakout"), "{err}");
+    assert!(!run.exists(), "a failed start left {}", run.display());
+
+    let err = run_err(&mut train(
+        "configs/cartpole_brims.toml",
+        &run,
+        &["network.core.layers=[{hidden_size = 64, modules = 4, active = 5}]"],
+    ));
+    assert!(err.contains("active") || err.contains('5'), "{err}");
+    assert!(!run.exists(), "a failed start left {}", run.display());
+
+    let err = run_err(&mut train(
+        "configs/smoke.toml",
+        &run,
+        &["ppo.num_envs=1000000"],
+    ));
+    assert!(
+        err.contains("memory") && err.contains("GiB") && err.contains("available"),
+        "{err}"
+    );
+    assert!(!run.exists(), "a refused start left {}", run.display());
+}
+
+/// Writes NaN into the first value of `tensor` of a checkpoint (fixing the header's byte
+/// count, so only the value is wrong).
+fn poison_checkpoint(header: &Path, tensor: &str) {
+    use candle_core::{Device, Tensor};
+    let h = ppo::read_header(header).unwrap();
+    let file = header.parent().unwrap().join(&h.tensors_file);
+    let mut tensors = candle_core::safetensors::load(&file, &Device::Cpu).unwrap();
+    let t = &tensors[tensor];
+    let mut values = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    values[0] = f32::NAN;
+    let poisoned = Tensor::from_vec(values, t.dims(), &Device::Cpu).unwrap();
+    tensors.insert(tensor.to_string(), poisoned);
+    candle_core::safetensors::save(&tensors, &file).unwrap();
+    let text = std::fs::read_to_string(header).unwrap();
+    let old = format!("\"tensors_bytes\": {}", h.tensors_bytes);
+    let new = format!(
+        "\"tensors_bytes\": {}",
+        std::fs::metadata(&file).unwrap().len()
+    );
+    std::fs::write(header, text.replace(&old, &new)).unwrap();
+}
+
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from:?} not in {}", path.display());
+    std::fs::write(path, text.replace(from, to)).unwrap();
+}
+
+/// Item 6: eval and resume refuse a checkpoint of another game (another action count) and a
+/// checkpoint with non-finite weights.
+#[test]
+fn eval_and_resume_refuse_another_games_checkpoint_and_non_finite_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("breakout");
+    run_ok(&mut train(
+        "configs/smoke.toml",
+        &run,
+        &[
+            "total_frames=64",
+            "ppo.num_envs=2",
+            "ppo.num_steps=8",
+            "ppo.num_minibatches=1",
+            "actors.threads=1",
+        ],
+    ));
+    let eval = |dir: &Path| {
+        let mut cmd = brims();
+        cmd.args(["eval", "--episodes", "1", "--checkpoint"])
+            .arg(dir);
+        cmd
+    };
+    let resume = |dir: &Path| {
+        let mut cmd = brims();
+        cmd.args(["train", "--resume", "--quiet", "--run-dir"])
+            .arg(dir);
+        cmd
+    };
+
+    // The run's config now says Pong (6 actions); the policy has Breakout's 4.
+    let pong = tmp.path().join("pong");
+    copy_dir(&run, &pong);
+    edit(
+        &pong.join("config.toml"),
+        "game = \"Breakout\"",
+        "game = \"Pong\"",
+    );
+    edit(
+        &pong.join("config.toml"),
+        "total_frames = 64",
+        "total_frames = 128",
+    );
+    for mut cmd in [eval(&pong), resume(&pong)] {
+        let err = run_err(&mut cmd);
+        assert!(
+            err.contains("4 actions") && err.contains("Pong has 6"),
+            "{err}"
+        );
+    }
+
+    // A NaN weight.
+    let nan = tmp.path().join("nan");
+    copy_dir(&run, &nan);
+    edit(
+        &nan.join("config.toml"),
+        "total_frames = 64",
+        "total_frames = 128",
+    );
+    let header = checkpoints(&nan).pop().unwrap();
+    poison_checkpoint(&header, "model.policy.weight");
+    for mut cmd in [eval(&nan), resume(&nan)] {
+        let err = run_err(&mut cmd);
+        assert!(err.contains("non-finite"), "{err}");
+    }
+}

@@ -44,6 +44,24 @@ pub struct CheckpointHeader {
     pub tensors_file: String,
     /// The tensor file's size in bytes (detects truncation).
     pub tensors_bytes: u64,
+    /// Time the run has spent up to this checkpoint, as the driver measured it (absent in
+    /// checkpoints written without it); a resumed run adds to it, so its speed covers the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<RunClock>,
+}
+
+/// Wall-clock totals of a run up to a checkpoint, kept by the driver across resumes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunClock {
+    /// Environment steps these seconds cover.
+    pub steps: u64,
+    /// Seconds of training (acting, updating, logging, checkpointing).
+    pub wall_secs: f64,
+    /// Of which acting in the envs (collecting rollouts).
+    pub rollout_secs: f64,
+    /// Of which PPO updates.
+    pub update_secs: f64,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PpoError + '_ {
@@ -165,7 +183,8 @@ pub fn read_header(path: &Path) -> Result<CheckpointHeader> {
     Ok(header)
 }
 
-/// Loads the tensors a header names (on the CPU), checking the file's size first.
+/// Loads the tensors a header names (on the CPU), checking the file's size first and every
+/// floating-point value after: a NaN or infinite weight is [`PpoError::NonFiniteCheckpoint`].
 pub(crate) fn read_tensors(
     header_path: &Path,
     header: &CheckpointHeader,
@@ -187,5 +206,32 @@ pub(crate) fn read_tensors(
             path: path.clone(),
             why: format!("unreadable safetensors: {e}"),
         })?;
+    check_finite(&path, &tensors)?;
     Ok((path, tensors))
+}
+
+/// Refuses tensors holding NaN or infinite values (a diverged run saved, or a damaged file).
+fn check_finite(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let t = &tensors[name];
+        if !t.dtype().is_float() {
+            continue;
+        }
+        let values = t
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F64)?
+            .to_vec1::<f64>()?;
+        let bad = values.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            return Err(PpoError::NonFiniteCheckpoint {
+                path: path.to_path_buf(),
+                tensor: name.clone(),
+                count: bad,
+                total: values.len(),
+            });
+        }
+    }
+    Ok(())
 }

@@ -68,6 +68,18 @@ pub enum PpoError {
         /// Shape in the file (empty when missing).
         found: Vec<usize>,
     },
+    /// A checkpoint holds NaN or infinite values (the run diverged, or the file is damaged).
+    #[error("checkpoint {path}: tensor `{tensor}` has {count} non-finite values (NaN or inf) of {total}; refusing to load it (use an earlier checkpoint)")]
+    NonFiniteCheckpoint {
+        /// The safetensors file.
+        path: PathBuf,
+        /// The first tensor (by name) with a non-finite value.
+        tensor: String,
+        /// How many of its values are not finite.
+        count: usize,
+        /// How many values it has.
+        total: usize,
+    },
     /// I/O on a checkpoint directory or file.
     #[error("{path}: {source}")]
     Io {

@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand_pcg::Pcg64;
 
 use crate::adam::Adam;
-use crate::checkpoint::{self, CheckpointHeader};
+use crate::checkpoint::{self, CheckpointHeader, RunClock};
 use crate::config::{PpoConfig, PpoPlan};
 use crate::error::{PpoError, Result};
 use crate::loss::{explained_variance, ppo_loss, LossInputs};
@@ -289,6 +289,17 @@ impl Learner {
     /// Writes a checkpoint (`ckpt-<update>.safetensors` + `ckpt-<update>.json`) into `dir`
     /// atomically and keeps only the newest `keep` (≥ 1). Returns the header's path.
     pub fn save_checkpoint(&self, dir: &Path, keep: usize) -> Result<PathBuf> {
+        self.save_checkpoint_with_clock(dir, keep, None)
+    }
+
+    /// [`Learner::save_checkpoint`], recording the driver's `clock` (read it back with
+    /// [`crate::read_header`]).
+    pub fn save_checkpoint_with_clock(
+        &self,
+        dir: &Path,
+        keep: usize,
+        clock: Option<RunClock>,
+    ) -> Result<PathBuf> {
         let mut tensors = self.adam.state_tensors();
         for (name, t) in self.parameters() {
             tensors.insert(format!("model.{name}"), t);
@@ -305,6 +316,7 @@ impl Learner {
             rng: self.rng.clone(),
             tensors_file: String::new(),
             tensors_bytes: 0,
+            clock,
         };
         checkpoint::write(dir, header, &tensors, keep)
     }

@@ -18,7 +18,7 @@ mod rollout;
 
 pub use brims::{CoreConfig, CoreState};
 pub use checkpoint::{
-    latest_checkpoint, list_checkpoints, read_header, CheckpointHeader, FORMAT_VERSION,
+    latest_checkpoint, list_checkpoints, read_header, CheckpointHeader, RunClock, FORMAT_VERSION,
 };
 pub use config::{PpoConfig, PpoPlan};
 pub use error::{PpoError, Result};

@@ -17,7 +17,7 @@ use protobuf::{Message, RepeatedField};
 use tensorboard_proto::api::{
     DataType as HpDataType, Experiment, HParamInfo, MetricInfo, MetricName, Status,
 };
-use tensorboard_proto::event::Event;
+use tensorboard_proto::event::{Event, SessionLog, SessionLog_SessionStatus};
 use tensorboard_proto::plugin_hparams::{HParamsPluginData, SessionEndInfo, SessionStartInfo};
 use tensorboard_proto::plugin_text::TextPluginData;
 use tensorboard_proto::summary::{
@@ -111,6 +111,25 @@ impl RunLogger {
         logger.write_event(&first)?;
         logger.flush()?;
         Ok(logger)
+    }
+
+    /// Marks a restart of the run at `step`: TensorBoard drops, from every earlier event file
+    /// of this directory, the events at steps >= `step` (a `SessionLog` START event, what
+    /// PyTorch's `SummaryWriter(purge_step=…)` writes; TensorBoard's fast Rust loader instead
+    /// drops a tag's points from the step of its first new one). A run resumed from a checkpoint
+    /// at step `s` calls this first with `s + 1`, so what was logged after the checkpoint and
+    /// is logged again does not appear twice.
+    pub fn purge_from(&mut self, step: u64) -> Result<(), TelemetryError> {
+        let mut log = SessionLog::new();
+        log.set_status(SessionLog_SessionStatus::START);
+        let mut event = Event::new();
+        event.set_wall_time(unix_secs());
+        event.set_step(i64::try_from(step).map_err(|_| {
+            TelemetryError::Invalid(format!("step {step} does not fit TensorBoard's i64"))
+        })?);
+        event.set_session_log(log);
+        self.write_event(&event)?;
+        self.flush()
     }
 
     /// The event file this logger writes.

@@ -295,3 +295,24 @@ fn brims_activity_logs_rates_histograms_and_the_picture() {
         .count();
     assert_eq!(images, 1);
 }
+
+#[test]
+fn purge_from_writes_a_session_start_at_the_step() {
+    use tfrecord::protobuf::session_log::SessionStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = RunLogger::create(dir.path()).unwrap();
+    log.purge_from(2049).unwrap();
+    log.scalar("x", 1.0, 2080).unwrap();
+    log.flush().unwrap();
+    let events: Vec<_> = EventIter::open(log.path(), RecordReaderConfig::default())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[1].step, 2049);
+    match &events[1].what {
+        Some(What::SessionLog(s)) => assert_eq!(s.status, SessionStatus::Start as i32),
+        other => panic!("expected a session log, got {other:?}"),
+    }
+    assert!(log.purge_from(u64::MAX).is_err());
+}

@@ -34,13 +34,13 @@ pub(crate) fn run(args: &TrainArgs) -> anyhow::Result<serde_json::Value> {
         resume: false,
         quiet: true,
     };
-    let (cfg, dir) = train::prepare_run(&targs)?;
-    let stop = train::install_ctrl_c();
+    let spec = train::prepare_run(&targs)?;
+    let stop = train::install_stop_signals();
     let limits = Limits {
         seconds: Some(args.seconds),
         quiet: true,
     };
-    let summary = train::train(&cfg, &dir, false, &limits, &stop)?;
+    let summary = train::train(&spec, &limits, &stop)?;
     let total = summary.rollout_secs + summary.update_secs;
     let peak_rss_mb = peak_rss_mb();
     println!(
