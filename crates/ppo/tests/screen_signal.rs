@@ -99,8 +99,9 @@ fn spread(x: &Tensor) -> f64 {
 }
 
 /// At initialisation, the BRIMs and RIMs cores of the Atari configs pass the screen's
-/// variation through to their output at least a quarter as strongly as the LSTM's. (The
-/// reference initialisation gave BRIMs 4e-4 of the LSTM's gain, RIMs 2%.)
+/// variation through to their output within a factor of the LSTM's: at least a quarter, at
+/// most 16 times. (The reference initialisation gave BRIMs 4e-4 of the LSTM's gain, RIMs 2%;
+/// the shipped configs give about 9× and 8×, from the normalised slots.)
 #[test]
 fn atari_cores_respond_to_the_screen_at_init() {
     let mut rng = Pcg64::seed_from_u64(5);
@@ -116,9 +117,9 @@ fn atari_cores_respond_to_the_screen_at_init() {
         let gain = screen_gain(&network_of(config), &frames, 16);
         eprintln!("{config}: screen gain {gain:.3e} (LSTM {lstm:.3e})");
         assert!(
-            gain >= 0.25 * lstm,
+            (0.25 * lstm..=16.0 * lstm).contains(&gain),
             "{config}: the core's output varies {gain:.3e} per unit of feature variation, \
-             below a quarter of the LSTM's {lstm:.3e}"
+             not within [1/4, 16] × the LSTM's {lstm:.3e}"
         );
     }
 }
@@ -156,10 +157,11 @@ impl Env for PaddleSide {
         if action >= 2 {
             return Err(EnvError::InvalidAction { action, n: 2 });
         }
+        let reward = if self.left { 1.0 } else { 0.0 };
         let (obs, _) = self.reset(None)?;
         Ok(Step {
             obs,
-            reward: if self.left { 1.0 } else { 0.0 },
+            reward,
             terminated: true,
             truncated: false,
             info: Info::default(),
@@ -204,8 +206,9 @@ fn value_learns(config: &str, updates: usize) -> f64 {
     ev[ev.len() - 5..].iter().sum::<f64>() / 5.0
 }
 
-/// Within 40 short updates, the value function of every Atari config's core explains most of
-/// the return's variance from the screen alone.
+/// Within 12 short updates, the value function of every Atari config's core explains most of
+/// the return's variance from the screen alone (each passes 0.4 by the fifth update; the
+/// reference BRIMs stays near 0).
 #[test]
 fn atari_cores_learn_values_from_frames() {
     for config in [
@@ -213,7 +216,7 @@ fn atari_cores_learn_values_from_frames() {
         "breakout_brims.toml",
         "breakout_rims.toml",
     ] {
-        let ev = value_learns(config, 40);
+        let ev = value_learns(config, 12);
         assert!(
             ev > 0.5,
             "{config}: explained variance {ev:.3} over the last 5 updates (want > 0.5)"
