@@ -154,7 +154,7 @@ fn read_runs(dirs: &[PathBuf]) -> anyhow::Result<Vec<ConfigRuns>> {
         by_name.entry(cfg.name.clone()).or_default().push(RunCurve {
             seed: cfg.seed,
             points,
-            sps: summary.sps * cfg.env.frames_per_step() as f64,
+            sps: summary.sps,
             param_count: summary.param_count,
         });
     }

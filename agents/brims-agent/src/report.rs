@@ -33,7 +33,7 @@ pub(crate) struct RunCurve {
     pub seed: u64,
     /// `(frames when the episode ended, its raw episodic return)`, in any order.
     pub points: Vec<(u64, f64)>,
-    /// Mean environment frames per second over the run.
+    /// SPS over the run: agent steps per second summed over the envs (summary.json's `sps`).
     pub sps: f64,
     /// Trainable parameters of the policy.
     pub param_count: usize,
@@ -341,7 +341,7 @@ pub(crate) fn markdown(c: &Comparison) -> String {
          AUC = area under the learning curve (trailing mean over {} episodes) from 0 to {} frames \
          (the shortest run), divided by that length: the mean return over training. \
          ± is the 95% confidence interval of the mean across seeds (Student t, n − 1 degrees of \
-         freedom).\n",
+         freedom). SPS = agent steps per second, summed over the envs.\n",
         c.last_episodes,
         c.last_episodes,
         fmt_frames(end)

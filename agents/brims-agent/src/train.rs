@@ -60,6 +60,7 @@ pub(crate) struct RunSummary {
     pub run_dir: PathBuf,
     pub frames: u64,
     pub mean_return_last_20: Option<f64>,
+    /// SPS: agent steps per second summed over the envs, over the whole run (resumes included).
     pub sps: f64,
     pub rollout_secs: f64,
     pub update_secs: f64,
@@ -450,7 +451,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             .iter()
             .map(|(_, t)| t.elem_count())
             .sum();
-        let mut progress = Progress::new(self.cfg.total_frames, limits.quiet);
+        let mut progress = Progress::new(self.cfg.total_frames, self.frames_per_step, limits.quiet);
         let started = Instant::now();
         let start_step = self.learner.global_step();
         let (mut rollout_secs, mut update_secs) = (0.0, 0.0);
@@ -485,10 +486,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             let sps = (global_step - start_step) as f64 / started.elapsed().as_secs_f64();
             self.log_episodes()?;
             self.log_update(&metrics, global_step, sps)?;
-            progress.update(
-                global_step * self.frames_per_step,
-                sps * self.frames_per_step as f64,
-            );
+            progress.update(global_step * self.frames_per_step, sps);
             if let Some(mean) = self.mean_recent_return() {
                 progress.set_mean_return(mean);
             }

@@ -9,11 +9,15 @@ const QUIET_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Frames done / total, SPS, ETA and recent mean return, on stderr.
 ///
+/// SPS is agent steps per second summed over the envs (one agent step is `frames_per_step`
+/// emulator frames): the unit of TensorBoard's `charts/SPS` and summary.json's `sps`.
+///
 /// With `quiet` there is no bar; a plain line goes to stderr at every 10% of the frames and at
 /// least once a minute, which suits logs and CI.
 pub struct Progress {
     bar: Option<ProgressBar>,
     total: u64,
+    frames_per_step: u64,
     frames: u64,
     sps: f64,
     mean_return: Option<f64>,
@@ -23,8 +27,9 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A progress display for `total_frames` environment frames.
-    pub fn new(total_frames: u64, quiet: bool) -> Self {
+    /// A progress display for `total_frames` environment frames, `frames_per_step` to an agent
+    /// step.
+    pub fn new(total_frames: u64, frames_per_step: u64, quiet: bool) -> Self {
         let bar = (!quiet).then(|| {
             let bar = ProgressBar::with_draw_target(
                 Some(total_frames),
@@ -42,6 +47,7 @@ impl Progress {
         Self {
             bar,
             total: total_frames,
+            frames_per_step: frames_per_step.max(1),
             frames: 0,
             sps: 0.0,
             mean_return: None,
@@ -51,7 +57,7 @@ impl Progress {
         }
     }
 
-    /// Records progress: `frames` done so far and the current frames per second.
+    /// Records progress: `frames` done so far and the current SPS (agent steps per second).
     pub fn update(&mut self, frames: u64, sps: f64) {
         self.frames = frames;
         self.sps = sps;
@@ -104,6 +110,7 @@ impl Progress {
             self.frames,
             self.total,
             self.sps,
+            self.frames_per_step,
             self.mean_return,
             self.started.elapsed(),
         )
@@ -126,17 +133,20 @@ fn format_status(sps: f64, mean_return: Option<f64>) -> String {
     }
 }
 
-/// One quiet-mode log line: frames, percentage, SPS, return, elapsed and ETA in seconds.
+/// One quiet-mode log line: frames, percentage, SPS (agent steps per second), return, elapsed
+/// and ETA in seconds (from the frames left at `sps · frames_per_step` frames per second).
 fn format_line(
     frames: u64,
     total: u64,
     sps: f64,
+    frames_per_step: u64,
     mean_return: Option<f64>,
     elapsed: Duration,
 ) -> String {
     let pct = 100.0 * frames as f64 / total.max(1) as f64;
-    let eta = if sps > 0.0 && total > frames {
-        format!("{:.0}s", (total - frames) as f64 / sps)
+    let frames_per_sec = sps * frames_per_step as f64;
+    let eta = if frames_per_sec > 0.0 && total > frames {
+        format!("{:.0}s", (total - frames) as f64 / frames_per_sec)
     } else {
         "-".to_string()
     };
@@ -156,19 +166,20 @@ mod tests {
         let line = format_line(
             250_000,
             1_000_000,
-            5000.0,
+            1250.0,
+            4,
             Some(12.345),
             Duration::from_secs(50),
         );
         assert_eq!(
             line,
-            "frames 250000/1000000 (25.0%)  SPS 5000  return 12.35  elapsed 50s  ETA 150s"
+            "frames 250000/1000000 (25.0%)  SPS 1250  return 12.35  elapsed 50s  ETA 150s"
         );
     }
 
     #[test]
     fn eta_is_unknown_without_speed() {
-        let line = format_line(0, 100, 0.0, None, Duration::ZERO);
+        let line = format_line(0, 100, 0.0, 4, None, Duration::ZERO);
         assert!(line.ends_with("ETA -"), "{line}");
         assert!(!line.contains("return"));
     }
@@ -176,7 +187,7 @@ mod tests {
     #[test]
     fn bar_and_quiet_modes_track_state() {
         for quiet in [true, false] {
-            let mut p = Progress::new(100, quiet);
+            let mut p = Progress::new(100, 4, quiet);
             p.update(40, 10.0);
             p.set_mean_return(1.5);
             assert_eq!((p.frames, p.sps, p.mean_return), (40, 10.0, Some(1.5)));

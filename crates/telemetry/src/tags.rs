@@ -4,7 +4,8 @@
 pub const EPISODIC_RETURN: &str = "charts/episodic_return";
 /// Length of a finished episode, in agent steps.
 pub const EPISODIC_LENGTH: &str = "charts/episodic_length";
-/// Environment frames (agent steps × envs) per second.
+/// SPS: agent steps per second, summed over the envs (CleanRL's unit; one agent step is
+/// `frames_per_step` emulator frames).
 pub const SPS: &str = "charts/SPS";
 /// Current learning rate.
 pub const LEARNING_RATE: &str = "charts/learning_rate";
