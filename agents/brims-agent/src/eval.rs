@@ -298,7 +298,12 @@ fn play_episode<T: Element + ObsElement>(
         }
         let obs_t = Tensor::from_slice(&obs, shape.as_slice(), &device)?;
         let resets = Tensor::new(&[reset], &device)?;
-        let (logits, _, next, trace) = net.act_traced(&obs_t, &state, &resets, record)?;
+        let ppo::ActOutput {
+            logits,
+            next_state: next,
+            trace,
+            ..
+        } = net.act(&obs_t, &state, &resets, record)?;
         let (actions, _) = ppo::sample_actions(&logits, rng)?;
         if record {
             if let Some(frame) = env.render() {

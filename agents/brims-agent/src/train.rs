@@ -616,11 +616,16 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         }
         // Bootstrap values: V(observation after the last step), with the state it would act from.
         for (g, group) in groups.iter().enumerate() {
-            let (_, values, _) = self.learner.net().act(
-                &self.obs_tensor(&group.obs, self.groups[g].len())?,
-                &group.state,
-                &Tensor::new(group.resets.as_slice(), &self.device)?,
-            )?;
+            let values = self
+                .learner
+                .net()
+                .act(
+                    &self.obs_tensor(&group.obs, self.groups[g].len())?,
+                    &group.state,
+                    &Tensor::new(group.resets.as_slice(), &self.device)?,
+                    false,
+                )?
+                .values;
             rollout.record_next_values(self.groups[g].start, &values.to_vec1::<f32>()?)?;
         }
         Ok(true)
@@ -637,10 +642,15 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         let envs = self.groups[g].clone();
         let obs = self.obs_tensor(&group.obs, envs.len())?;
         let resets = Tensor::new(group.resets.as_slice(), &self.device)?;
-        let (logits, values, next_state, trace) =
-            self.learner
-                .net()
-                .act_traced(&obs, &group.state, &resets, self.trace_cores)?;
+        let ppo::ActOutput {
+            logits,
+            values,
+            next_state,
+            trace,
+        } = self
+            .learner
+            .net()
+            .act(&obs, &group.state, &resets, self.trace_cores)?;
         if let Some(trace) = trace {
             self.activity.add(&trace, None);
         }
@@ -689,11 +699,16 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             {
                 let row = Tensor::new(&[i as u32], &self.device)?;
                 let state = group.state.index_select(&row)?;
-                let (_, value, _) = self.learner.net().act(
-                    &self.obs_tensor(final_obs, 1)?,
-                    &state,
-                    &Tensor::zeros(1, candle_core::DType::F32, &self.device)?,
-                )?;
+                let value = self
+                    .learner
+                    .net()
+                    .act(
+                        &self.obs_tensor(final_obs, 1)?,
+                        &state,
+                        &Tensor::zeros(1, candle_core::DType::F32, &self.device)?,
+                        false,
+                    )?
+                    .values;
                 rollout.record_final_value(t, env0 + i, value.to_vec1::<f32>()?[0])?;
             }
         }

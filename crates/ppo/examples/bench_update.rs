@@ -79,10 +79,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let obs: Vec<u8> = (0..n * frames * 84 * 84).map(|_| rng.gen()).collect();
             let resets = vec![if step == 0 { 1.0 } else { 0.0 }; n];
             let obs_t = Tensor::from_slice(&obs, (n, frames, 84, 84), &dev)?;
-            let (logits, values, next) =
-                learner
-                    .net()
-                    .act(&obs_t, &state, &Tensor::from_slice(&resets, n, &dev)?)?;
+            let resets_t = Tensor::from_slice(&resets, n, &dev)?;
+            let out = learner.net().act(&obs_t, &state, &resets_t, false)?;
+            let (logits, values, next) = (out.logits, out.values, out.next_state);
             let (actions, logprobs) = sample_actions(&logits, &mut rng)?;
             let values = values.to_vec1::<f32>()?;
             let ps = PolicyStep {

@@ -98,6 +98,19 @@ pub enum PpoError {
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// The envs the sampler steps failed (an env's error or panic, a lost thread).
+    #[error(transparent)]
+    Envs(Box<dyn std::error::Error + Send + Sync>),
+    /// The sampler was used out of order.
+    #[error("sampler: {0}")]
+    Sampler(String),
+}
+
+impl PpoError {
+    /// Wraps an error of the envs ([`PpoError::Envs`]).
+    pub fn envs(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        PpoError::Envs(Box::new(err))
+    }
 }
 
 /// The crate's result type.

@@ -122,6 +122,11 @@ impl Learner {
     pub fn rng_mut(&mut self) -> &mut Pcg64 {
         &mut self.rng
     }
+    /// The network and the RNG to sample actions from, together ([`crate::Sampler::collect`]
+    /// takes both).
+    pub fn acting(&mut self) -> (&ActorCritic, &mut Pcg64) {
+        (&self.net, &mut self.rng)
+    }
     /// All parameters by name (shapes as in the network).
     pub fn parameters(&self) -> Vec<(String, Tensor)> {
         let mut out: Vec<(String, Tensor)> = match self.varmap.data().lock() {

@@ -1,6 +1,6 @@
 //! The actor-critic network: encoder → optional recurrent core → policy and value heads.
 
-use brims::{build_core, Core, CoreConfig, CoreState};
+use brims::{build_core, Core, CoreConfig, CoreState, StepTrace};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
@@ -125,11 +125,24 @@ impl Encoder {
     }
 }
 
+/// What one acting step of the network gives ([`ActorCritic::act`]), all detached.
+#[derive(Clone, Debug)]
+pub struct ActOutput {
+    /// `[B, A]` policy logits.
+    pub logits: Tensor,
+    /// `[B]` value estimates.
+    pub values: Tensor,
+    /// The core state after the step (parts `[B, width]`; no parts without a core).
+    pub next_state: CoreState,
+    /// The core's per-layer module activity, when asked for and the core has any (BRIMs).
+    pub trace: Option<StepTrace>,
+}
+
 /// Encoder, optional recurrent core, policy head (logits) and value head.
 ///
 /// Acting ([`ActorCritic::act`]) and learning ([`ActorCritic::evaluate_sequence`]) share the
-/// encoder and head code; the core runs `step_with_reset` when acting and `seq` (defined as the
-/// same step with the same resets) when replaying, so on unchanged weights they agree (ratio 1).
+/// encoder and head code; the core runs [`Core::act`] when acting and [`Core::seq`] (the same
+/// steps with the same resets) when replaying, so on unchanged weights they agree (ratio 1).
 pub struct ActorCritic {
     encoder: Encoder,
     core: Option<Box<dyn Core>>,
@@ -374,26 +387,30 @@ impl ActorCritic {
 
     /// One acting step for `B` envs: `obs` is `[B, …]` (u8 or f32), `state` the core state
     /// (parts `[B, width]`), `resets` `[B]` f32 (1.0 = this step starts an episode, so the state is
-    /// zeroed first). Returns `(logits [B, A], values [B], next_state)`, all detached (no graph).
+    /// zeroed first). With `traced`, a core that has module activity (BRIMs) reports it too (for
+    /// telemetry); the other outputs do not depend on `traced`. Everything returned is detached.
     pub fn act(
         &self,
         obs: &Tensor,
         state: &CoreState,
         resets: &Tensor,
-    ) -> Result<(Tensor, Tensor, CoreState)> {
+        traced: bool,
+    ) -> Result<ActOutput> {
         self.check_obs(obs, 1, "ActorCritic::act")?;
         let features = self.encode(obs)?;
-        let (hidden, next) = match &self.core {
-            Some(core) => {
-                let (hidden, next, _) = core.act(&features, state, resets, false)?;
-                (hidden, next)
-            }
-            None => (features, state.clone()),
+        let (hidden, next_state, trace) = match &self.core {
+            Some(core) => core.act(&features, state, resets, traced)?,
+            None => (features, state.clone(), None),
         };
         let (logits, values) = self.heads(&hidden)?;
         // Acting never backpropagates; detaching stops the state from dragging the graph of
         // every past step along (unbounded memory, and a recursive drop that overflows the stack).
-        Ok((logits.detach(), values.detach(), next.detach()))
+        Ok(ActOutput {
+            logits: logits.detach(),
+            values: values.detach(),
+            next_state: next_state.detach(),
+            trace,
+        })
     }
 
     /// The learner's replay of whole sequences: `obs` `[T, B, …]`, `resets` `[T, B]` f32 (exactly
@@ -463,30 +480,8 @@ pub fn sample_actions(logits: &Tensor, rng: &mut impl Rng) -> Result<(Vec<u32>, 
     Ok((actions, log_probs))
 }
 
-impl ActorCritic {
-    /// [`ActorCritic::act`] that also returns the core's per-layer module activity (BRIMs) when
-    /// `want_trace`; telemetry draws it. The outputs are those of `act` (same step, same reset).
-    pub fn act_traced(
-        &self,
-        obs: &Tensor,
-        state: &CoreState,
-        resets: &Tensor,
-        want_trace: bool,
-    ) -> Result<(Tensor, Tensor, CoreState, Option<brims::StepTrace>)> {
-        let Some(core) = self.core.as_ref().filter(|_| want_trace) else {
-            let (logits, values, next) = self.act(obs, state, resets)?;
-            return Ok((logits, values, next, None));
-        };
-        self.check_obs(obs, 1, "ActorCritic::act_traced")?;
-        let features = self.encode(obs)?;
-        let (hidden, next, trace) = core.act(&features, state, resets, true)?;
-        let (logits, values) = self.heads(&hidden)?;
-        Ok((logits.detach(), values.detach(), next, trace))
-    }
-}
-
 #[cfg(test)]
-mod act_traced_tests {
+mod act_tests {
     use super::*;
     use brims::{BrimsConfig, BrimsLayerConfig};
 
@@ -521,9 +516,16 @@ mod act_traced_tests {
         let obs = Tensor::new(&[[0.1f32, -0.4, 0.3], [0.9, 0.2, -0.5]], &dev).unwrap();
         let state = net.zero_state(2).unwrap();
         let resets = Tensor::new(&[1f32, 0.0], &dev).unwrap();
-        let (logits, values, next) = net.act(&obs, &state, &resets).unwrap();
-        let (t_logits, t_values, t_next, trace) =
-            net.act_traced(&obs, &state, &resets, true).unwrap();
+        let plain = net.act(&obs, &state, &resets, false).unwrap();
+        assert!(plain.trace.is_none());
+        let (logits, values, next) = (plain.logits, plain.values, plain.next_state);
+        let traced = net.act(&obs, &state, &resets, true).unwrap();
+        let (t_logits, t_values, t_next, trace) = (
+            traced.logits,
+            traced.values,
+            traced.next_state,
+            traced.trace,
+        );
         let same = |a: &Tensor, b: &Tensor| {
             a.flatten_all().unwrap().to_vec1::<f32>().unwrap()
                 == b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
@@ -557,8 +559,10 @@ mod frame_input_tests {
         let f32_obs = (u8_obs.to_dtype(DType::F32).unwrap() / 255.0).unwrap();
         let state = net.zero_state(2).unwrap();
         let resets = Tensor::ones(2, DType::F32, &dev).unwrap();
-        let (a, va, _) = net.act(&u8_obs, &state, &resets).unwrap();
-        let (b, vb, _) = net.act(&f32_obs, &state, &resets).unwrap();
+        let u8_out = net.act(&u8_obs, &state, &resets, false).unwrap();
+        let f32_out = net.act(&f32_obs, &state, &resets, false).unwrap();
+        let (a, va) = (u8_out.logits, u8_out.values);
+        let (b, vb) = (f32_out.logits, f32_out.values);
         let diff = (a - b)
             .unwrap()
             .abs()

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
-use common::{train_sync, Sabotage};
-use envs_api::{Dtype, Env, EnvError, Info, Space, Step, VecEnv};
+use common::{train, SyncEnvs};
+use envs_api::{Dtype, Env, EnvError, Info, Space, Step};
 use ppo::{ActorCritic, Learner, NetworkConfig, PpoConfig};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
@@ -191,16 +191,16 @@ fn value_learns(config: &str, updates: usize) -> f64 {
         &Device::Cpu,
     )
     .unwrap();
-    let mut envs = VecEnv::new(
+    let envs = SyncEnvs::new(
         (0..envs_n)
             .map(|i| PaddleSide {
                 rng: Pcg64::seed_from_u64(i as u64),
                 left: false,
             })
             .collect(),
-    )
-    .unwrap();
-    let out = train_sync(&mut learner, &mut envs, updates, 3, Sabotage::None, None);
+        3,
+    );
+    let out = train(&mut learner, envs, updates, None);
     let ev: Vec<f64> = out.metrics.iter().map(|m| m.explained_variance).collect();
     eprintln!("{config}: explained variance per update {ev:.2?}");
     ev[ev.len() - 5..].iter().sum::<f64>() / 5.0

@@ -54,7 +54,11 @@ fn fill(learner: &mut Learner, rollout: &mut Rollout, seed: u64, zero_start: boo
     for _ in 0..5 {
         let obs = Tensor::from_vec(net_obs(&mut env_rng), (N, 3), &dev).unwrap();
         let r = Tensor::from_slice(&resets, N, &dev).unwrap();
-        state = learner.net().act(&obs, &state, &r).unwrap().2;
+        state = learner
+            .net()
+            .act(&obs, &state, &r, false)
+            .unwrap()
+            .next_state;
         resets = vec![0.0; N];
     }
     let start = if zero_start {
@@ -67,7 +71,8 @@ fn fill(learner: &mut Learner, rollout: &mut Rollout, seed: u64, zero_start: boo
         let obs_v = net_obs(&mut env_rng);
         let obs = Tensor::from_slice(&obs_v, (N, 3), &dev).unwrap();
         let r = Tensor::from_slice(&resets, N, &dev).unwrap();
-        let (logits, values, next) = learner.net().act(&obs, &state, &r).unwrap();
+        let out = learner.net().act(&obs, &state, &r, false).unwrap();
+        let (logits, values, next) = (out.logits, out.values, out.next_state);
         let (actions, logprobs) = ppo::sample_actions(&logits, learner.rng_mut()).unwrap();
         let values = values.to_vec1::<f32>().unwrap();
         let step = PolicyStep {
@@ -213,7 +218,8 @@ fn ratio_is_one_nature_cnn_lstm_u8() {
         let resets = vec![if step == 0 || step == 3 { 1.0 } else { 0.0 }; n];
         let obs = Tensor::from_slice(&frame, (n, 2, 84, 84), &Device::Cpu).unwrap();
         let r = Tensor::from_slice(&resets, n, &Device::Cpu).unwrap();
-        let (logits, values, next) = learner.net().act(&obs, &state, &r).unwrap();
+        let out = learner.net().act(&obs, &state, &r, false).unwrap();
+        let (logits, values, next) = (out.logits, out.values, out.next_state);
         let (a, lp) = ppo::sample_actions(&logits, &mut rng).unwrap();
         let values = values.to_vec1::<f32>().unwrap();
         let ps = PolicyStep {

@@ -1,21 +1,106 @@
-//! A small synchronous training loop over a `VecEnv`, used by the learning tests. It drives
-//! the same public pieces a threaded driver uses: `ActorCritic::act`, `sample_actions`,
-//! `Rollout`, `Learner::update`.
+//! The learning tests' runner: the production [`Sampler`] over a synchronous vector env, and
+//! [`Learner::update`]. Only the env side ([`SyncEnvs`]) is test code; acting, recording,
+//! truncation bootstrapping and state carrying are the sampler `brims train` uses.
 #![allow(dead_code)]
 
-use candle_core::{Device, Tensor};
-use envs_api::{Env, VecEnv};
-use ppo::{sample_actions, Learner, ObsElement, PolicyStep, Rollout, UpdateMetrics};
+use std::ops::Range;
+use std::sync::atomic::AtomicBool;
 
-/// Deliberate bugs, to show the learning tests catch them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Sabotage {
-    /// The correct loop.
-    None,
-    /// The core state is not carried between acting steps (zero state every step).
-    NoCarry,
-    /// The learner replays each segment from a zero state instead of the stored start state.
-    ZeroStart,
+use envs_api::{Env, EnvError, VecEnv, VecStep};
+use ppo::{
+    EnvGroups, EpisodeEnd, GroupOutcome, Learner, ObsElement, Rollout, Sampler, UpdateMetrics,
+};
+
+/// Envs in groups (one [`VecEnv`] each), stepped on the calling thread when a group's actions
+/// arrive. Env `i` (counted over all groups) is reset with seed `seed + i`, as the actor pool
+/// seeds its envs.
+pub struct SyncEnvs<E: Env> {
+    groups: Vec<VecEnv<E>>,
+    seed: u64,
+    stepped: Vec<Option<VecStep<E::Elem>>>,
+}
+
+impl<E: Env> SyncEnvs<E> {
+    /// One group of all `envs`.
+    pub fn new(envs: Vec<E>, seed: u64) -> Self {
+        Self::grouped(vec![envs], seed)
+    }
+
+    /// One group per entry of `groups`.
+    pub fn grouped(groups: Vec<Vec<E>>, seed: u64) -> Self {
+        let groups: Vec<VecEnv<E>> = groups
+            .into_iter()
+            .map(|envs| VecEnv::new(envs).unwrap())
+            .collect();
+        let stepped = groups.iter().map(|_| None).collect();
+        SyncEnvs {
+            groups,
+            seed,
+            stepped,
+        }
+    }
+
+    fn start(&self, group: usize) -> usize {
+        self.groups[..group].iter().map(|g| g.num_envs()).sum()
+    }
+}
+
+impl<E: Env> EnvGroups for SyncEnvs<E>
+where
+    E::Elem: ObsElement,
+{
+    type Obs = E::Elem;
+    type Error = EnvError;
+
+    fn groups(&self) -> Vec<Range<usize>> {
+        (0..self.groups.len())
+            .map(|g| self.start(g)..self.start(g) + self.groups[g].num_envs())
+            .collect()
+    }
+
+    fn reset(&mut self) -> Result<Vec<E::Elem>, EnvError> {
+        let mut obs = Vec::new();
+        for g in 0..self.groups.len() {
+            let seed = self.seed.wrapping_add(self.start(g) as u64);
+            obs.extend(self.groups[g].reset(Some(seed))?);
+        }
+        Ok(obs)
+    }
+
+    fn send_actions(&mut self, group: usize, actions: &[usize]) -> Result<(), EnvError> {
+        self.stepped[group] = Some(self.groups[group].step(actions)?);
+        Ok(())
+    }
+
+    fn recv(&mut self, group: usize) -> Result<GroupOutcome<E::Elem>, EnvError> {
+        let step = self.stepped[group]
+            .take()
+            .ok_or_else(|| EnvError::Invalid {
+                what: format!("group {group}"),
+                why: "recv without actions sent".into(),
+            })?;
+        let env0 = self.start(group);
+        let episodes = step
+            .episodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                e.map(|s| EpisodeEnd {
+                    env: env0 + i,
+                    ret: s.ret,
+                    len: s.len,
+                })
+            })
+            .collect();
+        Ok(GroupOutcome {
+            obs: step.obs,
+            rewards: step.rewards,
+            terminated: step.terminated,
+            truncated: step.truncated,
+            final_obs: step.final_obs,
+            episodes,
+        })
+    }
 }
 
 /// What a run produced.
@@ -36,115 +121,37 @@ impl Outcome {
     }
 }
 
-fn tensor<T: ObsElement>(data: &[T], lead: usize, shape: &[usize]) -> Tensor {
-    let mut dims = vec![lead];
-    dims.extend_from_slice(shape);
-    Tensor::from_slice(data, dims, &Device::Cpu).unwrap()
-}
-
-/// Trains `learner` for `updates` updates of `num_steps × num_envs` on `envs` (reset with
-/// `seed`), CleanRL's loop with same-step auto-reset and truncation bootstrapping. With
-/// `stop = Some((k, target))` it stops early once the mean return of the last `k` episodes
-/// reaches `target` ("reaches it within the budget").
-pub fn train_sync<E>(
+/// Trains `learner` for `updates` updates of `num_steps × num_envs` on `envs`, collecting with
+/// the production [`Sampler`]. With `stop = Some((k, target))` it stops early once the mean
+/// return of the last `k` episodes reaches `target` ("reaches it within the budget").
+pub fn train<E>(
     learner: &mut Learner,
-    envs: &mut VecEnv<E>,
+    envs: SyncEnvs<E>,
     updates: usize,
-    seed: u64,
-    sabotage: Sabotage,
     stop: Option<(usize, f64)>,
 ) -> Outcome
 where
     E: Env,
     E::Elem: ObsElement,
 {
-    let n = envs.num_envs();
+    let n: usize = envs.groups.iter().map(|g| g.num_envs()).sum();
     let steps = learner.plan().config.num_steps;
     let shape = learner.net().obs_shape().to_vec();
-    let size: usize = shape.iter().product();
-    let mut obs = envs.reset(Some(seed)).unwrap();
-    let mut resets = vec![1.0f32; n];
-    let zero = learner.net().zero_state(n).unwrap();
-    let mut state = zero.clone();
+    let mut sampler = Sampler::new(envs);
     let mut rollout = Rollout::new::<E::Elem>(steps, n, &shape);
+    let never = AtomicBool::new(false);
     let mut out = Outcome {
         returns: vec![],
         metrics: vec![],
     };
     for _ in 0..updates {
-        rollout
-            .begin(if sabotage == Sabotage::ZeroStart {
-                &zero
-            } else {
-                &state
-            })
-            .unwrap();
-        for t in 0..steps {
-            let reset_t = Tensor::from_slice(&resets, n, &Device::Cpu).unwrap();
-            let (logits, values, next) = learner
-                .net()
-                .act(&tensor(&obs, n, &shape), &state, &reset_t)
-                .unwrap();
-            let (actions, logprobs) = sample_actions(&logits, learner.rng_mut()).unwrap();
-            let values = values.to_vec1::<f32>().unwrap();
-            let record = PolicyStep {
-                obs: &obs,
-                resets: &resets,
-                actions: &actions,
-                logprobs: &logprobs,
-                values: &values,
-            };
-            rollout.record_policy(t, 0, record).unwrap();
-            let acts: Vec<usize> = actions.iter().map(|&a| a as usize).collect();
-            let step = envs.step(&acts).unwrap();
-            rollout
-                .record_outcome(t, 0, &step.rewards, &step.terminated, &step.truncated)
-                .unwrap();
-            if step
-                .truncated
-                .iter()
-                .zip(&step.terminated)
-                .any(|(&u, &d)| u && !d)
-            {
-                // V(final obs) with the state after this step, no reset (the episode goes on).
-                let mut finals = step.obs.clone();
-                for (e, f) in step.final_obs.iter().enumerate() {
-                    if let Some(f) = f {
-                        finals[e * size..(e + 1) * size].copy_from_slice(f);
-                    }
-                }
-                let no_reset = Tensor::zeros(n, candle_core::DType::F32, &Device::Cpu).unwrap();
-                let (_, v, _) = learner
-                    .net()
-                    .act(&tensor(&finals, n, &shape), &next, &no_reset)
-                    .unwrap();
-                let v = v.to_vec1::<f32>().unwrap();
-                for (e, &value) in v.iter().enumerate() {
-                    if step.truncated[e] && !step.terminated[e] {
-                        rollout.record_final_value(t, e, value).unwrap();
-                    }
-                }
-            }
-            out.returns
-                .extend(step.episodes.iter().flatten().map(|s| s.ret));
-            resets = (0..n)
-                .map(|e| f32::from(u8::from(step.terminated[e] || step.truncated[e])))
-                .collect();
-            obs = step.obs;
-            state = if sabotage == Sabotage::NoCarry {
-                zero.clone()
-            } else {
-                next
-            };
-        }
-        let reset_t = Tensor::from_slice(&resets, n, &Device::Cpu).unwrap();
-        let (_, next_values, _) = learner
-            .net()
-            .act(&tensor(&obs, n, &shape), &state, &reset_t)
-            .unwrap();
-        rollout
-            .record_next_values(0, &next_values.to_vec1::<f32>().unwrap())
-            .unwrap();
+        let (net, rng) = learner.acting();
+        let collected = sampler
+            .collect(net, rng, &mut rollout, &never, &mut ())
+            .unwrap()
+            .expect("never stopped");
+        out.returns
+            .extend(collected.episodes.iter().map(|(_, e)| e.ret));
         out.metrics.push(learner.update(&rollout).unwrap());
         if let Some((k, target)) = stop {
             if out.mean_last(k) >= target {
