@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use brims::StepTrace;
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use clap::Args;
 use envs_api::{Element, RgbFrame};
 use ppo::{ActorCritic, Learner, ObsElement};
@@ -278,9 +278,6 @@ fn play_episode<T: Element + ObsElement>(
     max_steps: Option<u64>,
     rng: &mut Pcg64,
 ) -> anyhow::Result<Episode> {
-    let device = net.device().clone();
-    let mut shape = vec![1];
-    shape.extend_from_slice(net.obs_shape());
     let (mut obs, _) = env.reset(Some(seed))?;
     let mut state = net.zero_state(1)?;
     let mut reset = 1.0f32;
@@ -296,24 +293,17 @@ fn play_episode<T: Element + ObsElement>(
                 traces,
             });
         }
-        let obs_t = Tensor::from_slice(&obs, shape.as_slice(), &device)?;
-        let resets = Tensor::new(&[reset], &device)?;
-        let ppo::ActOutput {
-            logits,
-            next_state: next,
-            trace,
-            ..
-        } = net.act(&obs_t, &state, &resets, record)?;
-        let (actions, _) = ppo::sample_actions(&logits, rng)?;
+        // The sampler's acting step, for one env.
+        let acted = ppo::act_and_sample(net, &obs, &state, &[reset], rng, record)?;
         if record {
             if let Some(frame) = env.render() {
                 frames.push(frame);
             }
-            if let Some(trace) = trace {
+            if let Some(trace) = acted.trace {
                 traces.push(trace);
             }
         }
-        let step = env.step(actions[0] as usize)?;
+        let step = env.step(acted.actions[0] as usize)?;
         steps += 1;
         partial_score += f64::from(step.reward);
         if let Some(stats) = step.info.episode {
@@ -331,7 +321,7 @@ fn play_episode<T: Element + ObsElement>(
             obs = step.obs;
             reset = 0.0;
         }
-        state = next;
+        state = acted.next_state;
     }
 }
 

@@ -1,33 +1,35 @@
 //! `brims train`: actor threads + batched policy inference + PPO updates + checkpoints +
 //! TensorBoard, until the frame budget is spent or Ctrl-C.
 //!
-//! One PPO iteration (see ../shared/ARCHITECTURE.md, "Data flow"):
-//! the envs are split into groups that alternate (double buffering): while group A's envs step
-//! on the actor threads, the driver runs the policy for group B, and the other way round. Each
-//! env's recurrent state travels with it and is zeroed (by mask, inside the core) at the step
-//! after its episode ended. After `T` steps the rollout goes to the learner.
+//! This module wires the parts together (see ../shared/ARCHITECTURE.md, "Data flow"): the
+//! actor pool steps the envs on its threads ([`pool_envs`]); `ppo::Sampler` acts in them and
+//! fills the rollout (the envs split into two groups that alternate, so one group steps while
+//! the policy runs for the other; each env's recurrent state travels with it); the learner
+//! updates on the rollout; [`run_log`] writes TensorBoard and returns.csv; checkpoints, the
+//! run directory's lock and the stop signals make a run survive interruption.
 
-use std::collections::VecDeque;
-use std::io::Write;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use actors::{ActorPool, GroupStep, PoolConfig};
+use actors::{ActorPool, PoolConfig};
 use anyhow::{bail, Context};
-use brims::CoreState;
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use clap::Args;
 use envs_api::{Element, Env};
-use ppo::{Learner, ObsElement, PolicyStep, Rollout, RunClock, UpdateMetrics};
-use telemetry::{Progress, RunLogger};
+use ppo::{Learner, ObsElement, Rollout, RunClock, Sampler};
+use telemetry::Progress;
 
-use crate::activity::ActivityCollector;
 use crate::envs::{self, BoxedEnv};
 use crate::run_config::RunConfig;
 use crate::run_dir;
+
+mod pool_envs;
+mod run_log;
+
+use pool_envs::PoolEnvs;
+use run_log::RunLog;
 
 /// Arguments of `brims train`.
 #[derive(Args, Debug, Clone)]
@@ -67,9 +69,6 @@ pub(crate) struct RunSummary {
     pub param_count: usize,
     pub interrupted: bool,
 }
-
-/// Rollout steps between two samples of the core's scale (a few per update is plenty).
-const CORE_SCALE_EVERY: usize = 8;
 
 pub(crate) use run_dir::RETURNS_FILE;
 /// Name of the per-run JSON summary.
@@ -212,27 +211,18 @@ fn finished_run(spec: &RunSpec) -> anyhow::Result<Option<RunSummary>> {
     Ok((summary.frames == frames && !summary.interrupted).then_some(summary))
 }
 
-/// The training loop for observations of element type `T`.
+/// The training loop for observations of element type `T`: the sampler fills a rollout from
+/// the actor pool's envs, the learner updates on it, the run log records both.
 struct Driver<'a, T: Element + ObsElement> {
     cfg: &'a RunConfig,
     dir: PathBuf,
     learner: Learner,
-    pool: ActorPool<BoxedEnv<T>>,
-    groups: Vec<Range<usize>>,
+    sampler: Sampler<PoolEnvs<BoxedEnv<T>>>,
     obs_shape: Vec<usize>,
-    obs_size: usize,
-    device: Device,
-    logger: RunLogger,
-    returns_csv: std::io::BufWriter<std::fs::File>,
-    recent_returns: VecDeque<f64>,
-    /// Episodes finished in the rollout being collected, as `(global_step, return, length)`:
-    /// logged once its update is done, dropped with a rollout abandoned at a stop signal, so
-    /// returns.csv only holds episodes of updates the learner has made.
-    pending_episodes: Vec<(u64, f64, u64)>,
+    log: RunLog,
     frames_per_step: u64,
-    /// Whether the core reports module activity (BRIMs), gathered into `activity`.
+    /// Whether the core reports module activity (BRIMs).
     trace_cores: bool,
-    activity: ActivityCollector,
     /// Time spent before this process, from the checkpoint resumed.
     clock: RunClock,
     /// The global step this process started from.
@@ -241,56 +231,6 @@ struct Driver<'a, T: Element + ObsElement> {
     last_checkpoint: Option<(u64, PathBuf)>,
     /// The run directory's lock, held until the driver is dropped.
     _lock: run_dir::RunLock,
-    /// Scale of each layer's `h` while acting, logged per update.
-    core_scale: CoreScale,
-}
-
-/// Per layer of the core (`h` = state part `2l`): sums of the RMS and of the spread across a
-/// group's envs (mean over units of the std over envs) of every acting step, and their count.
-/// A core whose output does not depend on the screen has a spread near 0.
-#[derive(Default)]
-struct CoreScale {
-    sums: Vec<(f64, f64)>,
-    count: usize,
-}
-
-impl CoreScale {
-    fn add(&mut self, state: &CoreState) -> anyhow::Result<()> {
-        let hs: Vec<&Tensor> = state.parts.iter().step_by(2).collect();
-        self.sums.resize(hs.len(), (0.0, 0.0));
-        for (h, sums) in hs.into_iter().zip(&mut self.sums) {
-            let h = h.to_dtype(candle_core::DType::F64)?;
-            sums.0 += h.sqr()?.mean_all()?.to_scalar::<f64>()?.sqrt();
-            if h.dim(0)? > 1 {
-                let centred = h.broadcast_sub(&h.mean_keepdim(0)?)?;
-                sums.1 += centred
-                    .sqr()?
-                    .mean(0)?
-                    .sqrt()?
-                    .mean_all()?
-                    .to_scalar::<f64>()?;
-            }
-        }
-        self.count += 1;
-        Ok(())
-    }
-
-    /// Per layer `(mean rms, mean spread)` since the last call, and a fresh start.
-    fn take(&mut self) -> Vec<(f64, f64)> {
-        let n = self.count.max(1) as f64;
-        self.count = 0;
-        std::mem::take(&mut self.sums)
-            .into_iter()
-            .map(|(rms, spread)| (rms / n, spread / n))
-            .collect()
-    }
-}
-
-/// Per-group acting state: the group's current observations, reset flags and core state.
-struct GroupState<T> {
-    obs: Vec<T>,
-    resets: Vec<f32>,
-    state: CoreState,
 }
 
 impl<'a, T: Element + ObsElement> Driver<'a, T> {
@@ -368,7 +308,6 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             },
             make_env,
         )?;
-        let groups = (0..pool.num_groups()).map(|g| pool.group_envs(g)).collect();
 
         // Everything is built: from here on the run directory is written.
         let lock = match lock {
@@ -400,45 +339,21 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
                 );
             }
         }
-        let mut logger = RunLogger::create(dir)?;
-        if spec.resume {
-            // TensorBoard: what earlier processes logged after this point is not the run's.
-            logger.purge_from(step + 1)?;
-        } else {
-            logger.text("config", &format!("```toml\n{}\n```", cfg.to_toml()?), 0)?;
-        }
-        let csv_path = dir.join(RETURNS_FILE);
-        let returns_csv = std::io::BufWriter::new(
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(&csv_path)
-                .with_context(|| format!("cannot write {}", csv_path.display()))?,
-        );
-        let recent_returns = kept.returns[kept.returns.len().saturating_sub(20)..]
-            .iter()
-            .copied()
-            .collect();
+        let log = RunLog::open(dir, cfg, spec.resume, step, &kept)?;
+        let trace_cores = matches!(cfg.network.core, Some(brims::CoreConfig::Brims(_)));
         Ok(Driver {
             cfg,
             dir: dir.to_path_buf(),
             learner,
-            pool,
-            groups,
+            sampler: Sampler::new(PoolEnvs(pool)).traced(trace_cores),
             obs_shape,
-            obs_size,
-            device,
-            logger,
-            returns_csv,
-            recent_returns,
-            pending_episodes: Vec::new(),
+            log,
             frames_per_step: cfg.env.frames_per_step(),
-            trace_cores: matches!(cfg.network.core, Some(brims::CoreConfig::Brims(_))),
-            activity: ActivityCollector::default(),
+            trace_cores,
             clock,
             start_step: step,
             last_checkpoint,
             _lock: lock,
-            core_scale: CoreScale::default(),
         })
     }
 
@@ -456,7 +371,6 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         let start_step = self.learner.global_step();
         let (mut rollout_secs, mut update_secs) = (0.0, 0.0);
         let mut rollout = Rollout::new::<T>(num_steps, num_envs, &self.obs_shape);
-        let mut groups = self.reset_groups()?;
         let mut interrupted = false;
 
         while self.learner.global_step() < total_steps {
@@ -471,11 +385,17 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
                 break;
             }
             let t0 = Instant::now();
-            if !self.collect(&mut rollout, &mut groups, stop)? {
+            let step0 = self.learner.global_step();
+            let (net, rng) = self.learner.acting();
+            let collected =
+                self.sampler
+                    .collect(net, rng, &mut rollout, stop, self.log.acting())?;
+            let Some(collected) = collected else {
                 // A stop signal: the rollout is abandoned (the checkpoint precedes it).
                 interrupted = true;
                 break;
-            }
+            };
+            self.log.hold(step0, num_envs, &collected);
             let t1 = Instant::now();
             let metrics = self.learner.update(&rollout)?;
             let t2 = Instant::now();
@@ -484,10 +404,10 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
 
             let global_step = self.learner.global_step();
             let sps = (global_step - start_step) as f64 / started.elapsed().as_secs_f64();
-            self.log_episodes()?;
-            self.log_update(&metrics, global_step, sps)?;
+            self.log.log_episodes()?;
+            self.log.log_update(&metrics, global_step, sps)?;
             progress.update(global_step * self.frames_per_step, sps);
-            if let Some(mean) = self.mean_recent_return() {
+            if let Some(mean) = self.log.mean_recent_return() {
                 progress.set_mean_return(mean);
             }
             if self.learner.updates() % self.cfg.run.checkpoint_every == 0 {
@@ -514,7 +434,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         let summary = RunSummary {
             run_dir: self.dir.clone(),
             frames: self.learner.global_step() * self.frames_per_step,
-            mean_return_last_20: self.mean_recent_return(),
+            mean_return_last_20: self.log.mean_recent_return(),
             sps: if clock.wall_secs > 0.0 {
                 clock.steps as f64 / clock.wall_secs
             } else {
@@ -526,12 +446,9 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             interrupted,
         };
         if summary.mean_return_last_20.is_some() {
-            self.logger.hparams(
-                &crate::hparams::of_config(self.cfg),
-                &["charts/episodic_return"],
-            )?;
+            self.log.log_hparams(self.cfg)?;
         }
-        self.logger.flush()?;
+        self.log.flush()?;
         run_dir::write_atomic(
             &self.dir.join(SUMMARY_FILE),
             serde_json::to_string_pretty(&summary)?.as_bytes(),
@@ -567,244 +484,6 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         }
     }
 
-    /// Resets every env and gives each group zero state and "episode starts here" flags.
-    fn reset_groups(&mut self) -> anyhow::Result<Vec<GroupState<T>>> {
-        let all_obs = self.pool.reset()?;
-        self.groups
-            .iter()
-            .map(|envs| {
-                Ok(GroupState {
-                    obs: all_obs[envs.start * self.obs_size..envs.end * self.obs_size].to_vec(),
-                    resets: vec![1.0; envs.len()],
-                    state: self.learner.net().zero_state(envs.len())?,
-                })
-            })
-            .collect()
-    }
-
-    /// Fills `rollout` with `T` steps of every env, alternating the groups so one group steps on
-    /// the actor threads while the driver runs the policy for the other. Returns `false`, with
-    /// the rollout abandoned, when `stop` is raised meanwhile (so a stop signal waits for at most
-    /// one update, not a rollout and an update).
-    fn collect(
-        &mut self,
-        rollout: &mut Rollout,
-        groups: &mut [GroupState<T>],
-        stop: &AtomicBool,
-    ) -> anyhow::Result<bool> {
-        let num_steps = rollout.num_steps();
-        let start_state =
-            CoreState::cat(&groups.iter().map(|g| g.state.clone()).collect::<Vec<_>>())?;
-        rollout.begin(&start_state)?;
-        self.pending_episodes.clear();
-        for t in 0..num_steps {
-            if stop.load(Ordering::SeqCst) {
-                self.pending_episodes.clear();
-                return Ok(false);
-            }
-            for (g, group) in groups.iter_mut().enumerate() {
-                if t > 0 {
-                    let outcome = self.pool.recv(g)?;
-                    self.on_outcome(rollout, t - 1, group, outcome)?;
-                }
-                self.act(rollout, t, g, group)?;
-            }
-        }
-        for (g, group) in groups.iter_mut().enumerate() {
-            let outcome = self.pool.recv(g)?;
-            self.on_outcome(rollout, num_steps - 1, group, outcome)?;
-        }
-        // Bootstrap values: V(observation after the last step), with the state it would act from.
-        for (g, group) in groups.iter().enumerate() {
-            let values = self
-                .learner
-                .net()
-                .act(
-                    &self.obs_tensor(&group.obs, self.groups[g].len())?,
-                    &group.state,
-                    &Tensor::new(group.resets.as_slice(), &self.device)?,
-                    false,
-                )?
-                .values;
-            rollout.record_next_values(self.groups[g].start, &values.to_vec1::<f32>()?)?;
-        }
-        Ok(true)
-    }
-
-    /// Runs the policy for group `g` at step `t`, records it, and sends the actions.
-    fn act(
-        &mut self,
-        rollout: &mut Rollout,
-        t: usize,
-        g: usize,
-        group: &mut GroupState<T>,
-    ) -> anyhow::Result<()> {
-        let envs = self.groups[g].clone();
-        let obs = self.obs_tensor(&group.obs, envs.len())?;
-        let resets = Tensor::new(group.resets.as_slice(), &self.device)?;
-        let ppo::ActOutput {
-            logits,
-            values,
-            next_state,
-            trace,
-        } = self
-            .learner
-            .net()
-            .act(&obs, &group.state, &resets, self.trace_cores)?;
-        if let Some(trace) = trace {
-            self.activity.add(&trace, None);
-        }
-        let (actions, logprobs) = ppo::sample_actions(&logits, self.learner.rng_mut())?;
-        rollout.record_policy(
-            t,
-            envs.start,
-            PolicyStep {
-                obs: &group.obs,
-                resets: &group.resets,
-                actions: &actions,
-                logprobs: &logprobs,
-                values: &values.to_vec1::<f32>()?,
-            },
-        )?;
-        group.state = next_state.detach();
-        if t % CORE_SCALE_EVERY == 0 {
-            self.core_scale.add(&group.state)?;
-        }
-        let actions: Vec<usize> = actions.iter().map(|&a| a as usize).collect();
-        self.pool.send_actions(g, &actions)?;
-        Ok(())
-    }
-
-    /// Records what the envs of a group returned for step `t`.
-    fn on_outcome(
-        &mut self,
-        rollout: &mut Rollout,
-        t: usize,
-        group: &mut GroupState<T>,
-        outcome: GroupStep<T>,
-    ) -> anyhow::Result<()> {
-        let env0 = outcome.envs.start;
-        rollout.record_outcome(
-            t,
-            env0,
-            &outcome.rewards,
-            &outcome.terminated,
-            &outcome.truncated,
-        )?;
-        // A truncated (not terminated) episode bootstraps from V(final observation), computed
-        // from the env's state after step t, without a reset.
-        for (i, final_obs) in outcome.final_obs.iter().enumerate() {
-            if let (Some(final_obs), true, false) =
-                (final_obs, outcome.truncated[i], outcome.terminated[i])
-            {
-                let row = Tensor::new(&[i as u32], &self.device)?;
-                let state = group.state.index_select(&row)?;
-                let value = self
-                    .learner
-                    .net()
-                    .act(
-                        &self.obs_tensor(final_obs, 1)?,
-                        &state,
-                        &Tensor::zeros(1, candle_core::DType::F32, &self.device)?,
-                        false,
-                    )?
-                    .values;
-                rollout.record_final_value(t, env0 + i, value.to_vec1::<f32>()?[0])?;
-            }
-        }
-        for (i, (&term, &trunc)) in outcome
-            .terminated
-            .iter()
-            .zip(&outcome.truncated)
-            .enumerate()
-        {
-            group.resets[i] = if term || trunc { 1.0 } else { 0.0 };
-        }
-        group.obs = outcome.obs;
-        let step_now = self.learner.global_step() + ((t + 1) * self.cfg.ppo.num_envs) as u64;
-        for (_, stats) in outcome.episodes {
-            self.pending_episodes.push((step_now, stats.ret, stats.len));
-        }
-        Ok(())
-    }
-
-    /// Logs the episodes of the rollout just learned from (TensorBoard, returns.csv, the recent
-    /// mean) and flushes returns.csv.
-    fn log_episodes(&mut self) -> anyhow::Result<()> {
-        for (step, ret, len) in std::mem::take(&mut self.pending_episodes) {
-            self.logger.scalar("charts/episodic_return", ret, step)?;
-            self.logger
-                .scalar("charts/episodic_length", len as f64, step)?;
-            writeln!(
-                self.returns_csv,
-                "{step},{},{ret},{len}",
-                step * self.frames_per_step
-            )?;
-            if self.recent_returns.len() == 20 {
-                self.recent_returns.pop_front();
-            }
-            self.recent_returns.push_back(ret);
-        }
-        self.returns_csv.flush()?;
-        Ok(())
-    }
-
-    /// `k` flat observations → `[k, …obs_shape]` on the device (u8 frames stay u8).
-    fn obs_tensor(&self, obs: &[T], k: usize) -> anyhow::Result<Tensor> {
-        let mut shape = vec![k];
-        shape.extend_from_slice(&self.obs_shape);
-        Ok(Tensor::from_slice(obs, shape, &self.device)?)
-    }
-
-    fn mean_recent_return(&self) -> Option<f64> {
-        (!self.recent_returns.is_empty())
-            .then(|| self.recent_returns.iter().sum::<f64>() / self.recent_returns.len() as f64)
-    }
-
-    fn log_update(&mut self, m: &UpdateMetrics, step: u64, sps: f64) -> anyhow::Result<()> {
-        let scalars = [
-            ("charts/SPS", sps),
-            ("charts/learning_rate", m.learning_rate),
-            ("losses/value_loss", m.v_loss),
-            ("losses/policy_loss", m.pg_loss),
-            ("losses/entropy", m.entropy),
-            ("losses/old_approx_kl", m.old_approx_kl),
-            ("losses/approx_kl", m.approx_kl),
-            ("losses/clipfrac", m.clipfrac),
-            ("losses/explained_variance", m.explained_variance),
-            ("losses/grad_norm", m.grad_norm),
-            ("losses/grad_norm_encoder", m.grad_norm_parts[0]),
-            ("losses/grad_norm_core", m.grad_norm_parts[1]),
-            ("losses/grad_norm_heads", m.grad_norm_parts[2]),
-            ("losses/first_ratio_deviation", m.first_ratio_deviation),
-        ];
-        for (tag, value) in scalars {
-            self.logger.scalar(tag, value, step)?;
-        }
-        for (l, (rms, spread)) in self.core_scale.take().into_iter().enumerate() {
-            self.logger
-                .scalar(&format!("core/layer{l}/h_rms"), rms, step)?;
-            self.logger
-                .scalar(&format!("core/layer{l}/h_spread"), spread, step)?;
-        }
-        for (l, a) in self.activity.take_attention().into_iter().enumerate() {
-            self.logger.scalar(
-                &format!("brims/layer{l}/attention_entropy"),
-                a.entropy,
-                step,
-            )?;
-            self.logger
-                .scalar(&format!("brims/layer{l}/read_rms"), a.read_rms, step)?;
-        }
-        let bands = self.activity.take_bands();
-        if !bands.is_empty() {
-            self.logger.brims_activity(&bands, step, false)?;
-        }
-        self.returns_csv.flush()?;
-        self.logger.flush()?;
-        Ok(())
-    }
-
     /// Plays one evaluation episode (at most 1,000 steps) and logs its module activity as the
     /// steps × modules picture: the hierarchy made visible.
     fn log_activity_image(&mut self) -> anyhow::Result<()> {
@@ -817,11 +496,8 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             Some(1000),
         )?;
         let bands = crate::activity::bands(&episode[0].traces);
-        if !bands.is_empty() {
-            self.logger
-                .brims_activity(&bands, self.learner.global_step(), true)?;
-        }
-        Ok(())
+        self.log
+            .log_activity_image(&bands, self.learner.global_step())
     }
 
     /// Writes a checkpoint of the learner with the run's `clock`.

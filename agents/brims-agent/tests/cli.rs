@@ -288,6 +288,19 @@ fn smoke_training_on_breakout_then_eval_writes_a_gif() {
         &["total_frames=2048"],
     ));
     assert_eq!(json["frames"], 2048);
+    // What acting reports reaches TensorBoard: the core's scale per layer and BRIMs attention.
+    let tags = summary_tags(&run);
+    for tag in [
+        "charts/SPS",
+        "losses/grad_norm_core",
+        "losses/first_ratio_deviation",
+        "core/layer0/h_rms",
+        "core/layer1/h_spread",
+        "brims/layer0/attention_entropy",
+        "brims/layer1/read_rms",
+    ] {
+        assert!(tags.contains(tag), "no {tag} in {tags:?}");
+    }
     let gif = tmp.path().join("episode.gif");
     let json = run_ok(
         brims()
@@ -494,6 +507,27 @@ fn checkpoints(run: &Path) -> Vec<PathBuf> {
 }
 
 /// The session-start (purge) steps written in a run's event files, file by file.
+/// Every summary tag in the run's event files.
+fn summary_tags(run: &Path) -> std::collections::BTreeSet<String> {
+    use tfrecord::protobuf::event::What;
+    let mut tags = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(run).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().contains("tfevents") {
+            continue;
+        }
+        let events = tfrecord::EventIter::open(&path, tfrecord::RecordReaderConfig::default())
+            .unwrap()
+            .map(|e| e.unwrap());
+        for event in events {
+            if let Some(What::Summary(summary)) = event.what {
+                tags.extend(summary.value.into_iter().map(|v| v.tag));
+            }
+        }
+    }
+    tags
+}
+
 fn purge_steps(run: &Path) -> Vec<Vec<i64>> {
     use tfrecord::protobuf::event::What;
     let mut files: Vec<PathBuf> = std::fs::read_dir(run)
