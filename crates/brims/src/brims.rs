@@ -1,5 +1,11 @@
 //! The BRIMs core (spec §§4.1–4.7): layers of modules with input attention, top-k selection,
 //! per-module LSTMs computed in one batched matmul, and gated communication.
+//!
+//! This file is the readable reference step, a composition of candle ops with one function per
+//! spec section (`slot_keys_values` §4.1, `input_attention` §4.2, `select_active` §4.3,
+//! `module_lstms` §4.4, `communication` §4.5, `commit` §4.6, `step_layers` §4.7); the fixture
+//! is checked against it. The fused CPU loops in [`crate::brims_seq`] implement the same
+//! sections under the same names (see the table there).
 
 use std::collections::HashMap;
 
@@ -7,31 +13,21 @@ use candle_core::{DType, Device, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
 use crate::brims_seq::{self, BrimsSeqOp};
-use crate::config::{AttentionInit, BrimsConfig, CoreOutput, LstmInit, TieBreak, TopDown};
+use crate::config::{AttentionInit, BrimsConfig, CoreOutput, LstmInit, TieBreak};
 use crate::core::{act_by_stepping, Core, CoreState, LayerTrace, StepTrace};
 use crate::error::BrimsError;
 use crate::lstm::{check_width, expect_shape, fast_tanh};
+use crate::sizes::LayerSizes;
 use crate::topk::active_modules;
 
 /// ε of `slot_norm`'s variance (as torch's LayerNorm).
 pub(crate) const SLOT_NORM_EPS: f64 = 1e-5;
 
-/// One BRIMs layer's sizes and parameters. Every weight is stored `[.., in, out]` so a forward
-/// `x.matmul(&w)` reads it as stored and its gradient accumulates contiguously.
+/// One BRIMs layer's parameters (its sizes are the [`LayerSizes`] of the same index). Every
+/// weight is stored `[.., in, out]` so a forward `x.matmul(&w)` reads it as stored and its
+/// gradient accumulates contiguously. The names are the checkpoint's.
 #[derive(Clone, Debug)]
-struct Layer {
-    hidden: usize,
-    modules: usize,
-    module_size: usize,
-    active: usize,
-    /// Layer whose previous-step `h` is this layer's top-down slot, if any.
-    top_down: Option<usize>,
-    inp_heads: usize,
-    inp_key: usize,
-    inp_value: usize,
-    comm_heads: usize,
-    comm_key: usize,
-    comm_value: usize,
+struct LayerParams {
     /// `[M, d, Hi·dk]`: input-attention queries, one matrix per module.
     inp_q: Tensor,
     /// Per real slot (bottom-up, then top-down) `[D_s, Hi·dk + Hi·dv]`: keys then values.
@@ -48,8 +44,21 @@ struct Layer {
     comm_out_w: Tensor,
     /// `[2d]`: their biases.
     comm_out_b: Tensor,
-    /// `[4d]`: 1 on the `i, f, o` gate columns, 2 on `g` (see `layer_step`); a constant.
+    /// `[4d]`: 1 on the `i, f, o` gate columns, 2 on `g` (see [`Brims::module_lstms`]).
     gate_scale: Tensor,
+}
+
+/// `[4d]`: 1 on the `i, f, o` gate columns, 2 on `g`.
+fn gate_scale(s: &LayerSizes, dev: &Device, dtype: DType) -> Result<Tensor> {
+    let d = s.module_size;
+    Tensor::cat(
+        &[
+            Tensor::ones(2 * d, dtype, dev)?,
+            Tensor::full(2f64, d, dev)?.to_dtype(dtype)?,
+            Tensor::ones(d, dtype, dev)?,
+        ],
+        0,
+    )
 }
 
 /// Everything one layer computed at one step (kept for the fixture checker and the trace).
@@ -83,7 +92,7 @@ pub(crate) struct LayerOut {
 #[derive(Clone, Debug)]
 pub struct Brims {
     cfg: BrimsConfig,
-    layers: Vec<Layer>,
+    layers: Vec<LayerParams>,
     sizes: Vec<LayerSizes>,
     input_size: usize,
     training: bool,
@@ -111,9 +120,8 @@ fn attention_stats(o: &LayerOut) -> Result<(Vec<f32>, Vec<f32>)> {
         .affine(-1.0 / heads as f64, 0.0)?; // [B, M]
     let read = o.read.to_dtype(DType::F64)?; // [M, B, R]
     let rms = read.sqr()?.mean(D::Minus1)?.sqrt()?.t()?; // [B, M]
-    let flat = |x: Tensor| -> Result<Vec<f32>> {
-        Ok(x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
-    };
+    let flat =
+        |x: Tensor| -> Result<Vec<f32>> { x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>() };
     Ok((flat(entropy)?, flat(rms.contiguous()?)?))
 }
 
@@ -143,71 +151,6 @@ fn split_steps(x: &Tensor) -> Result<Vec<Tensor>> {
     Ok(out)
 }
 
-/// Sizes of layer `l` derived from the config (before any parameter exists).
-#[derive(Clone, Debug)]
-pub(crate) struct LayerSizes {
-    /// `N_l`.
-    pub hidden: usize,
-    /// `M_l`.
-    pub modules: usize,
-    /// `d_l = N_l / M_l`.
-    pub d: usize,
-    /// `k_l`.
-    pub active: usize,
-    /// Layer whose previous-step `h` is the top-down slot, if any.
-    pub top_down: Option<usize>,
-    /// Widths of the real slots: bottom-up, then top-down if any.
-    pub slot_widths: Vec<usize>,
-    /// Input attention heads, key and value size.
-    pub hi: usize,
-    pub dk: usize,
-    pub dv: usize,
-    /// Communication heads, key and value size.
-    pub hc: usize,
-    pub dkc: usize,
-    pub dvc: usize,
-    /// Whether slot inputs are normalised before their projection (`slot_norm`).
-    pub slot_norm: bool,
-}
-
-fn layer_sizes(cfg: &BrimsConfig, input_size: usize) -> Vec<LayerSizes> {
-    let n_layers = cfg.layers.len();
-    (0..n_layers)
-        .map(|l| {
-            let lc = cfg.layers[l];
-            let top_down = match cfg.top_down {
-                TopDown::Reference => (l == 0).then_some(n_layers - 1),
-                TopDown::Paper => (l + 1 < n_layers).then_some(l + 1),
-            };
-            let bottom = if l == 0 {
-                input_size
-            } else {
-                cfg.layers[l - 1].hidden_size
-            };
-            let mut slot_widths = vec![bottom];
-            if let Some(src) = top_down {
-                slot_widths.push(cfg.layers[src].hidden_size);
-            }
-            let d = lc.hidden_size / lc.modules;
-            LayerSizes {
-                hidden: lc.hidden_size,
-                modules: lc.modules,
-                d,
-                active: lc.active,
-                top_down,
-                slot_widths,
-                hi: cfg.input_attention.heads,
-                dk: cfg.input_attention.key_size,
-                dv: cfg.input_attention.value_size.unwrap_or(d),
-                hc: cfg.comm_attention.heads,
-                dkc: cfg.comm_attention.key_size,
-                dvc: cfg.comm_attention.value_size,
-                slot_norm: cfg.slot_norm,
-            }
-        })
-        .collect()
-}
-
 impl Brims {
     /// Builds BRIMs with input width `input_size`, parameters from `vb` (names
     /// `layer{l}.{inp_q, inp_kv{s}, lstm_ih, lstm_hh, lstm_b, comm_qkv, comm_out_w, comm_out_b}`).
@@ -233,82 +176,47 @@ impl Brims {
             let b = 1.0 / (fan as f64).sqrt();
             Init::Uniform { lo: -b, up: b }
         };
+        let sizes = LayerSizes::of_config(cfg, input_size);
         let mut layers = Vec::new();
-        for (l, s) in layer_sizes(cfg, input_size).into_iter().enumerate() {
+        for (l, s) in sizes.iter().enumerate() {
             let vb = vb.pp(format!("layer{l}"));
-            let (m, d) = (s.modules, s.d);
+            let (m, d) = (s.modules, s.module_size);
             let lstm = uniform(match cfg.lstm_init {
                 LstmInit::Reference => s.hidden,
                 LstmInit::Module => d,
             });
+            // Created in this order (keys/values first): a seeded init draws them in it.
             let inp_kv = s
                 .slot_widths
                 .iter()
                 .enumerate()
                 .map(|(i, &w)| {
-                    vb.get_with_hints(
-                        (w, s.hi * (s.dk + s.dv)),
-                        &format!("inp_kv{i}"),
-                        projection(w),
-                    )
+                    vb.get_with_hints((w, s.slot_kv_width()), &format!("inp_kv{i}"), projection(w))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let out = s.hc * s.dvc;
-            layers.push(Layer {
-                inp_q: vb.get_with_hints((m, d, s.hi * s.dk), "inp_q", projection(d))?,
+            let out = s.comm_read_width();
+            layers.push(LayerParams {
+                inp_q: vb.get_with_hints((m, d, s.query_width()), "inp_q", projection(d))?,
                 inp_kv,
-                lstm_ih: vb.get_with_hints((m, s.hi * s.dv, 4 * d), "lstm_ih", lstm)?,
+                lstm_ih: vb.get_with_hints((m, s.read_width(), 4 * d), "lstm_ih", lstm)?,
                 lstm_hh: vb.get_with_hints((m, d, 4 * d), "lstm_hh", lstm)?,
                 lstm_b: vb.get_with_hints((m, 1, 4 * d), "lstm_b", lstm)?,
                 comm_qkv: vb.get_with_hints(
-                    (m, d, s.hc * (2 * s.dkc + s.dvc)),
+                    (m, d, s.comm_qkv_width()),
                     "comm_qkv",
                     projection(d),
                 )?,
                 comm_out_w: vb.get_with_hints((out, 2 * d), "comm_out_w", uniform(out))?,
                 comm_out_b: vb.get_with_hints(2 * d, "comm_out_b", uniform(out))?,
-                ..Self::sizes_only(&s, vb.device(), vb.dtype())?
+                gate_scale: gate_scale(s, vb.device(), vb.dtype())?,
             });
         }
         Ok(Brims {
             cfg: cfg.clone(),
             layers,
-            sizes: layer_sizes(cfg, input_size),
+            sizes,
             input_size,
             training: false,
-        })
-    }
-
-    fn sizes_only(s: &LayerSizes, dev: &Device, dtype: DType) -> Result<Layer> {
-        let z = Tensor::zeros(1, dtype, dev)?;
-        Ok(Layer {
-            hidden: s.hidden,
-            modules: s.modules,
-            module_size: s.d,
-            active: s.active,
-            top_down: s.top_down,
-            inp_heads: s.hi,
-            inp_key: s.dk,
-            inp_value: s.dv,
-            comm_heads: s.hc,
-            comm_key: s.dkc,
-            comm_value: s.dvc,
-            inp_q: z.clone(),
-            inp_kv: vec![],
-            lstm_ih: z.clone(),
-            lstm_hh: z.clone(),
-            lstm_b: z.clone(),
-            comm_qkv: z.clone(),
-            comm_out_w: z.clone(),
-            comm_out_b: z,
-            gate_scale: Tensor::cat(
-                &[
-                    Tensor::ones(2 * s.d, dtype, dev)?,
-                    Tensor::full(2f64, s.d, dev)?.to_dtype(dtype)?,
-                    Tensor::ones(s.d, dtype, dev)?,
-                ],
-                0,
-            )?,
         })
     }
 
@@ -323,8 +231,9 @@ impl Brims {
         prefix: &str,
     ) -> std::result::Result<Self, BrimsError> {
         cfg.validate(input_size)?;
+        let sizes = LayerSizes::of_config(cfg, input_size);
         let mut layers = Vec::new();
-        for (l, s) in layer_sizes(cfg, input_size).into_iter().enumerate() {
+        for (l, s) in sizes.iter().enumerate() {
             let get = |name: &str, shape: &[usize]| -> std::result::Result<Tensor, BrimsError> {
                 let full = format!("{prefix}{l}.{name}");
                 let t = tensors
@@ -333,8 +242,8 @@ impl Brims {
                 expect_shape(&full, t, shape)?;
                 Ok(t.clone())
             };
-            let (m, d, n) = (s.modules, s.d, s.hidden);
-            let slots = s.slot_widths.len() + 1;
+            let (m, d, n) = (s.modules, s.module_size, s.hidden);
+            let slots = s.slots() + 1;
             let width = s.slot_widths[0];
             if s.slot_widths.iter().any(|&w| w != width) {
                 return Err(BrimsError::FixtureMismatch(format!(
@@ -342,12 +251,12 @@ impl Brims {
                     s.slot_widths
                 )));
             }
-            let ks = get("inp_att.GLN_ks.w", &[slots, width, s.hi * s.dk])?;
-            let vs = get("inp_att.GLN_vs.w", &[slots, width, s.hi * s.dv])?;
+            let ks = get("inp_att.GLN_ks.w", &[slots, width, s.query_width()])?;
+            let vs = get("inp_att.GLN_vs.w", &[slots, width, s.read_width()])?;
             let inp_kv = (1..slots)
                 .map(|i| Tensor::cat(&[ks.get(i)?, vs.get(i)?], 1))
                 .collect::<Result<Vec<_>>>()?;
-            let r = s.hi * s.dv;
+            let r = s.read_width();
             let w_ih = get("block_lstm.lstm.weight_ih", &[4 * n, m * r])?;
             let w_hh = get("block_lstm.lstm.weight_hh", &[4 * n, n])?;
             let b = get("block_lstm.lstm.bias_ih", &[4 * n])?
@@ -368,16 +277,16 @@ impl Brims {
                     .collect::<Result<Vec<_>>>()?;
                 bias.push(Tensor::cat(&bs, 0)?.unsqueeze(0)?);
             }
-            let cq = s.hc * s.dkc;
+            let cq = s.comm_heads * s.comm_key;
             let comm_qkv = Tensor::cat(
                 &[
                     get("mha.GLN_qs.w", &[m, d, cq])?,
                     get("mha.GLN_ks.w", &[m, d, cq])?,
-                    get("mha.GLN_vs.w", &[m, d, s.hc * s.dvc])?,
+                    get("mha.GLN_vs.w", &[m, d, s.comm_heads * s.comm_value])?,
                 ],
                 2,
             )?;
-            let out = s.hc * s.dvc;
+            let out = s.comm_read_width();
             let comm_out_w = Tensor::cat(
                 &[
                     get("mha.fc.weight", &[d, out])?.t()?,
@@ -391,8 +300,8 @@ impl Brims {
                 0,
             )?;
             let dev = ks.device().clone();
-            layers.push(Layer {
-                inp_q: get("inp_att.GLN_qs.w", &[m, d, s.hi * s.dk])?,
+            layers.push(LayerParams {
+                inp_q: get("inp_att.GLN_qs.w", &[m, d, s.query_width()])?,
                 inp_kv,
                 lstm_ih: Tensor::stack(&ih, 0)?,
                 lstm_hh: Tensor::stack(&hh, 0)?,
@@ -400,13 +309,13 @@ impl Brims {
                 comm_qkv,
                 comm_out_w,
                 comm_out_b,
-                ..Self::sizes_only(&s, &dev, ks.dtype())?
+                gate_scale: gate_scale(s, &dev, ks.dtype())?,
             });
         }
         Ok(Brims {
             cfg: cfg.clone(),
             layers,
-            sizes: layer_sizes(cfg, input_size),
+            sizes,
             input_size,
             training: false,
         })
@@ -441,8 +350,10 @@ impl Brims {
         self.layers[0].inp_q.dtype()
     }
 
-    /// One step of every layer. `bottom_kv` is layer 0's bottom-up keys/values if already
-    /// projected (the sequence pass projects all steps at once).
+    /// Spec §4.7, one step of every layer, bottom to top: layer `l ≥ 1` reads the layer below
+    /// at this step, a top-down slot the state before the step. `bottom_kv` is layer 0's
+    /// bottom-up keys/values if already projected (the sequence pass projects all steps at
+    /// once). Fused: [`forward`](crate::brims_seq::forward::forward).
     pub(crate) fn step_layers(
         &self,
         input: &Tensor,
@@ -452,20 +363,14 @@ impl Brims {
         self.check_input(input).map_err(BrimsError::into_candle)?;
         self.check_state(state)?;
         let mut outs: Vec<LayerOut> = Vec::with_capacity(self.layers.len());
-        for (l, layer) in self.layers.iter().enumerate() {
-            let bottom_kv = match (l, &bottom_kv) {
-                (0, Some(kv)) => kv.clone(),
-                (0, None) => self.slot_input(input)?.matmul(&layer.inp_kv[0])?,
-                _ => self.slot_input(&outs[l - 1].h)?.matmul(&layer.inp_kv[0])?,
+        for l in 0..self.layers.len() {
+            let below = match outs.last() {
+                Some(o) => &o.h,
+                None => input,
             };
-            let mut kv = vec![bottom_kv];
-            if let Some(src) = layer.top_down {
-                kv.push(
-                    self.slot_input(&state.parts[2 * src])?
-                        .matmul(&layer.inp_kv[1])?,
-                );
-            }
-            let out = self.layer_step(layer, &kv, &state.parts[2 * l], &state.parts[2 * l + 1])?;
+            let projected = bottom_kv.as_ref().filter(|_| l == 0);
+            let kv = self.slot_keys_values(l, below, projected, state)?;
+            let out = self.layer_step(l, &kv, &state.parts[2 * l], &state.parts[2 * l + 1])?;
             outs.push(out);
         }
         Ok(outs)
@@ -482,77 +387,171 @@ impl Brims {
         centred.broadcast_div(&(var + SLOT_NORM_EPS)?.sqrt()?)
     }
 
-    fn layer_step(&self, ly: &Layer, kv: &[Tensor], h: &Tensor, c: &Tensor) -> Result<LayerOut> {
+    /// Spec §4.1, input slots: the keys and values `[B, Hi·(dk + dv)]` of layer `l`'s real
+    /// slots, bottom-up (`below`: the encoder output, or the layer below at this step; or
+    /// `projected` already) then top-down (the source layer's `h` in `state`, before the step).
+    /// Fused: [`slot_keys_values`](crate::brims_seq::forward::slot_keys_values).
+    fn slot_keys_values(
+        &self,
+        l: usize,
+        below: &Tensor,
+        projected: Option<&Tensor>,
+        state: &CoreState,
+    ) -> Result<Vec<Tensor>> {
+        let w = &self.layers[l];
+        let bottom_up = match projected {
+            Some(kv) => kv.clone(),
+            None => self.slot_input(below)?.matmul(&w.inp_kv[0])?,
+        };
+        let mut kv = vec![bottom_up];
+        if let Some(src) = self.sizes[l].top_down {
+            kv.push(
+                self.slot_input(&state.parts[2 * src])?
+                    .matmul(&w.inp_kv[1])?,
+            );
+        }
+        Ok(kv)
+    }
+
+    /// One layer's step from its slots' keys and values `kv` and its state `h`, `c` (`[B, N]`),
+    /// section by section (§§4.2–4.6).
+    fn layer_step(&self, l: usize, kv: &[Tensor], h: &Tensor, c: &Tensor) -> Result<LayerOut> {
+        let (s, w) = (&self.sizes[l], &self.layers[l]);
         let b = h.dim(0)?;
-        let (m, d) = (ly.modules, ly.module_size);
-        let (hi, dk, dv) = (ly.inp_heads, ly.inp_key, ly.inp_value);
-        let slots = kv.len();
+        let (m, d) = (s.modules, s.module_size);
         // [M, B, d] views of the previous state: batched matmuls take them without a copy.
         let h_mb = h.reshape((b, m, d))?.transpose(0, 1)?;
         let c_mb = c.reshape((b, m, d))?.transpose(0, 1)?;
+        let attention = self.input_attention(s, w, kv, &h_mb)?;
+        let (active, null_scores) = self.select_active(s, &attention.null)?;
+        let (lstm_h, lstm_c) = Self::module_lstms(s, w, &attention.read, &h_mb, &c_mb)?;
+        let comm = self.communication(s, w, &lstm_h, &active)?;
+        let (h_out, c_out) = Self::commit(s, &active, &comm.h_new, &lstm_c, h, c)?;
+        Ok(LayerOut {
+            inp_probs: attention.probs,
+            null: attention.null,
+            active,
+            null_scores,
+            read: attention.read,
+            lstm_h,
+            lstm_c,
+            comm_probs: comm.probs,
+            comm_upd: comm.update,
+            h: h_out,
+            c: c_out,
+        })
+    }
 
-        // Input attention (spec §4.2). The null slot's key and value are exactly zero.
-        let q = h_mb
-            .matmul(&ly.inp_q)?
-            .reshape((m, b, hi, dk))?
+    /// Spec §4.2, input attention: each module's queries from its previous `h` (`h_mb`,
+    /// `[M, B, d]`), per head a softmax over `[null, slots…]` (the null slot's key and value
+    /// are exactly zero), the read (dropout in training), and the head-averaged null attention.
+    /// Fused: [`input_attention`](crate::brims_seq::forward::input_attention).
+    fn input_attention(
+        &self,
+        s: &LayerSizes,
+        w: &LayerParams,
+        kv: &[Tensor],
+        h_mb: &Tensor,
+    ) -> Result<InputAttention> {
+        let b = h_mb.dim(1)?;
+        let m = s.modules;
+        let (heads, key, value) = (s.input_heads, s.input_key, s.input_value);
+        let slots = kv.len();
+        let queries = h_mb
+            .matmul(&w.inp_q)?
+            .reshape((m, b, heads, key))?
             .permute((1, 2, 0, 3))?
             .contiguous()?
-            .reshape((b * hi, m, dk))?;
+            .reshape((b * heads, m, key))?;
         let split = |t: &Tensor, off: usize, width: usize| -> Result<Tensor> {
-            t.narrow(1, off, hi * width)?.reshape((b, hi, 1, width))
+            t.narrow(1, off, heads * width)?
+                .reshape((b, heads, 1, width))
         };
         let keys = kv
             .iter()
-            .map(|t| split(t, 0, dk))
+            .map(|t| split(t, 0, key))
             .collect::<Result<Vec<_>>>()?;
         let values = kv
             .iter()
-            .map(|t| split(t, hi * dk, dv))
+            .map(|t| split(t, heads * key, value))
             .collect::<Result<Vec<_>>>()?;
-        let keys = Tensor::cat(&keys, 2)?.reshape((b * hi, slots, dk))?;
-        let values = Tensor::cat(&values, 2)?.reshape((b * hi, slots, dv))?;
-        let logits = q
+        let keys = Tensor::cat(&keys, 2)?.reshape((b * heads, slots, key))?;
+        let values = Tensor::cat(&values, 2)?.reshape((b * heads, slots, value))?;
+        let logits = queries
             .matmul(&keys.t()?)?
-            .affine(1.0 / (dk as f64).sqrt(), 0.0)?;
-        let null_logit = Tensor::zeros((b * hi, m, 1), logits.dtype(), logits.device())?;
+            .affine(1.0 / (key as f64).sqrt(), 0.0)?;
+        let null_logit = Tensor::zeros((b * heads, m, 1), logits.dtype(), logits.device())?;
         let probs = softmax_last(&Tensor::cat(&[&null_logit, &logits], 2)?)?;
-        let null = probs.narrow(2, 0, 1)?.reshape((b, hi, m))?.mean(1)?;
+        let null = probs.narrow(2, 0, 1)?.reshape((b, heads, m))?.mean(1)?;
         let mut read = probs
             .narrow(2, 1, slots)?
             .matmul(&values)?
-            .reshape((b, hi, m, dv))?
+            .reshape((b, heads, m, value))?
             .permute((2, 0, 1, 3))?
             .contiguous()?
-            .reshape((m, b, hi * dv))?;
+            .reshape((m, b, heads * value))?;
         if self.training && self.cfg.read_dropout > 0.0 {
             read = candle_nn::ops::dropout(&read, self.cfg.read_dropout)?;
         }
+        Ok(InputAttention {
+            probs: probs.reshape((b, heads, m, slots + 1))?,
+            null,
+            read,
+        })
+    }
 
-        // Selection (spec §4.3): on the CPU, over a small [B, M] matrix.
+    /// Spec §4.3, selection: per env (row of `null`, `[B, M]`), the `M − k` modules with the
+    /// largest null attention are inactive, on the CPU. Returns the mask and the scores it saw,
+    /// `[B·M]` env-major. Fused: [`select_active`](crate::brims_seq::forward::select_active).
+    fn select_active(&self, s: &LayerSizes, null: &Tensor) -> Result<(Vec<bool>, Vec<f64>)> {
         let null_scores: Vec<f64> = null.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
-        let mut active = Vec::with_capacity(b * m);
-        for row in null_scores.chunks(m) {
-            active.extend(active_modules(row, ly.active, self.cfg.tie_break));
+        let mut active = Vec::with_capacity(null_scores.len());
+        for row in null_scores.chunks(s.modules) {
+            active.extend(active_modules(row, s.active, self.cfg.tie_break));
         }
+        Ok((active, null_scores))
+    }
 
-        // Per-module LSTMs, all modules in one batched op (spec §4.4).
+    /// Spec §4.4, the module LSTMs, all modules in one batched op (inactive ones too: their
+    /// candidates are keys and values of the communication): gates from the reads (`[M, B, Hi·dv]`)
+    /// and the previous `h`, `c` (`[M, B, d]`); returns the candidates `h̃`, `c̃` (`[M, B, d]`).
+    /// Fused: [`module_lstms`](crate::brims_seq::forward::module_lstms).
+    fn module_lstms(
+        s: &LayerSizes,
+        w: &LayerParams,
+        read: &Tensor,
+        h_mb: &Tensor,
+        c_mb: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let d = s.module_size;
         let gates = read
-            .matmul(&ly.lstm_ih)?
-            .add(&h_mb.matmul(&ly.lstm_hh)?)?
-            .broadcast_add(&ly.lstm_b)?;
+            .matmul(&w.lstm_ih)?
+            .add(&h_mb.matmul(&w.lstm_hh)?)?
+            .broadcast_add(&w.lstm_b)?;
         // One sigmoid over all four gates: the `g` columns are doubled first (exact), so they
         // come out as σ(2x) and `g = 2σ(2x) − 1` is `fast_tanh`'s value bit for bit.
-        let sig = candle_nn::ops::sigmoid(&gates.broadcast_mul(&ly.gate_scale)?)?;
+        let sig = candle_nn::ops::sigmoid(&gates.broadcast_mul(&w.gate_scale)?)?;
         let g = sig.narrow(2, 2 * d, d)?.affine(2.0, -1.0)?;
         let lstm_c = sig
             .narrow(2, d, d)?
-            .mul(&c_mb)?
+            .mul(c_mb)?
             .add(&sig.narrow(2, 0, d)?.mul(&g)?)?;
         let lstm_h = sig.narrow(2, 3 * d, d)?.mul(&fast_tanh(&lstm_c)?)?;
+        Ok((lstm_h, lstm_c))
+    }
 
-        // Communication (spec §4.5). Its input is h̃ with the gradient masked to active modules.
-        let dtype = h.dtype();
-        let dev = h.device();
+    /// Spec §4.5, communication over every module's candidate `h̃` (`[M, B, d]`), whose gradient
+    /// reaches active modules only: attention, the gated update `Δ` (`fc` dropout in training)
+    /// and `ĥ = h̃ + Δ`. Fused: [`communication`](crate::brims_seq::forward::communication).
+    fn communication(
+        &self,
+        s: &LayerSizes,
+        w: &LayerParams,
+        lstm_h: &Tensor,
+        active: &[bool],
+    ) -> Result<Communication> {
+        let (m, b, d) = lstm_h.dims3()?;
+        let (dtype, dev) = (lstm_h.dtype(), lstm_h.device());
         let mask_mb: Vec<f64> = (0..m * b)
             .map(|i| f64::from(u8::from(active[(i % b) * m + i / b])))
             .collect();
@@ -560,60 +559,67 @@ impl Brims {
         let h_att = lstm_h
             .broadcast_mul(&mask_mb)?
             .add(&lstm_h.detach().broadcast_mul(&mask_mb.affine(-1.0, 1.0)?)?)?;
-        let (hc, dkc, dvc) = (ly.comm_heads, ly.comm_key, ly.comm_value);
-        let qkv = h_att.matmul(&ly.comm_qkv)?;
-        let heads = |off: usize, width: usize| -> Result<Tensor> {
-            qkv.narrow(2, off, hc * width)?
-                .reshape((m, b, hc, width))?
+        let (heads, key, value) = (s.comm_heads, s.comm_key, s.comm_value);
+        let qkv = h_att.matmul(&w.comm_qkv)?;
+        let split_heads = |off: usize, width: usize| -> Result<Tensor> {
+            qkv.narrow(2, off, heads * width)?
+                .reshape((m, b, heads, width))?
                 .permute((1, 2, 0, 3))?
                 .contiguous()?
-                .reshape((b * hc, m, width))
+                .reshape((b * heads, m, width))
         };
-        let cq = heads(0, dkc)?;
-        let ck = heads(hc * dkc, dkc)?;
-        let cv = heads(2 * hc * dkc, dvc)?;
-        let comm_probs = softmax_last(
-            &cq.matmul(&ck.t()?)?
-                .affine(1.0 / (dkc as f64).sqrt(), 0.0)?,
+        let queries = split_heads(0, key)?;
+        let keys = split_heads(heads * key, key)?;
+        let values = split_heads(2 * heads * key, value)?;
+        let probs = softmax_last(
+            &queries
+                .matmul(&keys.t()?)?
+                .affine(1.0 / (key as f64).sqrt(), 0.0)?,
         )?;
-        let u = comm_probs
-            .matmul(&cv)?
-            .reshape((b, hc, m, dvc))?
+        let u = probs
+            .matmul(&values)?
+            .reshape((b, heads, m, value))?
             .permute((0, 2, 1, 3))?
             .contiguous()?
-            .reshape((b * m, hc * dvc))?;
-        let fg = u.matmul(&ly.comm_out_w)?.broadcast_add(&ly.comm_out_b)?;
-        let mut fc = fg.narrow(1, 0, d)?;
+            .reshape((b * m, heads * value))?;
+        let fc_gate = u.matmul(&w.comm_out_w)?.broadcast_add(&w.comm_out_b)?;
+        let mut fc = fc_gate.narrow(1, 0, d)?;
         if self.training && self.cfg.comm_dropout > 0.0 {
             fc = candle_nn::ops::dropout(&fc, self.cfg.comm_dropout)?;
         }
-        let comm_upd = candle_nn::ops::sigmoid(&fg.narrow(1, d, d)?)?
+        let update = candle_nn::ops::sigmoid(&fc_gate.narrow(1, d, d)?)?
             .mul(&fast_tanh(&fc)?)?
             .reshape((b, m, d))?;
-        let h_new = lstm_h.transpose(0, 1)?.add(&comm_upd)?;
+        let h_new = lstm_h.transpose(0, 1)?.add(&update)?;
+        Ok(Communication {
+            probs: probs.reshape((b, heads, m, m))?,
+            update,
+            h_new,
+        })
+    }
 
-        // Commit (spec §4.6): inactive modules copy h and c bit-exactly.
-        let mask_bm: Vec<u8> = active.iter().map(|&a| u8::from(a)).collect();
-        let pred = Tensor::from_vec(mask_bm, (b, m, 1), dev)?.broadcast_as((b, m, d))?;
+    /// Spec §4.6, commit: active modules take `ĥ` (`h_new`, `[B, M, d]`) and `c̃` (`[M, B, d]`),
+    /// inactive ones copy the previous `h` and `c` (`[B, N]`) bit-exactly. Returns the new `h`,
+    /// `c` (`[B, N]`). Fused: [`commit`](crate::brims_seq::forward::commit).
+    fn commit(
+        s: &LayerSizes,
+        active: &[bool],
+        h_new: &Tensor,
+        lstm_c: &Tensor,
+        h: &Tensor,
+        c: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let b = h.dim(0)?;
+        let (m, d) = (s.modules, s.module_size);
+        let mask: Vec<u8> = active.iter().map(|&a| u8::from(a)).collect();
+        let pred = Tensor::from_vec(mask, (b, m, 1), h.device())?.broadcast_as((b, m, d))?;
         let h_out = pred
-            .where_cond(&h_new, &h.reshape((b, m, d))?)?
-            .reshape((b, ly.hidden))?;
+            .where_cond(h_new, &h.reshape((b, m, d))?)?
+            .reshape((b, s.hidden))?;
         let c_out = pred
             .where_cond(&lstm_c.transpose(0, 1)?, &c.reshape((b, m, d))?)?
-            .reshape((b, ly.hidden))?;
-        Ok(LayerOut {
-            inp_probs: probs.reshape((b, hi, m, slots + 1))?,
-            null,
-            active,
-            null_scores,
-            read,
-            lstm_h,
-            lstm_c,
-            comm_probs: comm_probs.reshape((b, hc, m, m))?,
-            comm_upd,
-            h: h_out,
-            c: c_out,
-        })
+            .reshape((b, s.hidden))?;
+        Ok((h_out, c_out))
     }
 
     fn finish(
@@ -660,8 +666,28 @@ impl Brims {
     }
 }
 
+/// What [`Brims::input_attention`] computes.
+struct InputAttention {
+    /// `[B, Hi, M, S + 1]` attention, null slot first.
+    probs: Tensor,
+    /// `[B, M]` head-averaged null attention.
+    null: Tensor,
+    /// `[M, B, Hi·dv]` the reads (the module LSTMs' inputs).
+    read: Tensor,
+}
+
+/// What [`Brims::communication`] computes.
+struct Communication {
+    /// `[B, Hc, M, M]` attention.
+    probs: Tensor,
+    /// `[B, M, d]` the gated update `Δ`.
+    update: Tensor,
+    /// `[B, M, d]` `ĥ = h̃ + Δ`.
+    h_new: Tensor,
+}
+
 impl Brims {
-    /// Every weight the fused pass reads, flat, in `brims_seq::weight_lens` order (layer 0's
+    /// Every weight the fused pass reads, in `brims_seq`'s packing order (layer 0's
     /// bottom-up key/value matrix is applied outside, to all steps at once).
     fn fused_weights(&self) -> Vec<&Tensor> {
         let mut out = Vec::new();
@@ -694,23 +720,23 @@ impl Brims {
         let last = out.get(steps - 1)?;
         let mut parts = Vec::with_capacity(2 * self.layers.len());
         let mut off = 0;
-        for ly in &self.layers {
+        for s in &self.sizes {
             // Contiguous: the learner stores and index-selects state parts.
-            parts.push(last.narrow(1, off, ly.hidden)?.contiguous()?);
-            parts.push(last.narrow(1, off + ly.hidden, ly.hidden)?.contiguous()?);
-            off += 2 * ly.hidden;
+            parts.push(last.narrow(1, off, s.hidden)?.contiguous()?);
+            parts.push(last.narrow(1, off + s.hidden, s.hidden)?.contiguous()?);
+            off += 2 * s.hidden;
         }
         let y = match self.cfg.output {
             CoreOutput::Top => {
-                let top = self.layers.last().map_or(0, |l| l.hidden);
+                let top = self.sizes.last().map_or(0, |s| s.hidden);
                 out.narrow(2, off - 2 * top, top)?
             }
             CoreOutput::AllLayers => {
                 let mut hs = Vec::with_capacity(self.layers.len());
                 let mut off = 0;
-                for ly in &self.layers {
-                    hs.push(out.narrow(2, off, ly.hidden)?);
-                    off += 2 * ly.hidden;
+                for s in &self.sizes {
+                    hs.push(out.narrow(2, off, s.hidden)?);
+                    off += 2 * s.hidden;
                 }
                 Tensor::cat(&hs, 2)?
             }
@@ -783,15 +809,14 @@ impl Brims {
         let (y, next) = self.split_states(&out)?;
         let trace = traced.then(|| StepTrace {
             layers: self
-                .layers
+                .sizes
                 .iter()
                 .enumerate()
-                .map(|(l, ly)| {
-                    let (active, null) = brims_seq::selection_rows(&saved, l, 1, batch, ly.modules);
-                    let (entropy, read_rms) =
-                        brims_seq::attention_rows(&saved, l, &self.sizes[l], 1, batch);
+                .map(|(l, s)| {
+                    let (active, null) = brims_seq::selection_rows(&saved, l, 1, batch, s.modules);
+                    let (entropy, read_rms) = brims_seq::attention_rows(&saved, l, s, 1, batch);
                     LayerTrace {
-                        num_modules: ly.modules,
+                        num_modules: s.modules,
                         active,
                         null_attention: null.iter().map(|&x| x as f32).collect(),
                         attention_entropy: entropy.iter().map(|&x| x as f32).collect(),
@@ -816,8 +841,8 @@ impl Core for Brims {
     fn zero_state(&self, batch: usize) -> Result<CoreState> {
         let dev = self.layers[0].inp_q.device();
         let mut parts = Vec::with_capacity(2 * self.layers.len());
-        for l in &self.layers {
-            let z = Tensor::zeros((batch, l.hidden), self.dtype(), dev)?;
+        for s in &self.sizes {
+            let z = Tensor::zeros((batch, s.hidden), self.dtype(), dev)?;
             parts.push(z.clone());
             parts.push(z);
         }

@@ -37,6 +37,7 @@ mod fixture;
 mod kernels;
 mod lstm;
 mod lstm_seq;
+mod sizes;
 mod topk;
 
 pub use crate::brims::Brims;
