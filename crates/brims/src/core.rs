@@ -113,6 +113,20 @@ pub(crate) fn act_by_stepping<C: Core + ?Sized>(
 ///
 /// Episode resets are applied by masking the state before a step (CleanRL's `(1 − done)`),
 /// inside the core, so a batch never has to be rebuilt per env.
+///
+/// # Which method is for what
+///
+/// One cell, three uses: the pure cell, acting, and replay. Every method computes the same
+/// step; `act` and `seq` may take faster paths, and tests hold them to `step_with_reset`.
+///
+/// | method | what it is | used by | resets | gradient |
+/// |---|---|---|---|---|
+/// | [`step`](Core::step) | the pure cell: one step from the state given | the other methods' definitions, tests | none: mask the state first | yes |
+/// | [`step_traced`](Core::step_traced) | `step` plus which modules were active, per layer (BRIMs) | the fixture check, `act` when traced | none | yes |
+/// | [`step_with_reset`](Core::step_with_reset) | `step` after zeroing the rows whose `reset` is 1 | the reference `act` and `seq` must equal | mask | yes |
+/// | [`act`](Core::act) | **acting**: `step_with_reset`'s values, detached, with the activity trace on request; forward-only fused loops for BRIMs on the CPU | `ppo::ActorCritic::act` (the sampler, `brims eval`) | mask | no (detached) |
+/// | [`seq`](Core::seq) | **replay**: `T` steps of `step_with_reset` in one pass (fused loops for both cores on the CPU) | `ppo::ActorCritic::evaluate_sequence` (the learner) | a mask per step | yes |
+/// | `candle_nn::rnn::RNN` | candle's trait (`zero_state`, `step` returning the state, `seq`, `states_to_tensor`) | code written for candle's LSTM (drop-in); no resets | none | yes |
 pub trait Core: Send + Sync {
     /// Input width `E`.
     fn input_size(&self) -> usize;
