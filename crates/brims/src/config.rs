@@ -58,9 +58,10 @@ pub struct LstmConfig {
 }
 
 impl LstmConfig {
-    /// The Atari comparison baseline: one LSTM of 512.
+    /// The Atari preset, the core of configs/breakout_lstm.toml: one LSTM of 128 (CleanRL's
+    /// `ppo_atari_lstm.py`).
     pub fn atari() -> Self {
-        LstmConfig { hidden_size: 512 }
+        LstmConfig { hidden_size: 128 }
     }
 
     /// Checks the sizes.
@@ -246,29 +247,27 @@ fn default_attention_init_std() -> f64 {
 }
 
 impl BrimsConfig {
-    /// The Atari preset: layers of 512 with 8 modules (4 active) and 4 modules (2 active);
-    /// same output width as [`LstmConfig::atari`]. Input attention uses 4 heads of 32-wide keys
-    /// and values (a read of 128 per module) instead of the MNIST variant's 64-wide keys and
-    /// `d`-wide values: about half the FLOPs per step (the LSTM input of the 128-wide modules
-    /// would otherwise be 512 each), which keeps a step near twice an LSTM-512 step.
+    /// The Atari preset, the core of configs/breakout_brims.toml: a layer of 256 with 8 modules
+    /// (4 active) under a layer of 128 with 4 modules (2 active), with what lets BRIMs learn
+    /// from CNN features (see `AttentionInit::FanIn`, `LstmInit::Module`, `slot_norm`) and both
+    /// layers' `h` (384) read by the heads.
     pub fn atari() -> Self {
         let mut cfg = Self::with_layers(vec![
             BrimsLayerConfig {
-                hidden_size: 512,
+                hidden_size: 256,
                 modules: 8,
                 active: 4,
             },
             BrimsLayerConfig {
-                hidden_size: 512,
+                hidden_size: 128,
                 modules: 4,
                 active: 2,
             },
         ]);
-        cfg.input_attention = InputAttentionConfig {
-            heads: 4,
-            key_size: 32,
-            value_size: Some(32),
-        };
+        cfg.attention_init = AttentionInit::FanIn;
+        cfg.lstm_init = LstmInit::Module;
+        cfg.slot_norm = true;
+        cfg.output = CoreOutput::AllLayers;
         cfg
     }
 
@@ -379,6 +378,27 @@ active = 2
         assert_eq!(b.input_attention, InputAttentionConfig::default());
         assert!(toml::from_str::<CoreConfig>("kind = \"lstm\"\nhidden = 64\n").is_err());
         assert!(toml::from_str::<CoreConfig>("kind = \"gru\"\nhidden_size = 64\n").is_err());
+    }
+
+    /// The presets are the cores of the shipped Atari configs.
+    #[test]
+    fn atari_presets_are_the_cores_of_the_breakout_configs() {
+        let core_of = |file: &str| -> CoreConfig {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../configs")
+                .join(file);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let value: toml::Value = toml::from_str(&text).unwrap();
+            value["network"]["core"].clone().try_into().unwrap()
+        };
+        assert_eq!(
+            core_of("breakout_lstm.toml"),
+            CoreConfig::Lstm(LstmConfig::atari())
+        );
+        assert_eq!(
+            core_of("breakout_brims.toml"),
+            CoreConfig::Brims(BrimsConfig::atari())
+        );
     }
 
     fn toml_like(s: &str) -> CoreConfig {

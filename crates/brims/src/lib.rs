@@ -16,7 +16,7 @@
 //! let x = Tensor::zeros((2, 64), DType::F32, &Device::Cpu)?;
 //! let reset = Tensor::new(&[0f32, 1.0], &Device::Cpu)?; // env 1 starts a new episode
 //! let (y, next) = core.step_with_reset(&x, &state, &reset)?;
-//! assert_eq!(y.dims(), &[2, 512]);
+//! assert_eq!(y.dims(), &[2, 384]); // both layers' h: 256 + 128
 //! let (_, _, trace) = core.act(&x, &next, &reset, true)?; // which modules were active, per layer
 //! assert_eq!(trace.map(|t| t.layers.len()), Some(2));
 //! # Ok::<(), Box<dyn std::error::Error>>(())

@@ -104,9 +104,15 @@ fn shapes_step_seq_trace_and_rnn() {
 
 #[test]
 fn build_core_builds_both_kinds_with_same_output_width() {
+    // An LSTM of 512 and BRIMs of two 512-wide layers (8 modules, 4 active; 4 modules, 2
+    // active; 4 heads of 32 in the input attention): the Atari presets before they became the
+    // (narrower) cores of the shipped configs.
+    let mut brims_512 = BrimsConfig::with_layers(vec![layer(512, 8, 4), layer(512, 4, 2)]);
+    brims_512.input_attention.key_size = 32;
+    brims_512.input_attention.value_size = Some(32);
     for cfg in [
-        CoreConfig::Lstm(LstmConfig::atari()),
-        CoreConfig::Brims(BrimsConfig::atari()),
+        CoreConfig::Lstm(LstmConfig { hidden_size: 512 }),
+        CoreConfig::Brims(brims_512),
     ] {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);

@@ -1,7 +1,7 @@
 //! Time of one PPO update at CleanRL's Atari shape: rollout 8 envs × 128 steps of random
 //! `[k, 84, 84]` u8 frames, 4 epochs × 4 minibatches, Nature CNN + core.
 //!
-//! `cargo run --release -p ppo --example bench_update -- [--frames K] [--steps T] [--cores lstm128,lstm,brims]`
+//! `cargo run --release -p ppo --example bench_update -- [--frames K] [--steps T] [--cores lstm,lstm512,brims,none]`
 //! Prints one line per core, then a JSON object with the timings (seconds).
 
 use std::time::Instant;
@@ -25,24 +25,13 @@ fn peak_rss_mb() -> f64 {
 
 fn core_named(name: &str) -> Option<CoreConfig> {
     match name {
-        // CleanRL's ppo_atari_lstm.py: nn.LSTM(512, 128).
-        "lstm128" => Some(CoreConfig::Lstm(LstmConfig { hidden_size: 128 })),
-        "lstm" => Some(CoreConfig::Lstm(LstmConfig::atari())),
-        "brims" => Some(CoreConfig::Brims(BrimsConfig::atari())),
-        // configs/breakout_brims.toml: 256 wide (8 modules, 4 active), then 128 (4, 2 active).
-        "brims_breakout" => Some(CoreConfig::Brims(BrimsConfig::with_layers(vec![
-            brims::BrimsLayerConfig {
-                hidden_size: 256,
-                modules: 8,
-                active: 4,
-            },
-            brims::BrimsLayerConfig {
-                hidden_size: 128,
-                modules: 4,
-                active: 2,
-            },
-        ]))),
-        "none" => None,
+        // The Atari presets, the cores of configs/breakout_{lstm,brims}.toml; the LSTM is
+        // CleanRL's ppo_atari_lstm.py nn.LSTM(512, 128).
+        "lstm" | "lstm128" => Some(CoreConfig::Lstm(LstmConfig::atari())),
+        "brims" | "brims_breakout" => Some(CoreConfig::Brims(BrimsConfig::atari())),
+        // A wider LSTM, the Atari preset before it matched the configs.
+        "lstm512" => Some(CoreConfig::Lstm(LstmConfig { hidden_size: 512 })),
+        // "none": the feed-forward network.
         _ => None,
     }
 }
@@ -56,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .cloned()
     };
     let frames: usize = value("--frames").map_or(Ok(1), |v| v.parse())?;
-    let cores = value("--cores").unwrap_or_else(|| "lstm128,lstm,brims".into());
+    let cores = value("--cores").unwrap_or_else(|| "lstm,lstm512,brims".into());
     let steps: usize = value("--steps").map_or(Ok(128), |v| v.parse())?;
     let plan = PpoConfig {
         num_steps: steps,

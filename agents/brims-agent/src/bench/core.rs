@@ -1,5 +1,6 @@
-//! `brims bench core` (see ../shared/ARCHITECTURE.md, "Commands"): the Atari-preset core, one
-//! forward step at batch 16 and a 128-step sequence forward+backward at batch 8.
+//! `brims bench core` (see ../shared/ARCHITECTURE.md, "Commands"): the Atari-preset core (the
+//! core of configs/breakout_{lstm,brims}.toml), one forward step at batch 16 and a 128-step
+//! sequence forward+backward at batch 8.
 
 use std::time::Instant;
 
@@ -12,9 +13,10 @@ use clap::{Args, ValueEnum};
 /// Which core to measure.
 #[derive(ValueEnum, Debug, Clone, Copy)]
 pub(crate) enum CoreKind {
-    /// The LSTM baseline (hidden 512).
+    /// The LSTM baseline, Atari preset (hidden 128, as configs/breakout_lstm.toml).
     Lstm,
-    /// BRIMs, Atari preset (layers of 512: 8 modules / 4 active, 4 modules / 2 active).
+    /// BRIMs, Atari preset (layers of 256: 8 modules / 4 active, and 128: 4 modules / 2
+    /// active; as configs/breakout_brims.toml).
     Brims,
 }
 
