@@ -375,7 +375,7 @@ pub(crate) fn markdown(c: &Comparison) -> String {
 }
 
 /// Draws the learning curves: mean across seeds with a shaded 95% CI band per config.
-fn draw_curves(path: &Path, c: &Comparison) -> anyhow::Result<()> {
+pub(crate) fn draw_curves(path: &Path, c: &Comparison) -> anyhow::Result<()> {
     REGISTER_FONT.call_once(|| {
         // The font is compiled in and known to parse (tested); if it ever did not, plotters
         // would report a font error when drawing text, which is returned below.
