@@ -233,17 +233,29 @@ pub(crate) fn run(args: &SweepArgs) -> anyhow::Result<serde_json::Value> {
 fn resolve(path: &Path) -> anyhow::Result<ResolvedSpec> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read sweep spec {}", path.display()))?;
-    let spec: SpecFile = toml::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), crate::config::one_line(&e.to_string())))?;
+    let spec: SpecFile = toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {}",
+            path.display(),
+            crate::config::one_line(&e.to_string())
+        )
+    })?;
     if spec.name.is_empty() || spec.name.contains(['/', '\\']) {
-        bail!("{}: name {:?} must be non-empty without path separators", path.display(), spec.name);
+        bail!(
+            "{}: name {:?} must be non-empty without path separators",
+            path.display(),
+            spec.name
+        );
     }
     let seeds: Vec<u64> = match &spec.seeds {
         Seeds::Count(n) => (1..=*n).collect(),
         Seeds::List(list) => list.clone(),
     };
     if seeds.is_empty() {
-        bail!("{}: seeds is empty; give a count (seeds = 3) or a list", path.display());
+        bail!(
+            "{}: seeds is empty; give a count (seeds = 3) or a list",
+            path.display()
+        );
     }
     if spec.configs.is_empty() {
         bail!("{}: configs is empty", path.display());
@@ -260,7 +272,11 @@ fn resolve(path: &Path) -> anyhow::Result<ResolvedSpec> {
             .into_iter()
             .find(|p| p.is_file())
             .with_context(|| {
-                format!("{}: config {} not found (relative to the spec or here)", path.display(), config.display())
+                format!(
+                    "{}: config {} not found (relative to the spec or here)",
+                    path.display(),
+                    config.display()
+                )
             })?;
         let cfg = RunConfig::load(&found, &spec.overrides)?;
         configs.push((found, cfg));
@@ -335,12 +351,36 @@ fn spec_differences(old: &ResolvedSpec, new: &ResolvedSpec) -> Vec<String> {
         }
     };
     field("name", old.name.clone(), new.name.clone());
-    field("games", format!("{:?}", old.games), format!("{:?}", new.games));
-    field("configs", format!("{:?}", old.configs), format!("{:?}", new.configs));
-    field("seeds", format!("{:?}", old.seeds), format!("{:?}", new.seeds));
-    field("total_frames", format!("{:?}", old.total_frames), format!("{:?}", new.total_frames));
-    field("overrides", format!("{:?}", old.overrides), format!("{:?}", new.overrides));
-    field("max_attempts", old.max_attempts.to_string(), new.max_attempts.to_string());
+    field(
+        "games",
+        format!("{:?}", old.games),
+        format!("{:?}", new.games),
+    );
+    field(
+        "configs",
+        format!("{:?}", old.configs),
+        format!("{:?}", new.configs),
+    );
+    field(
+        "seeds",
+        format!("{:?}", old.seeds),
+        format!("{:?}", new.seeds),
+    );
+    field(
+        "total_frames",
+        format!("{:?}", old.total_frames),
+        format!("{:?}", new.total_frames),
+    );
+    field(
+        "overrides",
+        format!("{:?}", old.overrides),
+        format!("{:?}", new.overrides),
+    );
+    field(
+        "max_attempts",
+        old.max_attempts.to_string(),
+        new.max_attempts.to_string(),
+    );
     if out.is_empty() {
         for (a, b) in old.runs.iter().zip(&new.runs) {
             if a.config_toml != b.config_toml {
@@ -366,7 +406,10 @@ fn open_sweep(spec: &ResolvedSpec, dir: &Path) -> anyhow::Result<Manifest> {
         }
     } else {
         if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
-            bail!("{} exists and is not a sweep directory (no {SPEC_FILE})", dir.display());
+            bail!(
+                "{} exists and is not a sweep directory (no {SPEC_FILE})",
+                dir.display()
+            );
         }
         for sub in ["configs", "runs", "logs"] {
             std::fs::create_dir_all(dir.join(sub))
@@ -417,15 +460,18 @@ fn load_manifest(dir: &Path, spec: &ResolvedSpec) -> anyhow::Result<Manifest> {
     let by_id: BTreeMap<&str, &RunRecord> = old.runs.iter().map(|r| (r.id.as_str(), r)).collect();
     let mut runs = Vec::new();
     for planned in &spec.runs {
-        let mut record = by_id.get(planned.id.as_str()).map(|r| (*r).clone()).unwrap_or(RunRecord {
-            id: planned.id.clone(),
-            state: RunState::Pending,
-            attempts: 0,
-            error: None,
-            frames_done: 0,
-            total_frames: planned.total_frames,
-            slurm_task: None,
-        });
+        let mut record = by_id
+            .get(planned.id.as_str())
+            .map(|r| (*r).clone())
+            .unwrap_or(RunRecord {
+                id: planned.id.clone(),
+                state: RunState::Pending,
+                attempts: 0,
+                error: None,
+                frames_done: 0,
+                total_frames: planned.total_frames,
+                slurm_task: None,
+            });
         let progress = run_progress(&run_path(dir, &planned.id))?;
         record.frames_done = progress.frames;
         record.total_frames = planned.total_frames;
@@ -481,7 +527,11 @@ pub(crate) fn refresh_after_slurm(
         }
     }
     save_manifest(dir, manifest)?;
-    let done = manifest.runs.iter().filter(|r| r.state == RunState::Done).count();
+    let done = manifest
+        .runs
+        .iter()
+        .filter(|r| r.state == RunState::Done)
+        .count();
     Ok(format!("{done} of {} runs done", manifest.runs.len()))
 }
 
@@ -537,7 +587,11 @@ fn start(spec_path: &Path, args: &SweepRunArgs) -> anyhow::Result<serde_json::Va
     } else {
         None
     };
-    let done = manifest.runs.iter().filter(|r| r.state == RunState::Done).count();
+    let done = manifest
+        .runs
+        .iter()
+        .filter(|r| r.state == RunState::Done)
+        .count();
     let failed: Vec<String> = manifest
         .runs
         .iter()
@@ -617,7 +671,11 @@ fn run_local(
         let stopping = stop.load(Ordering::SeqCst);
         if !stopping {
             while running.len() < args.jobs {
-                let Some(i) = manifest.runs.iter().position(|r| r.state == RunState::Pending) else {
+                let Some(i) = manifest
+                    .runs
+                    .iter()
+                    .position(|r| r.state == RunState::Pending)
+                else {
                     break;
                 };
                 let id = manifest.runs[i].id.clone();
@@ -637,7 +695,10 @@ fn run_local(
                     .with_context(|| format!("cannot start {}", exe.display()))?;
                 manifest.runs[i].state = RunState::Running;
                 manifest.runs[i].attempts += 1;
-                progress.println(&format!("started {id} (attempt {})", manifest.runs[i].attempts));
+                progress.println(&format!(
+                    "started {id} (attempt {})",
+                    manifest.runs[i].attempts
+                ));
                 running.push((i, child));
                 save_manifest(dir, manifest)?;
             }
@@ -706,14 +767,22 @@ fn run_local(
     }
     progress.finish();
     save_manifest(dir, manifest)?;
-    let done = manifest.runs.iter().filter(|r| r.state == RunState::Done).count();
+    let done = manifest
+        .runs
+        .iter()
+        .filter(|r| r.state == RunState::Done)
+        .count();
     Ok(if stop.load(Ordering::SeqCst) {
         format!(
             "interrupted: {done} of {} runs done; every stopped run wrote a checkpoint. Rerun the same command to continue.",
             manifest.runs.len()
         )
     } else {
-        format!("{done} of {} runs done in {}", manifest.runs.len(), dir.display())
+        format!(
+            "{done} of {} runs done in {}",
+            manifest.runs.len(),
+            dir.display()
+        )
     })
 }
 
@@ -721,7 +790,12 @@ fn run_local(
 fn last_line(path: &Path) -> String {
     std::fs::read_to_string(path)
         .ok()
-        .and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string))
+        .and_then(|t| {
+            t.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| "exited with an error and no output".into())
 }
 
@@ -764,7 +838,10 @@ fn status(dir: &Path) -> anyhow::Result<serde_json::Value> {
             record.state = RunState::Running;
         }
     }
-    println!("{:<40} {:>8} {:>9} {:>24}  note", "run", "state", "attempts", "frames");
+    println!(
+        "{:<40} {:>8} {:>9} {:>24}  note",
+        "run", "state", "attempts", "frames"
+    );
     for r in &manifest.runs {
         let pct = 100.0 * r.frames_done as f64 / r.total_frames.max(1) as f64;
         let note = match (&r.error, queued.get(&r.id)) {
@@ -782,7 +859,11 @@ fn status(dir: &Path) -> anyhow::Result<serde_json::Value> {
             pct
         );
     }
-    let done = manifest.runs.iter().filter(|r| r.state == RunState::Done).count();
+    let done = manifest
+        .runs
+        .iter()
+        .filter(|r| r.state == RunState::Done)
+        .count();
     Ok(serde_json::json!({
         "sweep_dir": dir,
         "runs_done": done,
@@ -842,7 +923,15 @@ mod tests {
         );
         let r = resolve(&spec).unwrap();
         let ids: Vec<&str> = r.runs.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(ids, ["cartpole_lstm-s1", "cartpole_lstm-s2", "cartpole_brims-s1", "cartpole_brims-s2"]);
+        assert_eq!(
+            ids,
+            [
+                "cartpole_lstm-s1",
+                "cartpole_lstm-s2",
+                "cartpole_brims-s1",
+                "cartpole_brims-s2"
+            ]
+        );
         assert!(r.runs.iter().all(|r| r.total_frames == 4096));
         assert!(r.runs[1].config_toml.contains("seed = 2"));
 
@@ -851,14 +940,28 @@ mod tests {
             resolve(&p).unwrap_err().to_string()
         };
         let cp = format!("{}/cartpole_lstm.toml", c.display());
-        assert!(bad(&format!("name = \"t\"\nconfigs = [\"{cp}\"]\nseeds = 0\n")).contains("seeds is empty"));
-        assert!(bad(&format!("name = \"t\"\nconfigs = [\"{cp}\", \"{cp}\"]\nseeds = 1\n")).contains("twice"));
+        assert!(
+            bad(&format!("name = \"t\"\nconfigs = [\"{cp}\"]\nseeds = 0\n"))
+                .contains("seeds is empty")
+        );
+        assert!(bad(&format!(
+            "name = \"t\"\nconfigs = [\"{cp}\", \"{cp}\"]\nseeds = 1\n"
+        ))
+        .contains("twice"));
         assert!(bad("name = \"t\"\nconfigs = [\"nope.toml\"]\nseeds = 1\n").contains("not found"));
-        assert!(bad(&format!("name = \"t\"\nconfigs = [\"{cp}\"]\nseeds = [1, 1]\n")).contains("twice"));
+        assert!(bad(&format!(
+            "name = \"t\"\nconfigs = [\"{cp}\"]\nseeds = [1, 1]\n"
+        ))
+        .contains("twice"));
         let atari = format!("{}/breakout_lstm.toml", c.display());
-        assert!(bad(&format!("name = \"t\"\ngames = [\"NoSuchGame\"]\nconfigs = [\"{atari}\"]\nseeds = 1\n"))
-            .contains("NoSuchGame"));
-        assert!(bad(&format!("name = \"t\"\nconfigs = [\"{cp}\"]\nseeds = 1\nbogus = 1\n")).contains("bogus"));
+        assert!(bad(&format!(
+            "name = \"t\"\ngames = [\"NoSuchGame\"]\nconfigs = [\"{atari}\"]\nseeds = 1\n"
+        ))
+        .contains("NoSuchGame"));
+        assert!(bad(&format!(
+            "name = \"t\"\nconfigs = [\"{cp}\"]\nseeds = 1\nbogus = 1\n"
+        ))
+        .contains("bogus"));
     }
 
     #[test]
@@ -878,7 +981,10 @@ mod tests {
         open_sweep(&a, &dir).unwrap();
         let b = resolve(&write(tmp.path(), "b.toml", &body(8192))).unwrap();
         let err = open_sweep(&b, &dir).unwrap_err().to_string();
-        assert!(err.contains("another spec") && err.contains("total_frames"), "{err}");
+        assert!(
+            err.contains("another spec") && err.contains("total_frames"),
+            "{err}"
+        );
         std::fs::write(dir.join(MANIFEST_FILE), "{not json").unwrap();
         let err = open_sweep(&a, &dir).unwrap_err().to_string();
         assert!(err.contains("corrupt"), "{err}");
@@ -886,6 +992,9 @@ mod tests {
         let other = tmp.path().join("other");
         std::fs::create_dir_all(&other).unwrap();
         std::fs::write(other.join("x"), "").unwrap();
-        assert!(open_sweep(&a, &other).unwrap_err().to_string().contains("not a sweep"));
+        assert!(open_sweep(&a, &other)
+            .unwrap_err()
+            .to_string()
+            .contains("not a sweep"));
     }
 }

@@ -81,12 +81,18 @@ pub(crate) fn write(dir: &Path, spec: &ResolvedSpec) -> anyhow::Result<PathBuf> 
         }
     )?;
     for g in &games {
-        let title = g.game.clone().unwrap_or_else(|| "env of each config".into());
+        let title = g
+            .game
+            .clone()
+            .unwrap_or_else(|| "env of each config".into());
         writeln!(md, "## {title}\n")?;
         let finished: usize = g.configs.iter().map(|c| c.runs.len()).sum();
         let planned: usize = g.planned.iter().map(|(_, n)| n).sum();
         if finished < planned {
-            writeln!(md, "{finished} of {planned} runs finished; the rest are not in these numbers.\n")?;
+            writeln!(
+                md,
+                "{finished} of {planned} runs finished; the rest are not in these numbers.\n"
+            )?;
         }
         if g.configs.is_empty() {
             continue;

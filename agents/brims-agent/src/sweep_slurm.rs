@@ -111,7 +111,11 @@ pub(crate) fn submit(
         .collect();
     let mut message = String::new();
     if !held.is_empty() {
-        writeln!(message, "{} run(s) still queued or running in Slurm", held.len())?;
+        writeln!(
+            message,
+            "{} run(s) still queued or running in Slurm",
+            held.len()
+        )?;
     }
     if !todo.is_empty() {
         let ids: Vec<String> = todo.iter().map(|&i| manifest.runs[i].id.clone()).collect();
@@ -141,7 +145,10 @@ pub(crate) fn submit(
             ids.join(", ")
         )?;
     } else if held.is_empty() {
-        writeln!(message, "nothing to submit: every run is finished or failed for good")?;
+        writeln!(
+            message,
+            "nothing to submit: every run is finished or failed for good"
+        )?;
     }
     if args.wait {
         while !queued_tasks(&dir)?.is_empty() {
