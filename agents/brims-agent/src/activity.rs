@@ -104,6 +104,7 @@ mod tests {
                 null_attention: vec![0.5; active.len()],
                 attention_entropy: vec![1.0; active.len()],
                 read_rms: vec![0.1; active.len()],
+                slot_attention: vec![0.3; active.len()],
                 num_modules: modules,
             }],
         }

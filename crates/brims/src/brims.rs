@@ -96,8 +96,9 @@ fn softmax_last(x: &Tensor) -> Result<Tensor> {
 }
 
 /// A layer step's input-attention entropy (nats, head-averaged) and read RMS, each `[B·M]`
-/// env-major, as [`LayerTrace`] reports them.
-fn attention_stats(o: &LayerOut) -> Result<(Vec<f32>, Vec<f32>)> {
+/// env-major, and its head-averaged attention on each real slot `[B·M·S]`, as [`LayerTrace`]
+/// reports them.
+fn attention_stats(o: &LayerOut) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
     let probs = o.inp_probs.to_dtype(DType::F64)?; // [B, Hi, M, S]
     let heads = probs.dim(1)?;
     // log p where p > 0, and 0 (log 1) where p = 0: 0·log 0 counts as 0.
@@ -105,7 +106,7 @@ fn attention_stats(o: &LayerOut) -> Result<(Vec<f32>, Vec<f32>)> {
         .gt(0.0)?
         .where_cond(&probs, &probs.ones_like()?)?
         .log()?;
-    let entropy = (probs * log_p)?
+    let entropy = (&probs * log_p)?
         .sum(D::Minus1)?
         .sum(1)?
         .affine(-1.0 / heads as f64, 0.0)?; // [B, M]
@@ -114,7 +115,10 @@ fn attention_stats(o: &LayerOut) -> Result<(Vec<f32>, Vec<f32>)> {
     let flat = |x: Tensor| -> Result<Vec<f32>> {
         Ok(x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
     };
-    Ok((flat(entropy)?, flat(rms.contiguous()?)?))
+    // [B, Hi, M, S+1] → mean over heads → [B, M, S+1] → the real slots.
+    let slots = probs.dim(3)?;
+    let per_slot = probs.mean(1)?.narrow(2, 1, slots - 1)?.contiguous()?;
+    Ok((flat(entropy)?, flat(rms.contiguous()?)?, flat(per_slot)?))
 }
 
 /// `1 − reset` of every entry of `resets` (any shape, row-major): the fused loops' keep flags.
@@ -178,6 +182,7 @@ fn layer_sizes(cfg: &BrimsConfig, input_size: usize) -> Vec<LayerSizes> {
             let top_down = match cfg.top_down {
                 TopDown::Reference => (l == 0).then_some(n_layers - 1),
                 TopDown::Paper => (l + 1 < n_layers).then_some(l + 1),
+                TopDown::None => None,
             };
             let bottom = if l == 0 {
                 input_size
@@ -626,13 +631,14 @@ impl Brims {
                 layers: outs
                     .iter()
                     .map(|o| -> Result<LayerTrace> {
-                        let (attention_entropy, read_rms) = attention_stats(o)?;
+                        let (attention_entropy, read_rms, slot_attention) = attention_stats(o)?;
                         Ok(LayerTrace {
                             num_modules: o.null.dims().get(1).copied().unwrap_or(0),
                             active: o.active.clone(),
                             null_attention: o.null_scores.iter().map(|&x| x as f32).collect(),
                             attention_entropy,
                             read_rms,
+                            slot_attention,
                         })
                     })
                     .collect::<Result<Vec<_>>>()?,
@@ -788,7 +794,7 @@ impl Brims {
                 .enumerate()
                 .map(|(l, ly)| {
                     let (active, null) = brims_seq::selection_rows(&saved, l, 1, batch, ly.modules);
-                    let (entropy, read_rms) =
+                    let (entropy, read_rms, slots) =
                         brims_seq::attention_rows(&saved, l, &self.sizes[l], 1, batch);
                     LayerTrace {
                         num_modules: ly.modules,
@@ -796,6 +802,7 @@ impl Brims {
                         null_attention: null.iter().map(|&x| x as f32).collect(),
                         attention_entropy: entropy.iter().map(|&x| x as f32).collect(),
                         read_rms: read_rms.iter().map(|&x| x as f32).collect(),
+                        slot_attention: slots.iter().map(|&x| x as f32).collect(),
                     }
                 })
                 .collect(),

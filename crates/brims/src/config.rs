@@ -81,6 +81,9 @@ pub enum TopDown {
     /// The paper: every layer below the top reads the layer above at `t−1`; the top layer has
     /// no top-down slot. Identical to `Reference` for two layers.
     Paper,
+    /// No top-down slot in any layer: each layer sees only the layer below (and its own
+    /// modules through communication). Stacked RIMs, the ablation of BRIMs' "B".
+    None,
 }
 
 /// How equal null-attention scores are ordered when choosing the active modules.
