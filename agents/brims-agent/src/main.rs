@@ -4,6 +4,8 @@
 //! become one-line messages and a non-zero exit code.
 
 mod activity;
+mod analyze;
+mod analyze_stats;
 mod bench;
 mod compare;
 mod config;
@@ -52,6 +54,9 @@ enum Command {
     /// Run (or continue) a grid of games × configs × seeds here or on Slurm; `sweep status
     /// DIR`, `sweep report DIR`.
     Sweep(sweep::SweepArgs),
+    /// Module dynamics of a trained BRIMs agent: switch rates, run lengths, event information,
+    /// the top-down share, a raster picture.
+    Analyze(analyze::AnalyzeArgs),
     /// Play whole games with a random (or trained) agent and print the scores.
     Play(play::PlayArgs),
     /// List every bundled game.
@@ -129,6 +134,7 @@ fn run(command: Command) -> anyhow::Result<Option<serde_json::Value>> {
         Command::Eval(args) => eval::run(&args)?,
         Command::Compare(args) => compare::run(&args)?,
         Command::Sweep(args) => sweep::run(&args)?,
+        Command::Analyze(args) => analyze::run(&args)?,
         Command::Play(args) => play::run(&args)?,
         Command::ListGames => {
             play::list_games();
