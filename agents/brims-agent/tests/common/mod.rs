@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests that run the `brims` binary.
 #![allow(dead_code)]
 
+pub mod slurm;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
