@@ -84,9 +84,13 @@ pub(crate) fn run(args: &AnalyzeArgs) -> anyhow::Result<serde_json::Value> {
     let out = args.out.clone().unwrap_or_else(|| run_dir.join("analysis"));
     if out.exists() {
         if !args.force {
-            bail!("{} exists; pass --force to replace it, or choose another --out", out.display());
+            bail!(
+                "{} exists; pass --force to replace it, or choose another --out",
+                out.display()
+            );
         }
-        std::fs::remove_dir_all(&out).with_context(|| format!("cannot replace {}", out.display()))?;
+        std::fs::remove_dir_all(&out)
+            .with_context(|| format!("cannot replace {}", out.display()))?;
     }
     // Sticky actions on, as the standard evaluation protocol (Machado et al. 2018).
     let mut env_cfg = policy.cfg.env.clone();
@@ -122,7 +126,11 @@ fn action_names(env_cfg: &EnvConfig) -> anyhow::Result<Vec<String>> {
     })
 }
 
-fn record(net: &ActorCritic, env_cfg: &EnvConfig, args: &AnalyzeArgs) -> anyhow::Result<Vec<Recorded>> {
+fn record(
+    net: &ActorCritic,
+    env_cfg: &EnvConfig,
+    args: &AnalyzeArgs,
+) -> anyhow::Result<Vec<Recorded>> {
     match EnvFactory::from_config(env_cfg)? {
         EnvFactory::Frames(make) => record_with(net, make(0)?, args),
         EnvFactory::Vectors(make) => record_with(net, make(0)?, args),
@@ -178,7 +186,10 @@ fn record_with<T: Element + ObsElement>(
                 if let Some(td) = &mut rec.top_down[l] {
                     // Slot 1 of each module: the top-down input.
                     let m = lt.num_modules;
-                    let mean = (0..m).map(|j| f64::from(lt.slot_attention[j * 2 + 1])).sum::<f64>() / m as f64;
+                    let mean = (0..m)
+                        .map(|j| f64::from(lt.slot_attention[j * 2 + 1]))
+                        .sum::<f64>()
+                        / m as f64;
                     td.push(mean);
                 }
             }
@@ -252,7 +263,15 @@ pub(crate) struct Analysis {
     pub claims: Vec<Claim>,
 }
 
-const BINS: [(usize, usize); 7] = [(1, 1), (2, 2), (3, 4), (5, 8), (9, 16), (17, 32), (33, usize::MAX)];
+const BINS: [(usize, usize); 7] = [
+    (1, 1),
+    (2, 2),
+    (3, 4),
+    (5, 8),
+    (9, 16),
+    (17, 32),
+    (33, usize::MAX),
+];
 
 fn analyse(episodes: &[Recorded], n_layers: usize, horizon: usize) -> Analysis {
     let life: Vec<Vec<bool>> = episodes.iter().map(|e| e.life_lost.clone()).collect();
@@ -260,8 +279,14 @@ fn analyse(episodes: &[Recorded], n_layers: usize, horizon: usize) -> Analysis {
         .iter()
         .map(|e| e.rewards.iter().map(|&r| r != 0.0).collect())
         .collect();
-    let life_soon: Vec<Vec<u32>> = life.iter().map(|f| stats::within_next(f, horizon)).collect();
-    let reward_soon: Vec<Vec<u32>> = rewarded.iter().map(|f| stats::within_next(f, horizon)).collect();
+    let life_soon: Vec<Vec<u32>> = life
+        .iter()
+        .map(|f| stats::within_next(f, horizon))
+        .collect();
+    let reward_soon: Vec<Vec<u32>> = rewarded
+        .iter()
+        .map(|f| stats::within_next(f, horizon))
+        .collect();
     let actions: Vec<Vec<u32>> = episodes.iter().map(|e| e.actions.clone()).collect();
     let mut layers = Vec::new();
     let mut per_layer_seqs = Vec::new();
@@ -310,9 +335,13 @@ fn analyse(episodes: &[Recorded], n_layers: usize, horizon: usize) -> Analysis {
     if n_layers >= 2 {
         let (lower, upper) = (&per_layer_seqs[0], &per_layer_seqs[n_layers - 1]);
         let n = episodes.len();
-        let pick = |seqs: &[LayerSeq], idx: &[usize]| -> Vec<LayerSeq> { idx.iter().map(|&i| seqs[i].clone()).collect() };
+        let pick = |seqs: &[LayerSeq], idx: &[usize]| -> Vec<LayerSeq> {
+            idx.iter().map(|&i| seqs[i].clone()).collect()
+        };
         let all: Vec<usize> = (0..n).collect();
-        let diff = |idx: &[usize]| stats::switch_rate(&pick(lower, idx)) - stats::switch_rate(&pick(upper, idx));
+        let diff = |idx: &[usize]| {
+            stats::switch_rate(&pick(lower, idx)) - stats::switch_rate(&pick(upper, idx))
+        };
         let estimate = diff(&all);
         let interval = stats::bootstrap_episodes(n, 2000, 5, diff);
         claims.push(Claim {
@@ -397,7 +426,12 @@ fn markdown(a: &Analysis, checkpoint: &Path, args: &AnalyzeArgs, env: &EnvConfig
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|");
     for l in &a.layers {
-        let mi = |m: &stats::MiWithBaseline| format!("{:.4} ({:.4}, p95 {:.4})", m.mi, m.baseline_mean, m.baseline_p95);
+        let mi = |m: &stats::MiWithBaseline| {
+            format!(
+                "{:.4} ({:.4}, p95 {:.4})",
+                m.mi, m.baseline_mean, m.baseline_p95
+            )
+        };
         let _ = writeln!(
             md,
             "| {} | {} | {:.3} | {:.2} | {:.2} of {:.2} | {} | {} | {} | {} | {} |",
@@ -407,21 +441,43 @@ fn markdown(a: &Analysis, checkpoint: &Path, args: &AnalyzeArgs, env: &EnvConfig
             l.mean_run_length,
             l.usage_entropy_bits,
             l.max_usage_entropy_bits,
-            if l.idle_modules.is_empty() { "none".to_string() } else { format!("{:?}", l.idle_modules) },
+            if l.idle_modules.is_empty() {
+                "none".to_string()
+            } else {
+                format!("{:?}", l.idle_modules)
+            },
             mi(&l.mi_life_loss),
             mi(&l.mi_reward),
             mi(&l.mi_action),
-            l.top_down_attention.map_or("—".to_string(), |x| format!("{x:.3}")),
+            l.top_down_attention
+                .map_or("—".to_string(), |x| format!("{x:.3}")),
         );
     }
-    let _ = writeln!(md, "\nRun lengths (counts in bins 1, 2, 3–4, 5–8, 9–16, 17–32, 33+) and usage per module:\n");
+    let _ = writeln!(
+        md,
+        "\nRun lengths (counts in bins 1, 2, 3–4, 5–8, 9–16, 17–32, 33+) and usage per module:\n"
+    );
     for l in &a.layers {
         let usage: Vec<String> = l.usage.iter().map(|u| format!("{u:.2}")).collect();
-        let _ = writeln!(md, "- layer {}: runs {:?}; usage [{}]", l.layer, l.run_length_bins, usage.join(", "));
+        let _ = writeln!(
+            md,
+            "- layer {}: runs {:?}; usage [{}]",
+            l.layer,
+            l.run_length_bins,
+            usage.join(", ")
+        );
     }
-    let _ = writeln!(md, "\nSwitch rate 1, 2, … 10 steps before a life loss (overall rate in the table):\n");
+    let _ = writeln!(
+        md,
+        "\nSwitch rate 1, 2, … 10 steps before a life loss (overall rate in the table):\n"
+    );
     for l in &a.layers {
-        let r: Vec<String> = l.switch_rate_before_life_loss.iter().take(10).map(|x| format!("{x:.2}")).collect();
+        let r: Vec<String> = l
+            .switch_rate_before_life_loss
+            .iter()
+            .take(10)
+            .map(|x| format!("{x:.2}"))
+            .collect();
         let _ = writeln!(md, "- layer {}: {}", l.layer, r.join(" "));
     }
     let _ = writeln!(
@@ -444,7 +500,12 @@ const ACTION_COLOURS: [RGBColor; 8] = [
 ];
 
 /// The raster: modules × time for the first `max_steps` steps of `e`.
-fn draw_raster(path: &Path, e: &Recorded, action_names: &[String], max_steps: usize) -> anyhow::Result<()> {
+fn draw_raster(
+    path: &Path,
+    e: &Recorded,
+    action_names: &[String],
+    max_steps: usize,
+) -> anyhow::Result<()> {
     crate::report::register_font();
     let steps = e.actions.len().min(max_steps).max(1);
     let cell_w = 2u32;
@@ -466,10 +527,16 @@ fn draw_raster(path: &Path, e: &Recorded, action_names: &[String], max_steps: us
     root.draw(&Text::new("events", (4, ey + 2), font.clone()))?;
     for t in 0..steps {
         if e.rewards[t] != 0.0 {
-            root.draw(&Rectangle::new([(x_of(t), ey), (x_of(t) + 1, ey + 7)], GREEN.filled()))?;
+            root.draw(&Rectangle::new(
+                [(x_of(t), ey), (x_of(t) + 1, ey + 7)],
+                GREEN.filled(),
+            ))?;
         }
         if e.life_lost[t] {
-            root.draw(&Rectangle::new([(x_of(t), ey + 8), (x_of(t) + 1, ey + 15)], RED.filled()))?;
+            root.draw(&Rectangle::new(
+                [(x_of(t), ey + 8), (x_of(t) + 1, ey + 15)],
+                RED.filled(),
+            ))?;
         }
     }
     // Modules, top layer first.
@@ -480,7 +547,10 @@ fn draw_raster(path: &Path, e: &Recorded, action_names: &[String], max_steps: us
             for t in 0..steps {
                 if layer.active[t] >> j & 1 == 1 {
                     root.draw(&Rectangle::new(
-                        [(x_of(t), y), (x_of(t) + cell_w as i32, y + row_h as i32 - 2)],
+                        [
+                            (x_of(t), y),
+                            (x_of(t) + cell_w as i32, y + row_h as i32 - 2),
+                        ],
                         BLACK.filled(),
                     ))?;
                 }
@@ -489,7 +559,10 @@ fn draw_raster(path: &Path, e: &Recorded, action_names: &[String], max_steps: us
         }
         if l > 0 {
             root.draw(&Rectangle::new(
-                [(x0, y + row_h as i32 / 2 - 1), (x_of(steps), y + row_h as i32 / 2)],
+                [
+                    (x0, y + row_h as i32 / 2 - 1),
+                    (x_of(steps), y + row_h as i32 / 2),
+                ],
                 RGBColor(150, 150, 150).filled(),
             ))?;
             y += row_h as i32;
@@ -500,7 +573,13 @@ fn draw_raster(path: &Path, e: &Recorded, action_names: &[String], max_steps: us
     root.draw(&Text::new("action", (4, y + 1), font.clone()))?;
     for t in 0..steps {
         let c = ACTION_COLOURS[e.actions[t] as usize % ACTION_COLOURS.len()];
-        root.draw(&Rectangle::new([(x_of(t), y), (x_of(t) + cell_w as i32, y + action_h as i32 - 2)], c.filled()))?;
+        root.draw(&Rectangle::new(
+            [
+                (x_of(t), y),
+                (x_of(t) + cell_w as i32, y + action_h as i32 - 2),
+            ],
+            c.filled(),
+        ))?;
     }
     y += action_h as i32 + 4;
     let mut x = x0;
@@ -511,10 +590,14 @@ fn draw_raster(path: &Path, e: &Recorded, action_names: &[String], max_steps: us
         x += 20 + 8 * name.len() as i32;
     }
     root.draw(&Text::new(
-        format!("steps 0-{} (2 px per step); green: reward, red: life lost", steps - 1),
+        format!(
+            "steps 0-{} (2 px per step); green: reward, red: life lost",
+            steps - 1
+        ),
         (x0, y + 18),
         font,
     ))?;
-    root.present().with_context(|| format!("cannot write {}", path.display()))?;
+    root.present()
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

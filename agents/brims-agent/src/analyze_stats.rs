@@ -125,7 +125,13 @@ pub(crate) fn mutual_information(x: &[u32], y: &[u32]) -> f64 {
 /// `events[t]` = 1 if `flags` is set at any of steps `t+1 ..= t+k` of the same episode.
 pub(crate) fn within_next(flags: &[bool], k: usize) -> Vec<u32> {
     (0..flags.len())
-        .map(|t| u32::from(flags[(t + 1).min(flags.len())..(t + 1 + k).min(flags.len())].iter().any(|&f| f)))
+        .map(|t| {
+            u32::from(
+                flags[(t + 1).min(flags.len())..(t + 1 + k).min(flags.len())]
+                    .iter()
+                    .any(|&f| f),
+            )
+        })
         .collect()
 }
 
@@ -202,7 +208,11 @@ pub(crate) fn bootstrap_episodes(
 
 /// The switch rate at each of the `before` steps preceding a flagged step (index 0 = the
 /// step just before), over every flagged step with that much history in its episode.
-pub(crate) fn switch_rate_before(seqs: &[LayerSeq], flags: &[Vec<bool>], before: usize) -> Vec<f64> {
+pub(crate) fn switch_rate_before(
+    seqs: &[LayerSeq],
+    flags: &[Vec<bool>],
+    before: usize,
+) -> Vec<f64> {
     let mut switches = vec![0usize; before];
     let mut counts = vec![0usize; before];
     for (s, f) in seqs.iter().zip(flags) {
@@ -220,7 +230,13 @@ pub(crate) fn switch_rate_before(seqs: &[LayerSeq], flags: &[Vec<bool>], before:
     switches
         .iter()
         .zip(&counts)
-        .map(|(&s, &c)| if c == 0 { f64::NAN } else { s as f64 / c as f64 })
+        .map(|(&s, &c)| {
+            if c == 0 {
+                f64::NAN
+            } else {
+                s as f64 / c as f64
+            }
+        })
         .collect()
 }
 
@@ -270,7 +286,10 @@ mod tests {
         assert!((mutual_information(&x, &x) - 1.0).abs() < 1e-12);
         let y = [0, 0, 1, 1, 0, 0, 1, 1];
         assert!(mutual_information(&x, &y).abs() < 1e-12);
-        assert_eq!(within_next(&[false, false, true, false], 2), vec![1, 1, 0, 0]);
+        assert_eq!(
+            within_next(&[false, false, true, false], 2),
+            vec![1, 1, 0, 0]
+        );
     }
 
     #[test]
