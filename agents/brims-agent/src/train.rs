@@ -24,7 +24,7 @@ use envs_api::{Element, Env};
 use ppo::{Learner, ObsElement, PolicyStep, Rollout, RunClock, UpdateMetrics};
 use telemetry::{Progress, RunLogger};
 
-use crate::activity::ActivityCollector;
+use crate::activity::{ActivityCollector, DynamicsTracker};
 use crate::envs::{self, BoxedEnv};
 use crate::run_config::RunConfig;
 use crate::run_dir;
@@ -245,6 +245,8 @@ struct Driver<'a, T: Element + ObsElement> {
     /// Whether the core reports module activity (BRIMs), gathered into `activity`.
     trace_cores: bool,
     activity: ActivityCollector,
+    /// Per layer, how often the active set switches and how long modules stay active.
+    dynamics: DynamicsTracker,
     /// Time spent before this process, from the checkpoint resumed.
     clock: RunClock,
     /// The global step this process started from.
@@ -446,6 +448,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             frames_per_step: cfg.env.frames_per_step(),
             trace_cores: matches!(cfg.network.core, Some(brims::CoreConfig::Brims(_))),
             activity: ActivityCollector::default(),
+            dynamics: DynamicsTracker::default(),
             clock,
             start_step: step,
             last_checkpoint,
@@ -658,6 +661,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
                 .act_traced(&obs, &group.state, &resets, self.trace_cores)?;
         if let Some(trace) = trace {
             self.activity.add(&trace, None);
+            self.dynamics.add(g, &trace, &group.resets);
         }
         let (actions, logprobs) = ppo::sample_actions(&logits, self.learner.rng_mut())?;
         rollout.record_policy(
@@ -786,6 +790,12 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
                 .scalar(&format!("core/layer{l}/h_rms"), rms, step)?;
             self.logger
                 .scalar(&format!("core/layer{l}/h_spread"), spread, step)?;
+        }
+        for (l, (switch_rate, run)) in self.dynamics.take().into_iter().enumerate() {
+            self.logger
+                .scalar(&format!("brims/layer{l}/switch_rate"), switch_rate, step)?;
+            self.logger
+                .scalar(&format!("brims/layer{l}/mean_run_length"), run, step)?;
         }
         for (l, a) in self.activity.take_attention().into_iter().enumerate() {
             self.logger.scalar(
