@@ -67,6 +67,10 @@ pub(crate) struct RunSummary {
     pub interrupted: bool,
 }
 
+/// How far from 1 the first minibatch's ratio may be before the run warns that acting and
+/// replay disagree (float noise of the fused paths is far below it).
+const RATIO_CANARY_BOUND: f64 = 1e-4;
+
 /// Rollout steps between two samples of the core's scale (a few per update is plenty).
 const CORE_SCALE_EVERY: usize = 8;
 
@@ -247,6 +251,8 @@ struct Driver<'a, T: Element + ObsElement> {
     activity: ActivityCollector,
     /// Per layer, how often the active set switches and how long modules stay active.
     dynamics: DynamicsTracker,
+    /// The ratio canary has warned (once per process).
+    ratio_warned: bool,
     /// Time spent before this process, from the checkpoint resumed.
     clock: RunClock,
     /// The global step this process started from.
@@ -449,6 +455,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             trace_cores: matches!(cfg.network.core, Some(brims::CoreConfig::Brims(_))),
             activity: ActivityCollector::default(),
             dynamics: DynamicsTracker::default(),
+            ratio_warned: false,
             clock,
             start_step: step,
             last_checkpoint,
@@ -782,6 +789,15 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             ("losses/grad_norm_heads", m.grad_norm_parts[2]),
             ("losses/first_ratio_deviation", m.first_ratio_deviation),
         ];
+        if m.first_ratio_deviation > RATIO_CANARY_BOUND && !self.ratio_warned {
+            self.ratio_warned = true;
+            eprintln!(
+                "warning: update {}: the first minibatch's probability ratio is {:.2e} away from 1 \
+                 (bound {RATIO_CANARY_BOUND:.0e}): replaying the rollout does not reproduce acting; \
+                 see losses/first_ratio_deviation (warned once)",
+                m.update, m.first_ratio_deviation
+            );
+        }
         for (tag, value) in scalars {
             self.logger.scalar(tag, value, step)?;
         }

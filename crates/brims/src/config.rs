@@ -211,10 +211,12 @@ pub struct BrimsConfig {
     /// Communication attention sizes.
     #[serde(default)]
     pub comm_attention: CommAttentionConfig,
-    /// Dropout on the input-attention read (reference: 0.1; default 0 for RL). Training only.
+    /// Dropout on the input-attention read (reference: 0.1; default 0 for RL). Training only;
+    /// PPO's actor-critic refuses non-zero values (replay would not reproduce acting).
     #[serde(default)]
     pub read_dropout: f32,
-    /// Dropout on the communication `fc` output before `tanh` (reference: 0.1). Training only.
+    /// Dropout on the communication `fc` output before `tanh` (reference: 0.1). Training only;
+    /// refused by PPO's actor-critic, as `read_dropout`.
     #[serde(default)]
     pub comm_dropout: f32,
     /// Std of the normal init of the attention projections (reference: 0.01); used by
