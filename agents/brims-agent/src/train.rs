@@ -844,8 +844,10 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         )?;
         let bands = crate::activity::bands(&episode[0].traces);
         if !bands.is_empty() {
+            let step = self.learner.global_step();
+            self.logger.brims_activity(&bands, step, false)?;
             self.logger
-                .brims_activity(&bands, self.learner.global_step(), true)?;
+                .brims_activity_image(&bands, Some(&episode[0].events), step)?;
         }
         Ok(())
     }
