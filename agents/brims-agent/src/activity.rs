@@ -92,6 +92,77 @@ impl ActivityCollector {
     }
 }
 
+/// Per layer, how the active set moves while training: the fraction of steps whose active set
+/// differs from the env's previous step, and the mean length of a module's finished runs of
+/// consecutive active steps. Each env is followed separately; a reset starts it afresh.
+#[derive(Default)]
+pub(crate) struct DynamicsTracker {
+    /// Per (group, layer): each env's previous mask and its modules' current run lengths.
+    envs: std::collections::HashMap<(usize, usize), Vec<(Option<Vec<bool>>, Vec<usize>)>>,
+    /// Per layer: (switches, transitions, finished run lengths summed, finished runs).
+    sums: Vec<(usize, usize, usize, usize)>,
+}
+
+impl DynamicsTracker {
+    /// One acting step of group `group`: its trace and the reset flags it acted with.
+    pub(crate) fn add(&mut self, group: usize, trace: &StepTrace, resets: &[f32]) {
+        if self.sums.len() < trace.layers.len() {
+            self.sums.resize(trace.layers.len(), (0, 0, 0, 0));
+        }
+        for (l, layer) in trace.layers.iter().enumerate() {
+            let m = layer.num_modules;
+            if m == 0 {
+                continue;
+            }
+            let envs = layer.active.len() / m;
+            let state = self.envs.entry((group, l)).or_default();
+            state.resize(envs, (None, vec![0; m]));
+            let sums = &mut self.sums[l];
+            for (e, (prev, runs)) in state.iter_mut().enumerate() {
+                let now = &layer.active[e * m..(e + 1) * m];
+                let reset = resets.get(e).is_some_and(|&r| r != 0.0);
+                if reset {
+                    *prev = None;
+                    runs.fill(0);
+                }
+                if let Some(p) = prev.as_deref() {
+                    sums.1 += 1;
+                    sums.0 += usize::from(p != now);
+                }
+                for (run, &active) in runs.iter_mut().zip(now) {
+                    if active {
+                        *run += 1;
+                    } else if *run > 0 {
+                        sums.2 += *run;
+                        sums.3 += 1;
+                        *run = 0;
+                    }
+                }
+                *prev = Some(now.to_vec());
+            }
+        }
+    }
+
+    /// Per layer `(switch rate, mean run length)` since the last call (NaN where nothing was
+    /// seen), and a fresh count (the envs' sequences go on).
+    pub(crate) fn take(&mut self) -> Vec<(f64, f64)> {
+        let ratio = |a: usize, b: usize| {
+            if b == 0 {
+                f64::NAN
+            } else {
+                a as f64 / b as f64
+            }
+        };
+        let out = self
+            .sums
+            .iter()
+            .map(|&(sw, tr, len, runs)| (ratio(sw, tr), ratio(len, runs)))
+            .collect();
+        self.sums.iter_mut().for_each(|s| *s = (0, 0, 0, 0));
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,9 +175,35 @@ mod tests {
                 null_attention: vec![0.5; active.len()],
                 attention_entropy: vec![1.0; active.len()],
                 read_rms: vec![0.1; active.len()],
+                slot_attention: vec![0.3; active.len()],
                 num_modules: modules,
             }],
         }
+    }
+
+    #[test]
+    fn dynamics_count_switches_and_runs_per_env() {
+        let mut d = DynamicsTracker::default();
+        // One env, two modules: 10 10 01 01 (reset) 01 10.
+        let steps = [
+            [true, false],
+            [true, false],
+            [false, true],
+            [false, true],
+            [false, true],
+            [true, false],
+        ];
+        let resets = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0];
+        for (a, r) in steps.iter().zip(resets) {
+            d.add(0, &trace(a, 2), &[r]);
+        }
+        let got = d.take();
+        // Transitions (not across resets): 4, switches 2 (t=2, t=5).
+        assert!((got[0].0 - 0.5).abs() < 1e-12);
+        // Finished runs: module 0 ran 2 (ended at t=2); module 1 ran 2, cut by the reset at
+        // t=4 (not counted), then 1 ended at t=5: mean (2 + 1) / 2.
+        assert!((got[0].1 - 1.5).abs() < 1e-12, "{got:?}");
+        assert!(d.take()[0].0.is_nan());
     }
 
     #[test]

@@ -184,7 +184,7 @@ fn read_runs(dirs: &[PathBuf]) -> anyhow::Result<Vec<ConfigRuns>> {
 }
 
 /// The summary of a finished run, or why the run is not finished.
-fn finished_summary(
+pub(crate) fn finished_summary(
     dir: &Path,
     cfg: &RunConfig,
 ) -> anyhow::Result<std::result::Result<RunSummary, String>> {
@@ -209,7 +209,7 @@ fn finished_summary(
 }
 
 /// `(frames, episodic return)` of every finished episode in a run's returns.csv.
-fn read_returns(path: &Path) -> anyhow::Result<Vec<(u64, f64)>> {
+pub(crate) fn read_returns(path: &Path) -> anyhow::Result<Vec<(u64, f64)>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     text.lines()

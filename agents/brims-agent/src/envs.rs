@@ -15,6 +15,18 @@ pub(crate) enum EnvFactory {
     Vectors(MakeEnv<f32>),
 }
 
+/// Checks that `game` can replace the game of `cfg`'s env (an Atari env, a bundled game):
+/// one env is built to ask ALE.
+pub(crate) fn check_game(cfg: &EnvConfig, game: &str) -> anyhow::Result<()> {
+    match cfg {
+        EnvConfig::Atari { atari, .. } => {
+            envs_atari::make_atari(game, atari, 1)?;
+            Ok(())
+        }
+        _ => anyhow::bail!("games are for Atari configs; this config's env is not Atari"),
+    }
+}
+
 impl EnvFactory {
     /// The observation shape and action count of `cfg`'s env (one env is built to ask it).
     pub(crate) fn spaces(cfg: &EnvConfig) -> anyhow::Result<(Vec<usize>, usize)> {

@@ -43,6 +43,8 @@ pub(crate) struct Episode {
     pub frames: Vec<RgbFrame>,
     /// Per-step core traces (BRIMs), when recorded.
     pub traces: Vec<StepTrace>,
+    /// Per step, when recorded: a reward, a life lost.
+    pub events: telemetry::StepEvents,
 }
 
 /// A trained policy with the run config it was trained with.
@@ -156,6 +158,7 @@ pub(crate) fn run(args: &EvalArgs) -> anyhow::Result<serde_json::Value> {
             gif,
             &frames,
             (!bands.is_empty()).then_some(bands.as_slice()),
+            Some(&first.events),
             crate::gif_writer::GifOptions::default(),
         )?;
         println!("wrote {}", gif.display());
@@ -283,6 +286,7 @@ fn play_episode<T: Element + ObsElement>(
     let mut reset = 1.0f32;
     let mut frames = Vec::new();
     let mut traces = Vec::new();
+    let mut events = telemetry::StepEvents::default();
     let (mut partial_score, mut steps) = (0.0, 0u64);
     loop {
         if max_steps.is_some_and(|m| steps >= m) {
@@ -291,6 +295,7 @@ fn play_episode<T: Element + ObsElement>(
                 length: steps,
                 frames,
                 traces,
+                events,
             });
         }
         // The sampler's acting step, for one env.
@@ -306,12 +311,19 @@ fn play_episode<T: Element + ObsElement>(
         let step = env.step(acted.actions[0] as usize)?;
         steps += 1;
         partial_score += f64::from(step.reward);
+        if record {
+            events.rewards.push(step.reward != 0.0);
+            events
+                .life_lost
+                .push(step.terminated && step.info.episode.is_none());
+        }
         if let Some(stats) = step.info.episode {
             return Ok(Episode {
                 score: stats.ret,
                 length: stats.len,
                 frames,
                 traces,
+                events,
             });
         }
         if step.terminated || step.truncated {

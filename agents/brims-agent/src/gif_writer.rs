@@ -7,7 +7,7 @@ use std::io::BufWriter;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use telemetry::{module_activity_image_sized, ActivityBand, RgbImage};
+use telemetry::{labelled_activity_image, ActivityBand, RgbImage, StepEvents, GUTTER_PX};
 
 /// Black gap between the game screen and the strip.
 const GAP_PX: usize = 4;
@@ -44,11 +44,13 @@ impl Default for GifOptions {
 /// `frames[t]` is the RGB screen (`[height, width, 3]`, all the same size) after step `t`.
 /// `activity`, one band per layer (index 0 = bottom layer) with step `t` matching `frames[t]`,
 /// adds the strip: time left to right over the whole episode, modules stacked, the top layer on
-/// top; it is drawn up to the current step with a white cursor there.
+/// top, layers named and modules numbered in a gutter, and with `events` ticks for rewards and
+/// lives lost above; it is drawn up to the current step with a white cursor there.
 pub(crate) fn write_episode_gif(
     path: &Path,
     frames: &[RgbImage],
     activity: Option<&[ActivityBand]>,
+    events: Option<&StepEvents>,
     options: GifOptions,
 ) -> anyhow::Result<()> {
     let Some(first) = frames.first() else {
@@ -68,7 +70,8 @@ pub(crate) fn write_episode_gif(
     let scale = options.scale.max(1) as usize;
     let (sw, sh) = (fw * scale, fh * scale);
     let strip = activity.filter(|bands| !bands.is_empty()).map(|bands| {
-        let mut strip = module_activity_image_sized(bands, options.strip_width.max(1), sh as u32);
+        let width = options.strip_width.max(GUTTER_PX as u32 * 5);
+        let mut strip = labelled_activity_image(bands, events, width, sh as u32);
         snap_colours(&mut strip.rgb);
         strip
     });
@@ -91,7 +94,8 @@ pub(crate) fn write_episode_gif(
         blit_scaled(&mut canvas, width, &frames[t], scale);
         if let Some(strip) = &strip {
             // Frame t is drawn after step t; the strip spans the whole episode.
-            let cursor = strip_cursor(t, strip_steps.max(frames.len()), strip.width as usize);
+            let body = strip.width as usize - GUTTER_PX;
+            let cursor = GUTTER_PX + strip_cursor(t, strip_steps.max(frames.len()), body);
             draw_strip(&mut canvas, width, sw + GAP_PX, strip, cursor);
         }
         let mut frame = quantise(gif_w, gif_h, &canvas);
@@ -247,7 +251,7 @@ mod tests {
         let band =
             ActivityBand::new(steps, 2, (0..steps * 2).map(|i| i % 2 == 0).collect()).unwrap();
         let opts = GifOptions::default();
-        write_episode_gif(&path, &frames, Some(&[band]), opts).unwrap();
+        write_episode_gif(&path, &frames, Some(&[band]), None, opts).unwrap();
 
         let (w, h, decoded) = decode(&path);
         assert_eq!((w, h), (320 + 4 + 240, 420));
@@ -257,12 +261,15 @@ mod tests {
             // Exact colours survive (fewer than 256 per frame).
             assert_eq!(rgba_at(f, w, 319, 19), [(t * 10) as u8, 100, 50]);
             assert_eq!(rgba_at(f, w, 0, 20), [0, 0, 0]);
-            let cursor = 324 + strip_cursor(t, steps, 240);
+            let body = 324 + GUTTER_PX;
+            let cursor = body + strip_cursor(t, steps, 240 - GUTTER_PX);
             assert_eq!(rgba_at(f, w, cursor, 5), CURSOR);
             // Left of the cursor module 0 (top half) is drawn active, right of it is blank.
-            if cursor > 324 {
-                assert_ne!(rgba_at(f, w, 324, 5), [0, 0, 0]);
+            if cursor > body {
+                assert_ne!(rgba_at(f, w, body, 5), [0, 0, 0]);
             }
+            // The gutter names the layer: "L0" in light pixels at its top left.
+            assert_ne!(rgba_at(f, w, 324, 0), [0, 0, 0]);
             if cursor < w - 1 {
                 assert_eq!(rgba_at(f, w, w - 1, 5), [0, 0, 0]);
             }
@@ -279,7 +286,7 @@ mod tests {
             max_frames: 5,
             ..GifOptions::default()
         };
-        write_episode_gif(&path, &frames, None, opts).unwrap();
+        write_episode_gif(&path, &frames, None, None, opts).unwrap();
         let (w, h, decoded) = decode(&path);
         assert_eq!((w, h, decoded.len()), (160, 210, 5));
         // The last frame shown is the episode's last.
@@ -308,11 +315,11 @@ mod tests {
     fn bad_frames_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.gif");
-        assert!(write_episode_gif(&path, &[], None, GifOptions::default()).is_err());
+        assert!(write_episode_gif(&path, &[], None, None, GifOptions::default()).is_err());
         let mut odd = screen(0);
         odd.rgb.pop();
-        let err =
-            write_episode_gif(&path, &[screen(0), odd], None, GifOptions::default()).unwrap_err();
+        let err = write_episode_gif(&path, &[screen(0), odd], None, None, GifOptions::default())
+            .unwrap_err();
         assert!(err.to_string().contains("frame 1"), "{err}");
     }
 }

@@ -4,6 +4,8 @@
 //! become one-line messages and a non-zero exit code.
 
 mod activity;
+mod analyze;
+mod analyze_stats;
 mod bench;
 mod compare;
 mod config;
@@ -16,6 +18,9 @@ mod preflight;
 mod report;
 mod run_config;
 mod run_dir;
+mod sweep;
+mod sweep_report;
+mod sweep_slurm;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +51,12 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Train (or read) runs of several configs × seeds; write report.md and curves.png.
     Compare(compare::CompareArgs),
+    /// Run (or continue) a grid of games × configs × seeds here or on Slurm; `sweep status
+    /// DIR`, `sweep report DIR`.
+    Sweep(sweep::SweepArgs),
+    /// Module dynamics of a trained BRIMs agent: switch rates, run lengths, event information,
+    /// the top-down share, a raster picture.
+    Analyze(analyze::AnalyzeArgs),
     /// Play whole games with a random (or trained) agent and print the scores.
     Play(play::PlayArgs),
     /// List every bundled game.
@@ -122,6 +133,8 @@ fn run(command: Command) -> anyhow::Result<Option<serde_json::Value>> {
         Command::Train(args) => train::run(&args)?,
         Command::Eval(args) => eval::run(&args)?,
         Command::Compare(args) => compare::run(&args)?,
+        Command::Sweep(args) => sweep::run(&args)?,
+        Command::Analyze(args) => analyze::run(&args)?,
         Command::Play(args) => play::run(&args)?,
         Command::ListGames => {
             play::list_games();

@@ -374,13 +374,18 @@ pub(crate) fn markdown(c: &Comparison) -> String {
     md
 }
 
-/// Draws the learning curves: mean across seeds with a shaded 95% CI band per config.
-fn draw_curves(path: &Path, c: &Comparison) -> anyhow::Result<()> {
+/// Registers the bundled font as plotters' "sans-serif" (once per process).
+pub(crate) fn register_font() {
     REGISTER_FONT.call_once(|| {
         // The font is compiled in and known to parse (tested); if it ever did not, plotters
-        // would report a font error when drawing text, which is returned below.
+        // would report a font error when drawing text, which the caller's drawing returns.
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
     });
+}
+
+/// Draws the learning curves: mean across seeds with a shaded 95% CI band per config.
+pub(crate) fn draw_curves(path: &Path, c: &Comparison) -> anyhow::Result<()> {
+    register_font();
     let x_max = c.grid.last().copied().unwrap_or(0.0).max(1.0);
     let (mut y_min, mut y_max) = (f64::INFINITY, f64::NEG_INFINITY);
     for s in &c.configs {

@@ -93,6 +93,19 @@ pub(crate) fn install_stop_signals() -> Arc<AtomicBool> {
     stop
 }
 
+/// The environment variable that caps a run's actor threads without changing its config (a
+/// sweep gives each of its parallel runs a share of the cores this way).
+pub(crate) const ACTOR_THREADS_ENV: &str = "BRIMS_ACTOR_THREADS";
+
+/// `threads`, capped by [`ACTOR_THREADS_ENV`] when it is set to a positive number.
+fn actor_threads(threads: usize) -> usize {
+    std::env::var(ACTOR_THREADS_ENV)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&cap| cap > 0)
+        .map_or(threads, |cap| threads.min(cap))
+}
+
 /// `brims train`.
 pub(crate) fn run(args: &TrainArgs) -> anyhow::Result<serde_json::Value> {
     let spec = prepare_run(args)?;
@@ -302,7 +315,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         let pool = ActorPool::new(
             PoolConfig {
                 num_envs,
-                num_threads: cfg.actors.threads.min(num_envs),
+                num_threads: actor_threads(cfg.actors.threads).min(num_envs),
                 double_buffer: cfg.actors.double_buffer && num_envs >= 2,
                 seed: env_seed,
             },
@@ -497,7 +510,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         )?;
         let bands = crate::activity::bands(&episode[0].traces);
         self.log
-            .log_activity_image(&bands, self.learner.global_step())
+            .log_activity_image(&bands, &episode[0].events, self.learner.global_step())
     }
 
     /// Writes a checkpoint of the learner with the run's `clock`.

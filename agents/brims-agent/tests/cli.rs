@@ -1,5 +1,8 @@
 //! End-to-end tests of the `brims` binary: what a user runs, on small budgets.
 
+mod common;
+use common::{signal, wait_exit, wait_until, Reaped};
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -381,47 +384,6 @@ use std::time::{Duration, Instant};
 /// CartPole LSTM with 8 envs × 32 steps = 256 steps per update.
 const CARTPOLE: &str = "configs/cartpole_lstm.toml";
 
-/// A child process that is killed (SIGKILL) if the test ends, e.g. by a failed assertion,
-/// while it still runs.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Polls `cond` every 10 ms until it holds (true) or `secs` pass (false).
-fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    cond()
-}
-
-/// Waits at most `secs` for `child` to exit; kills it and fails the test otherwise.
-fn wait_exit(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
-    let mut status = None;
-    wait_until(secs, || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    match status {
-        Some(s) => s,
-        None => {
-            let _ = child.kill();
-            panic!("process {} did not exit within {secs} s", child.id());
-        }
-    }
-}
-
 /// What an exited child wrote to its piped stderr.
 fn read_stderr(child: &mut std::process::Child) -> String {
     use std::io::Read;
@@ -433,14 +395,6 @@ fn read_stderr(child: &mut std::process::Child) -> String {
         .read_to_string(&mut text)
         .unwrap();
     text
-}
-
-fn signal(pid: u32, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {sig} {pid}");
 }
 
 /// `(global_step, episodic_return)` of every row of a run's returns.csv.

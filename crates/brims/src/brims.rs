@@ -105,8 +105,9 @@ fn softmax_last(x: &Tensor) -> Result<Tensor> {
 }
 
 /// A layer step's input-attention entropy (nats, head-averaged) and read RMS, each `[B·M]`
-/// env-major, as [`LayerTrace`] reports them.
-fn attention_stats(o: &LayerOut) -> Result<(Vec<f32>, Vec<f32>)> {
+/// env-major, and its head-averaged attention on each real slot `[B·M·S]`, as [`LayerTrace`]
+/// reports them.
+fn attention_stats(o: &LayerOut) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
     let probs = o.inp_probs.to_dtype(DType::F64)?; // [B, Hi, M, S]
     let heads = probs.dim(1)?;
     // log p where p > 0, and 0 (log 1) where p = 0: 0·log 0 counts as 0.
@@ -114,7 +115,7 @@ fn attention_stats(o: &LayerOut) -> Result<(Vec<f32>, Vec<f32>)> {
         .gt(0.0)?
         .where_cond(&probs, &probs.ones_like()?)?
         .log()?;
-    let entropy = (probs * log_p)?
+    let entropy = (&probs * log_p)?
         .sum(D::Minus1)?
         .sum(1)?
         .affine(-1.0 / heads as f64, 0.0)?; // [B, M]
@@ -122,7 +123,10 @@ fn attention_stats(o: &LayerOut) -> Result<(Vec<f32>, Vec<f32>)> {
     let rms = read.sqr()?.mean(D::Minus1)?.sqrt()?.t()?; // [B, M]
     let flat =
         |x: Tensor| -> Result<Vec<f32>> { x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>() };
-    Ok((flat(entropy)?, flat(rms.contiguous()?)?))
+    // [B, Hi, M, S+1] → mean over heads → [B, M, S+1] → the real slots.
+    let slots = probs.dim(3)?;
+    let per_slot = probs.mean(1)?.narrow(2, 1, slots - 1)?.contiguous()?;
+    Ok((flat(entropy)?, flat(rms.contiguous()?)?, flat(per_slot)?))
 }
 
 /// `1 − reset` of every entry of `resets` (any shape, row-major): the fused loops' keep flags.
@@ -632,13 +636,14 @@ impl Brims {
                 layers: outs
                     .iter()
                     .map(|o| -> Result<LayerTrace> {
-                        let (attention_entropy, read_rms) = attention_stats(o)?;
+                        let (attention_entropy, read_rms, slot_attention) = attention_stats(o)?;
                         Ok(LayerTrace {
                             num_modules: o.null.dims().get(1).copied().unwrap_or(0),
                             active: o.active.clone(),
                             null_attention: o.null_scores.iter().map(|&x| x as f32).collect(),
                             attention_entropy,
                             read_rms,
+                            slot_attention,
                         })
                     })
                     .collect::<Result<Vec<_>>>()?,
@@ -814,13 +819,15 @@ impl Brims {
                 .enumerate()
                 .map(|(l, s)| {
                     let (active, null) = brims_seq::selection_rows(&saved, l, 1, batch, s.modules);
-                    let (entropy, read_rms) = brims_seq::attention_rows(&saved, l, s, 1, batch);
+                    let (entropy, read_rms, slots) =
+                        brims_seq::attention_rows(&saved, l, s, 1, batch);
                     LayerTrace {
                         num_modules: s.modules,
                         active,
                         null_attention: null.iter().map(|&x| x as f32).collect(),
                         attention_entropy: entropy.iter().map(|&x| x as f32).collect(),
                         read_rms: read_rms.iter().map(|&x| x as f32).collect(),
+                        slot_attention: slots.iter().map(|&x| x as f32).collect(),
                     }
                 })
                 .collect(),

@@ -82,6 +82,9 @@ pub enum TopDown {
     /// The paper: every layer below the top reads the layer above at `t−1`; the top layer has
     /// no top-down slot. Identical to `Reference` for two layers.
     Paper,
+    /// No top-down slot in any layer: each layer sees only the layer below (and its own
+    /// modules through communication). Stacked RIMs, the ablation of BRIMs' "B".
+    None,
 }
 
 /// How equal null-attention scores are ordered when choosing the active modules.
@@ -209,10 +212,12 @@ pub struct BrimsConfig {
     /// Communication attention sizes.
     #[serde(default)]
     pub comm_attention: CommAttentionConfig,
-    /// Dropout on the input-attention read (reference: 0.1; default 0 for RL). Training only.
+    /// Dropout on the input-attention read (reference: 0.1; default 0 for RL). Training only;
+    /// PPO's actor-critic refuses non-zero values (replay would not reproduce acting).
     #[serde(default)]
     pub read_dropout: f32,
-    /// Dropout on the communication `fc` output before `tanh` (reference: 0.1). Training only.
+    /// Dropout on the communication `fc` output before `tanh` (reference: 0.1). Training only;
+    /// refused by PPO's actor-critic, as `read_dropout`.
     #[serde(default)]
     pub comm_dropout: f32,
     /// Std of the normal init of the attention projections (reference: 0.01); used by

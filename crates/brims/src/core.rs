@@ -86,6 +86,9 @@ pub struct LayerTrace {
     pub attention_entropy: Vec<f32>,
     /// `[B * M]` row-major: RMS of each module's attention read (its LSTM's input).
     pub read_rms: Vec<f32>,
+    /// `[B * M * S]` row-major: each module's head-averaged attention on each real input slot
+    /// (`S` = 1 or 2: bottom-up, then top-down when the layer has one).
+    pub slot_attention: Vec<f32>,
     /// Module count `M` of the layer.
     pub num_modules: usize,
 }

@@ -46,6 +46,7 @@ impl LayerSizes {
                 let top_down = match cfg.top_down {
                     TopDown::Reference => (l == 0).then_some(n_layers - 1),
                     TopDown::Paper => (l + 1 < n_layers).then_some(l + 1),
+                    TopDown::None => None,
                 };
                 let bottom_up = if l == 0 {
                     input_size

@@ -478,14 +478,14 @@ fn fused_seq_gradients_match_the_step_loop() {
     let mut all_active = tiny_cfg();
     all_active.layers[1] = layer(6, 3, 3);
     let mut configs = vec![rims, all_active];
-    for top_down in [TopDown::Reference, TopDown::Paper] {
+    for top_down in [TopDown::Reference, TopDown::Paper, TopDown::None] {
         let mut cfg = tiny_cfg();
         cfg.layers.push(layer(4, 2, 1));
         cfg.top_down = top_down;
         configs.push(cfg);
     }
     // The Atari options: normalised slots, every layer to the heads, scaled init.
-    for top_down in [TopDown::Reference, TopDown::Paper] {
+    for top_down in [TopDown::Reference, TopDown::Paper, TopDown::None] {
         let mut cfg = tiny_cfg();
         cfg.layers.push(layer(4, 2, 1));
         cfg.top_down = top_down;
@@ -583,6 +583,11 @@ fn act_matches_the_reference_step_and_trace() {
                     assert_eq!(lt.read_rms.len(), m);
                     for (p, q) in lt.attention_entropy.iter().zip(&want.attention_entropy) {
                         assert!((p - q).abs() < 1e-5, "entropy {p} vs {q}");
+                    }
+                    assert_eq!(lt.slot_attention.len(), want.slot_attention.len());
+                    assert!(lt.slot_attention.len() >= m);
+                    for (p, q) in lt.slot_attention.iter().zip(&want.slot_attention) {
+                        assert!((p - q).abs() < 1e-5, "slot attention {p} vs {q}");
                     }
                     for (p, q) in lt.read_rms.iter().zip(&want.read_rms) {
                         assert!(

@@ -44,5 +44,6 @@ pub use network::{
 };
 pub use rollout::{gae, GaeInputs, ObsElement, Observations, PolicyStep, Rollout};
 pub use sampler::{
-    act_and_sample, Acted, Collected, EnvGroups, EpisodeEnd, GroupOutcome, Sampler, SamplerEvents,
+    act_and_sample, ActEvent, Acted, Collected, EnvGroups, EpisodeEnd, GroupOutcome, Sampler,
+    SamplerEvents,
 };

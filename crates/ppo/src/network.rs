@@ -179,6 +179,25 @@ impl ActorCritic {
                 why: "the action space has 0 actions".into(),
             });
         }
+        // Dropout would draw other masks when the learner replays a rollout than when the
+        // policy acted, so PPO's ratio would not start at 1: refuse it rather than ignore it.
+        if let Some(CoreConfig::Brims(b)) = &cfg.core {
+            for (field, p) in [
+                ("network.core.read_dropout", b.read_dropout),
+                ("network.core.comm_dropout", b.comm_dropout),
+            ] {
+                if p != 0.0 {
+                    return Err(PpoError::Config {
+                        field,
+                        value: p.to_string(),
+                        why: "must be 0 for PPO: the learner replays the rollout and dropout \
+                              would make its log-probabilities differ from the ones the policy \
+                              acted with (the reference's 0.1 is for supervised training)"
+                            .into(),
+                    });
+                }
+            }
+        }
         // Every variable (the core's too) is drawn from `rng`, so a seed fixes the whole network.
         let init_seed: u64 = rng.gen();
         let backend = SeededInit {
@@ -540,6 +559,56 @@ mod act_tests {
         assert_eq!(trace.layers.len(), 2);
         assert_eq!(trace.layers[0].active.iter().filter(|&&a| a).count(), 2 * 2);
         assert_eq!(trace.layers[1].active.iter().filter(|&&a| a).count(), 2);
+    }
+}
+
+#[cfg(test)]
+mod dropout_tests {
+    use super::*;
+    use brims::{BrimsConfig, BrimsLayerConfig};
+
+    #[test]
+    fn dropout_in_the_core_is_refused_by_name() {
+        let mut core = BrimsConfig::with_layers(vec![BrimsLayerConfig {
+            hidden_size: 8,
+            modules: 2,
+            active: 1,
+        }]);
+        for set in [
+            |c: &mut BrimsConfig| c.read_dropout = 0.1,
+            |c: &mut BrimsConfig| c.comm_dropout = 0.1,
+        ] {
+            let mut c = core.clone();
+            set(&mut c);
+            let cfg = NetworkConfig {
+                encoder: EncoderConfig::Mlp {
+                    hidden: vec![4],
+                    activation: Activation::Tanh,
+                },
+                core: Some(CoreConfig::Brims(c)),
+            };
+            let mut rng = rand_pcg::Pcg64::seed_from_u64(1);
+            let err = ActorCritic::new(&cfg, &[3], 2, &mut VarMap::new(), &Device::Cpu, &mut rng)
+                .err()
+                .expect("dropout refused")
+                .to_string();
+            assert!(
+                err.contains("dropout") && err.contains("must be 0"),
+                "{err}"
+            );
+        }
+        core.read_dropout = 0.0;
+        let cfg = NetworkConfig {
+            encoder: EncoderConfig::Mlp {
+                hidden: vec![4],
+                activation: Activation::Tanh,
+            },
+            core: Some(CoreConfig::Brims(core)),
+        };
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(1);
+        assert!(
+            ActorCritic::new(&cfg, &[3], 2, &mut VarMap::new(), &Device::Cpu, &mut rng).is_ok()
+        );
     }
 }
 

@@ -86,27 +86,31 @@ pub trait EnvGroups {
     fn recv(&mut self, group: usize) -> std::result::Result<GroupOutcome<Self::Obs>, Self::Error>;
 }
 
+/// One acting step of one group, as [`SamplerEvents::on_act`] hears it.
+#[derive(Clone, Copy, Debug)]
+pub struct ActEvent<'a> {
+    /// The rollout step `t`.
+    pub t: usize,
+    /// The group that acted.
+    pub group: usize,
+    /// Its envs' global indices.
+    pub envs: &'a Range<usize>,
+    /// The reset flags the policy acted with (1.0 = an episode started at this step).
+    pub resets: &'a [f32],
+    /// The group's core state after the step.
+    pub next_state: &'a CoreState,
+    /// The core's module activity, when the sampler traces (BRIMs).
+    pub trace: Option<&'a StepTrace>,
+}
+
 /// What the sampler's user hears while it collects (telemetry). `()` hears nothing.
 pub trait SamplerEvents {
-    /// The policy acted for `envs` at rollout step `t`: `next_state` is their core state after
-    /// the step, `trace` the core's module activity when the sampler traces (BRIMs).
-    fn on_act(
-        &mut self,
-        t: usize,
-        envs: &Range<usize>,
-        next_state: &CoreState,
-        trace: Option<&StepTrace>,
-    ) -> Result<()>;
+    /// The policy acted for one group at one rollout step.
+    fn on_act(&mut self, event: &ActEvent<'_>) -> Result<()>;
 }
 
 impl SamplerEvents for () {
-    fn on_act(
-        &mut self,
-        _t: usize,
-        _envs: &Range<usize>,
-        _next_state: &CoreState,
-        _trace: Option<&StepTrace>,
-    ) -> Result<()> {
+    fn on_act(&mut self, _event: &ActEvent<'_>) -> Result<()> {
         Ok(())
     }
 }
@@ -352,7 +356,14 @@ impl<E: EnvGroups> Sampler<E> {
             },
         )?;
         group.state = acted.next_state;
-        events.on_act(t, &group.envs, &group.state, acted.trace.as_ref())?;
+        events.on_act(&ActEvent {
+            t,
+            group: g,
+            envs: &group.envs,
+            resets: &group.resets,
+            next_state: &group.state,
+            trace: acted.trace.as_ref(),
+        })?;
         let actions: Vec<usize> = acted.actions.iter().map(|&a| a as usize).collect();
         self.envs
             .send_actions(g, &actions)

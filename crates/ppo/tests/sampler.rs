@@ -4,15 +4,15 @@
 
 mod common;
 
-use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use brims::{BrimsConfig, BrimsLayerConfig, CoreConfig, CoreState, LstmConfig, StepTrace};
+use brims::{BrimsConfig, BrimsLayerConfig, CoreConfig, LstmConfig};
 use candle_core::Device;
 use common::SyncEnvs;
 use envs_api::{memory_cue, CartPole, EpisodeStatistics, MemoryCue, TimeLimit};
 use ppo::{
-    Activation, EncoderConfig, Learner, NetworkConfig, PpoConfig, Rollout, Sampler, SamplerEvents,
+    ActEvent, Activation, EncoderConfig, Learner, NetworkConfig, PpoConfig, Rollout, Sampler,
+    SamplerEvents,
 };
 
 fn learner(core: CoreConfig, obs: usize, num_envs: usize, num_steps: usize) -> Learner {
@@ -166,16 +166,12 @@ struct StopAt<'a> {
 }
 
 impl SamplerEvents for StopAt<'_> {
-    fn on_act(
-        &mut self,
-        t: usize,
-        _envs: &Range<usize>,
-        next_state: &CoreState,
-        _trace: Option<&StepTrace>,
-    ) -> ppo::Result<()> {
-        assert_eq!(next_state.batch_size()?, 2);
+    fn on_act(&mut self, event: &ActEvent<'_>) -> ppo::Result<()> {
+        assert_eq!(event.next_state.batch_size()?, 2);
+        assert_eq!(event.resets.len(), 2);
+        assert_eq!(event.envs.start, 2 * event.group);
         self.calls += 1;
-        if t == self.at {
+        if event.t == self.at {
             self.stop.store(true, Ordering::SeqCst);
         }
         Ok(())

@@ -353,3 +353,148 @@ mod tests {
         assert_eq!(rates, vec![0.0, 0.5]);
     }
 }
+
+/// Steps of an episode where something happened, drawn as ticks above the module activity:
+/// a reward (green) or a life lost (red). Index = step, as in the bands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StepEvents {
+    /// A non-zero reward at this step.
+    pub rewards: Vec<bool>,
+    /// A life lost at this step (the game goes on).
+    pub life_lost: Vec<bool>,
+}
+
+/// Width of the label gutter: the layer (`L0`, `L1`, …) and the module numbers.
+pub const GUTTER_PX: usize = 16;
+/// Height of the events row (and the gap under it).
+const EVENTS_PX: usize = 6;
+const REWARD: [u8; 3] = [40, 200, 90];
+const LIFE_LOST: [u8; 3] = [230, 50, 50];
+const LABEL: [u8; 3] = [230, 230, 230];
+
+/// 3×5 pixel glyphs (one `u8` per row, bits 2..0 = left to right) for the labels.
+fn glyph(c: char) -> Option<[u8; 5]> {
+    Some(match c {
+        '0' => [7, 5, 5, 5, 7],
+        '1' => [2, 6, 2, 2, 7],
+        '2' => [7, 1, 7, 4, 7],
+        '3' => [7, 1, 7, 1, 7],
+        '4' => [5, 5, 7, 1, 1],
+        '5' => [7, 4, 7, 1, 7],
+        '6' => [7, 4, 7, 5, 7],
+        '7' => [7, 1, 1, 1, 1],
+        '8' => [7, 5, 7, 5, 7],
+        '9' => [7, 5, 7, 1, 7],
+        'L' => [4, 4, 4, 4, 7],
+        _ => return None,
+    })
+}
+
+/// Draws `text` (digits and `L`) with its top-left corner at `(x, y)`, clipped to the image.
+fn draw_text(img: &mut RgbImage, x: usize, y: usize, text: &str, colour: [u8; 3]) {
+    let (w, h) = (img.width as usize, img.height as usize);
+    for (k, c) in text.chars().enumerate() {
+        let Some(rows) = glyph(c) else { continue };
+        for (dy, bits) in rows.iter().enumerate() {
+            for dx in 0..3 {
+                let (px, py) = (x + k * 4 + dx, y + dy);
+                if bits >> (2 - dx) & 1 == 1 && px < w && py < h {
+                    let i = (py * w + px) * 3;
+                    img.rgb[i..i + 3].copy_from_slice(&colour);
+                }
+            }
+        }
+    }
+}
+
+/// [`module_activity_image_sized`] with what a reader needs to read it without the docs: a
+/// gutter that names each layer (`L1` above `L0`: the top layer on top) and numbers its
+/// modules, and, with `events`, a row of ticks above for rewards (green) and lives lost (red).
+/// Exactly `width × height` pixels; the labels are left out where the rows are too thin.
+pub fn labelled_activity_image(
+    layers: &[ActivityBand],
+    events: Option<&StepEvents>,
+    width: u32,
+    height: u32,
+) -> RgbImage {
+    let (w, h) = (width.max(1) as usize, height.max(1) as usize);
+    let gutter = if w > 4 * GUTTER_PX { GUTTER_PX } else { 0 };
+    let events_h = if events.is_some() && h > 4 * EVENTS_PX {
+        EVENTS_PX
+    } else {
+        0
+    };
+    let body = module_activity_image_sized(layers, (w - gutter) as u32, (h - events_h) as u32);
+    let mut img = RgbImage {
+        width: w as u32,
+        height: h as u32,
+        rgb: vec![0u8; w * h * 3],
+    };
+    let bw = body.width as usize;
+    for y in 0..body.height as usize {
+        let dst = ((y + events_h) * w + gutter) * 3;
+        img.rgb[dst..dst + bw * 3].copy_from_slice(&body.rgb[y * bw * 3..(y + 1) * bw * 3]);
+    }
+    let steps = layers.iter().map(|b| b.steps).max().unwrap_or(0);
+    if let (Some(ev), true) = (events, events_h > 0 && steps > 0) {
+        for (flags, colour, rows) in [
+            (&ev.rewards, REWARD, 0..2),
+            (&ev.life_lost, LIFE_LOST, 2..5),
+        ] {
+            for (t, _) in flags.iter().enumerate().filter(|(_, &f)| f) {
+                let x = gutter + t * bw / steps;
+                for y in rows.clone() {
+                    let i = (y * w + x.min(w - 1)) * 3;
+                    img.rgb[i..i + 3].copy_from_slice(&colour);
+                }
+            }
+        }
+    }
+    if gutter > 0 {
+        // Each band's extent from the body's row layout: the top layer first.
+        let rows = row_layout(layers, body.height as usize);
+        for band in 0..layers.len() {
+            let ys: Vec<usize> = rows
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| matches!(r, Row::Module { band: b, .. } if *b == band))
+                .map(|(y, _)| y)
+                .collect();
+            let (Some(&top), Some(&bottom)) = (ys.first(), ys.last()) else {
+                continue;
+            };
+            draw_text(&mut img, 0, top + events_h, &format!("L{band}"), LABEL);
+            let modules = layers[band].modules;
+            let row_h = (bottom - top + 1) / modules.max(1);
+            if row_h >= 6 {
+                for j in 0..modules {
+                    let y = top + events_h + j * row_h + (row_h - 5) / 2;
+                    // Below the layer label on the band's first row.
+                    if j == 0 && row_h < 12 {
+                        continue;
+                    }
+                    let y = if j == 0 { y.max(top + events_h + 6) } else { y };
+                    draw_text(&mut img, 9, y, &(j % 10).to_string(), LABEL);
+                }
+            }
+        }
+    }
+    img
+}
+
+/// [`labelled_activity_image`] at [`module_activity_image`]'s natural size plus the gutter
+/// (and the events row with `events`).
+pub fn labelled_module_activity_image(
+    layers: &[ActivityBand],
+    events: Option<&StepEvents>,
+) -> RgbImage {
+    let natural = module_activity_image(layers);
+    let extra_h = if events.is_some() { EVENTS_PX } else { 0 };
+    let height = (natural.height as usize + extra_h).max(5 * EVENTS_PX);
+    labelled_activity_image(
+        layers,
+        events,
+        (natural.width as usize + GUTTER_PX).max(5 * GUTTER_PX) as u32,
+        height as u32,
+    )
+}

@@ -30,7 +30,10 @@ mod progress;
 mod record;
 pub mod tags;
 
-pub use activity::{module_activity_image, module_activity_image_sized, ActivityBand, RgbImage};
+pub use activity::{
+    labelled_activity_image, labelled_module_activity_image, module_activity_image,
+    module_activity_image_sized, ActivityBand, RgbImage, StepEvents, GUTTER_PX,
+};
 pub use error::TelemetryError;
 pub use logger::{HParamValue, RunLogger};
 pub use progress::Progress;

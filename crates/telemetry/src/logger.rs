@@ -30,7 +30,7 @@ use tensorboard_proto::types::DataType;
 
 use crate::activity::encode_png;
 use crate::record::write_record;
-use crate::{module_activity_image, tags, ActivityBand, TelemetryError};
+use crate::{labelled_module_activity_image, tags, ActivityBand, StepEvents, TelemetryError};
 
 /// Events are flushed to disk at least this often, so a live TensorBoard sees them.
 const AUTO_FLUSH: Duration = Duration::from_secs(5);
@@ -274,7 +274,7 @@ impl RunLogger {
     /// Logs BRIMs diagnostics for `layers` (index 0 = bottom layer): each module's active rate
     /// as `brims/layer{l}/module{j}_active_rate`, the null-attention scores of layers that have
     /// them as the histogram `brims/layer{l}/null_attention`, and with `with_image` the picture
-    /// of [`module_activity_image`] as `brims/module_activity`.
+    /// of [`labelled_module_activity_image`] as `brims/module_activity`.
     pub fn brims_activity(
         &mut self,
         layers: &[ActivityBand],
@@ -291,10 +291,21 @@ impl RunLogger {
             }
         }
         if with_image && !layers.is_empty() {
-            let img = module_activity_image(layers);
-            self.image_rgb(tags::MODULE_ACTIVITY, img.width, img.height, &img.rgb, step)?;
+            self.brims_activity_image(layers, None, step)?;
         }
         Ok(())
+    }
+
+    /// Logs the picture of [`labelled_module_activity_image`] (layers named, modules numbered,
+    /// and with `events` the rewards and lives lost above) as `brims/module_activity`.
+    pub fn brims_activity_image(
+        &mut self,
+        layers: &[ActivityBand],
+        events: Option<&StepEvents>,
+        step: u64,
+    ) -> Result<(), TelemetryError> {
+        let img = labelled_module_activity_image(layers, events);
+        self.image_rgb(tags::MODULE_ACTIVITY, img.width, img.height, &img.rgb, step)
     }
 
     /// Pushes buffered events to the OS (also done automatically every few seconds and on drop).

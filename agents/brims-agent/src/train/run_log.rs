@@ -8,16 +8,15 @@
 
 use std::collections::VecDeque;
 use std::io::Write;
-use std::ops::Range;
 use std::path::Path;
 
 use anyhow::Context;
-use brims::{CoreState, StepTrace};
+use brims::CoreState;
 use candle_core::Tensor;
-use ppo::{Collected, SamplerEvents, UpdateMetrics};
-use telemetry::{ActivityBand, RunLogger};
+use ppo::{ActEvent, Collected, SamplerEvents, UpdateMetrics};
+use telemetry::{ActivityBand, RunLogger, StepEvents};
 
-use crate::activity::ActivityCollector;
+use crate::activity::{ActivityCollector, DynamicsTracker};
 use crate::run_config::RunConfig;
 use crate::run_dir::{KeptReturns, RETURNS_FILE};
 
@@ -26,6 +25,10 @@ const CORE_SCALE_EVERY: usize = 8;
 
 /// Returns averaged for the progress line and summary.json's `mean_return_last_20`.
 const RECENT_RETURNS: usize = 20;
+
+/// How far from 1 the first minibatch's ratio may be before the run warns that acting and
+/// replay disagree (float noise of the fused paths is far below it).
+const RATIO_CANARY_BOUND: f64 = 1e-4;
 
 /// A run's logs: the TensorBoard event file, returns.csv, and what acting reported.
 pub(crate) struct RunLog {
@@ -37,6 +40,8 @@ pub(crate) struct RunLog {
     /// update is done.
     held_episodes: Vec<(u64, f64, u64)>,
     acting: ActingTelemetry,
+    /// The ratio canary has warned (once per process).
+    ratio_warned: bool,
 }
 
 impl RunLog {
@@ -74,6 +79,7 @@ impl RunLog {
             frames_per_step: cfg.env.frames_per_step(),
             held_episodes: Vec::new(),
             acting: ActingTelemetry::default(),
+            ratio_warned: false,
         })
     }
 
@@ -144,6 +150,15 @@ impl RunLog {
             ("losses/grad_norm_heads", m.grad_norm_parts[2]),
             ("losses/first_ratio_deviation", m.first_ratio_deviation),
         ];
+        if m.first_ratio_deviation > RATIO_CANARY_BOUND && !self.ratio_warned {
+            self.ratio_warned = true;
+            eprintln!(
+                "warning: update {}: the first minibatch's probability ratio is {:.2e} away from 1 \
+                 (bound {RATIO_CANARY_BOUND:.0e}): replaying the rollout does not reproduce acting; \
+                 see losses/first_ratio_deviation (warned once)",
+                m.update, m.first_ratio_deviation
+            );
+        }
         for (tag, value) in scalars {
             self.logger.scalar(tag, value, step)?;
         }
@@ -152,6 +167,12 @@ impl RunLog {
                 .scalar(&format!("core/layer{l}/h_rms"), rms, step)?;
             self.logger
                 .scalar(&format!("core/layer{l}/h_spread"), spread, step)?;
+        }
+        for (l, (switch_rate, run)) in self.acting.dynamics.take().into_iter().enumerate() {
+            self.logger
+                .scalar(&format!("brims/layer{l}/switch_rate"), switch_rate, step)?;
+            self.logger
+                .scalar(&format!("brims/layer{l}/mean_run_length"), run, step)?;
         }
         for (l, a) in self
             .acting
@@ -177,14 +198,19 @@ impl RunLog {
         Ok(())
     }
 
-    /// Logs one evaluation episode's module activity as the steps × modules picture.
+    /// Logs one evaluation episode's module activity (per-module rates and null-attention
+    /// histograms) and its steps × modules picture with the episode's `events` (rewards, lives
+    /// lost).
     pub(crate) fn log_activity_image(
         &mut self,
         bands: &[ActivityBand],
+        events: &StepEvents,
         step: u64,
     ) -> anyhow::Result<()> {
         if !bands.is_empty() {
-            self.logger.brims_activity(bands, step, true)?;
+            self.logger.brims_activity(bands, step, false)?;
+            self.logger
+                .brims_activity_image(bands, Some(events), step)?;
         }
         Ok(())
     }
@@ -204,27 +230,24 @@ impl RunLog {
     }
 }
 
-/// What the sampler reports while acting, gathered between two updates: BRIMs module activity
-/// and attention (from the core's traces), and the scale of the core's state.
+/// What the sampler reports while acting, gathered between two updates: BRIMs module activity,
+/// attention and dynamics (from the core's traces), and the scale of the core's state.
 #[derive(Default)]
 pub(crate) struct ActingTelemetry {
     activity: ActivityCollector,
+    /// Per layer, how often the active set switches and how long modules stay active.
+    dynamics: DynamicsTracker,
     core_scale: CoreScale,
 }
 
 impl SamplerEvents for ActingTelemetry {
-    fn on_act(
-        &mut self,
-        t: usize,
-        _envs: &Range<usize>,
-        next_state: &CoreState,
-        trace: Option<&StepTrace>,
-    ) -> ppo::Result<()> {
-        if let Some(trace) = trace {
+    fn on_act(&mut self, event: &ActEvent<'_>) -> ppo::Result<()> {
+        if let Some(trace) = event.trace {
             self.activity.add(trace, None);
+            self.dynamics.add(event.group, trace, event.resets);
         }
-        if t % CORE_SCALE_EVERY == 0 {
-            self.core_scale.add(next_state)?;
+        if event.t % CORE_SCALE_EVERY == 0 {
+            self.core_scale.add(event.next_state)?;
         }
         Ok(())
     }

@@ -104,33 +104,42 @@ pub(crate) fn selection_rows<T>(
     (active, null)
 }
 
-/// Layer `l`'s input attention as telemetry sees it, each `[T, B, M]`: the entropy (nats) of
-/// every module's attention over `[null, slots…]`, averaged over heads, and the RMS of its read.
+/// Layer `l`'s input attention as telemetry sees it: each module's entropy (nats) of its
+/// attention over `[null, slots…]` averaged over heads, and the RMS of its read (`[T, B, M]`
+/// each); and its head-averaged attention on each real slot (`[T, B, M, S]`: bottom-up, then
+/// top-down if any).
 pub(crate) fn attention_rows<T: Real>(
     saved: &RowsSaved<T>,
     l: usize,
     s: &LayerSizes,
     steps: usize,
     batch: usize,
-) -> (Vec<f64>, Vec<f64>) {
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let (m, heads, read_width) = (s.modules, s.input_heads, s.read_width());
-    let slots = s.slots() + 1;
+    let (real, slots) = (s.slots(), s.slots() + 1);
     let mut entropy = vec![0.0; steps * batch * m];
     let mut read_rms = vec![0.0; steps * batch * m];
+    let mut slot_attention = vec![0.0; steps * batch * m * real];
     for (rows, layers) in saved {
         let (sv, nb) = (&layers[l], rows.len());
         let mut part_entropy = vec![0.0; steps * nb * m];
         let mut part_rms = vec![0.0; steps * nb * m];
+        let mut part_slots = vec![0.0; steps * nb * m * real];
         for t in 0..steps {
             for b in 0..nb {
                 for j in 0..m {
                     let mut h = 0.0;
                     for a in 0..heads {
                         let probs_row = (((t * nb + b) * heads + a) * m + j) * slots;
-                        for p in &sv.input_probs[probs_row..probs_row + slots] {
+                        let probs = &sv.input_probs[probs_row..probs_row + slots];
+                        for (slot, p) in probs.iter().enumerate() {
                             let p = p.to_f64();
                             if p > 0.0 {
                                 h -= p * p.ln();
+                            }
+                            if slot > 0 {
+                                part_slots[((t * nb + b) * m + j) * real + slot - 1] +=
+                                    p / heads as f64;
                             }
                         }
                     }
@@ -146,8 +155,9 @@ pub(crate) fn attention_rows<T: Real>(
         }
         scatter_rows(&mut entropy, &part_entropy, batch, m, rows);
         scatter_rows(&mut read_rms, &part_rms, batch, m, rows);
+        scatter_rows(&mut slot_attention, &part_slots, batch, m * real, rows);
     }
-    (entropy, read_rms)
+    (entropy, read_rms, slot_attention)
 }
 
 /// [`backward`] for each row range of [`forward_rows`], in parallel; weight gradients summed.

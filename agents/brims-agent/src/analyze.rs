@@ -1,0 +1,602 @@
+//! `brims analyze`: does the upper layer plan and the lower layer react? Plays evaluation
+//! episodes with a trained BRIMs agent, records each layer's active modules and attention per
+//! step with the actions, rewards and lives lost, and writes `analysis.md`, `analysis.json` and
+//! a raster picture of the module activity.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use envs_api::{Element, Env};
+use plotters::prelude::*;
+use ppo::{ActorCritic, ObsElement};
+use rand::SeedableRng;
+use rand_pcg::Pcg64;
+use serde::Serialize;
+
+use crate::analyze_stats::{self as stats, LayerSeq};
+use crate::envs::{BoxedEnv, EnvFactory};
+use crate::run_config::EnvConfig;
+
+/// Arguments of `brims analyze`.
+#[derive(Args, Debug, Clone)]
+#[command(after_help = "Example:\n  \
+    brims analyze runs/breakout_brims-20261129-101500 --episodes 10 --out analysis-breakout")]
+pub(crate) struct AnalyzeArgs {
+    /// A BRIMs (or RIMs) checkpoint: header, tensors file, or run directory (latest).
+    pub checkpoint: PathBuf,
+    /// Evaluation episodes to play (whole games, sticky actions on).
+    #[arg(long, default_value_t = 10)]
+    pub episodes: usize,
+    /// Output directory (default: <run dir>/analysis); refused if it exists unless --force.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Replace an existing output directory.
+    #[arg(long)]
+    pub force: bool,
+    /// Seed of the episodes (ALE and the action sampling).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Cut each episode after this many steps.
+    #[arg(long, default_value_t = 27_000)]
+    pub max_steps: usize,
+    /// Steps ahead for "a life loss / reward within k steps".
+    #[arg(long, default_value_t = 10)]
+    pub horizon: usize,
+}
+
+/// One recorded episode.
+pub(crate) struct Recorded {
+    /// Per layer: active masks per step.
+    pub layers: Vec<LayerSeq>,
+    /// Per layer, per step: mean over modules of the attention on the top-down slot (None for
+    /// layers without one).
+    pub top_down: Vec<Option<Vec<f64>>>,
+    pub actions: Vec<u32>,
+    pub rewards: Vec<f32>,
+    /// A life was lost at this step (the game goes on).
+    pub life_lost: Vec<bool>,
+    pub score: f64,
+}
+
+/// `brims analyze`.
+pub(crate) fn run(args: &AnalyzeArgs) -> anyhow::Result<serde_json::Value> {
+    if args.episodes == 0 {
+        bail!("--episodes must be >= 1");
+    }
+    let policy = crate::eval::load_policy(&args.checkpoint)?;
+    let Some(brims::CoreConfig::Brims(core)) = &policy.cfg.network.core else {
+        bail!(
+            "{} is not a BRIMs agent: the analysis needs BRIMs modules (RIMs, a one-layer \
+             BRIMs, gets the per-layer part)",
+            args.checkpoint.display()
+        );
+    };
+    let n_layers = core.layers.len();
+    let run_dir = policy
+        .checkpoint
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let out = args.out.clone().unwrap_or_else(|| run_dir.join("analysis"));
+    if out.exists() {
+        if !args.force {
+            bail!(
+                "{} exists; pass --force to replace it, or choose another --out",
+                out.display()
+            );
+        }
+        std::fs::remove_dir_all(&out)
+            .with_context(|| format!("cannot replace {}", out.display()))?;
+    }
+    // Sticky actions on, as the standard evaluation protocol (Machado et al. 2018).
+    let mut env_cfg = policy.cfg.env.clone();
+    if let EnvConfig::Atari { atari, .. } = &mut env_cfg {
+        atari.repeat_action_probability = 0.25;
+    }
+    let episodes = record(policy.learner.net(), &env_cfg, args)?;
+    let action_names = action_names(&env_cfg)?;
+    let analysis = analyse(&episodes, n_layers, args.horizon);
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    draw_raster(&out.join("raster.png"), &episodes[0], &action_names, 600)?;
+    let md = markdown(&analysis, &policy.checkpoint, args, &env_cfg);
+    crate::run_dir::write_atomic(&out.join("analysis.md"), md.as_bytes())?;
+    crate::run_dir::write_atomic(
+        &out.join("analysis.json"),
+        serde_json::to_string_pretty(&analysis)?.as_bytes(),
+    )?;
+    print!("{md}");
+    Ok(serde_json::json!({"out": out, "layers": n_layers}))
+}
+
+fn action_names(env_cfg: &EnvConfig) -> anyhow::Result<Vec<String>> {
+    Ok(match env_cfg {
+        EnvConfig::Atari { game, atari } => envs_atari::make_atari(game, atari, 1)?
+            .action_meanings()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+        _ => {
+            let (_, n) = EnvFactory::spaces(env_cfg)?;
+            (0..n).map(|a| a.to_string()).collect()
+        }
+    })
+}
+
+fn record(
+    net: &ActorCritic,
+    env_cfg: &EnvConfig,
+    args: &AnalyzeArgs,
+) -> anyhow::Result<Vec<Recorded>> {
+    match EnvFactory::from_config(env_cfg)? {
+        EnvFactory::Frames(make) => record_with(net, make(0)?, args),
+        EnvFactory::Vectors(make) => record_with(net, make(0)?, args),
+    }
+}
+
+fn record_with<T: Element + ObsElement>(
+    net: &ActorCritic,
+    mut env: BoxedEnv<T>,
+    args: &AnalyzeArgs,
+) -> anyhow::Result<Vec<Recorded>> {
+    let mut rng = Pcg64::seed_from_u64(args.seed);
+    let mut out = Vec::new();
+    for episode in 0..args.episodes {
+        let (mut obs, _) = env.reset(Some(args.seed + episode as u64))?;
+        let mut state = net.zero_state(1)?;
+        let mut reset = true;
+        let mut rec = Recorded {
+            layers: vec![],
+            top_down: vec![],
+            actions: vec![],
+            rewards: vec![],
+            life_lost: vec![],
+            score: 0.0,
+        };
+        loop {
+            // The sampler's acting step, for one env, with the core's trace.
+            let reset_flag = [f32::from(u8::from(reset))];
+            let acted = ppo::act_and_sample(net, &obs, &state, &reset_flag, &mut rng, true)?;
+            let trace = acted
+                .trace
+                .as_ref()
+                .context("the core reported no module activity")?;
+            if rec.layers.is_empty() {
+                for lt in &trace.layers {
+                    rec.layers.push(LayerSeq {
+                        modules: lt.num_modules,
+                        active: vec![],
+                        resets: vec![],
+                    });
+                    let slots = lt.slot_attention.len() / lt.num_modules.max(1);
+                    rec.top_down.push((slots >= 2).then(Vec::new));
+                }
+            }
+            for (l, lt) in trace.layers.iter().enumerate() {
+                let mask = lt
+                    .active
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |m, (j, &a)| m | (u32::from(a) << j));
+                rec.layers[l].active.push(mask);
+                rec.layers[l].resets.push(reset);
+                if let Some(td) = &mut rec.top_down[l] {
+                    // Slot 1 of each module: the top-down input.
+                    let m = lt.num_modules;
+                    let mean = (0..m)
+                        .map(|j| f64::from(lt.slot_attention[j * 2 + 1]))
+                        .sum::<f64>()
+                        / m as f64;
+                    td.push(mean);
+                }
+            }
+            let action = acted.actions[0];
+            let step = env.step(action as usize)?;
+            rec.actions.push(action);
+            rec.rewards.push(step.reward);
+            let game_over = step.info.episode.is_some();
+            rec.life_lost.push(step.terminated && !game_over);
+            if let Some(stats) = step.info.episode {
+                rec.score = stats.ret;
+                break;
+            }
+            if rec.actions.len() >= args.max_steps {
+                break;
+            }
+            if step.terminated || step.truncated {
+                obs = env.reset(None)?.0;
+                reset = true;
+            } else {
+                obs = step.obs;
+                reset = false;
+            }
+            state = acted.next_state;
+        }
+        out.push(rec);
+    }
+    Ok(out)
+}
+
+/// What the analysis found for one layer.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct LayerAnalysis {
+    pub layer: usize,
+    pub modules: usize,
+    pub switch_rate: f64,
+    pub mean_run_length: f64,
+    /// Run lengths binned `1, 2, 3–4, 5–8, 9–16, 17–32, 33+` (counts).
+    pub run_length_bins: Vec<usize>,
+    pub usage: Vec<f64>,
+    pub usage_entropy_bits: f64,
+    pub max_usage_entropy_bits: f64,
+    /// Modules active in under 1% of steps.
+    pub idle_modules: Vec<usize>,
+    pub mi_life_loss: stats::MiWithBaseline,
+    pub mi_reward: stats::MiWithBaseline,
+    pub mi_action: stats::MiWithBaseline,
+    /// Switch rate 1, 2, … steps before a life loss.
+    pub switch_rate_before_life_loss: Vec<f64>,
+    /// Mean attention on the top-down slot (None without one).
+    pub top_down_attention: Option<f64>,
+}
+
+/// A tested claim.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Claim {
+    pub claim: String,
+    pub estimate: f64,
+    pub interval: (f64, f64),
+    pub verdict: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Analysis {
+    pub episodes: usize,
+    pub steps: usize,
+    pub mean_score: f64,
+    pub life_losses: usize,
+    pub horizon: usize,
+    pub layers: Vec<LayerAnalysis>,
+    pub claims: Vec<Claim>,
+}
+
+const BINS: [(usize, usize); 7] = [
+    (1, 1),
+    (2, 2),
+    (3, 4),
+    (5, 8),
+    (9, 16),
+    (17, 32),
+    (33, usize::MAX),
+];
+
+fn analyse(episodes: &[Recorded], n_layers: usize, horizon: usize) -> Analysis {
+    let life: Vec<Vec<bool>> = episodes.iter().map(|e| e.life_lost.clone()).collect();
+    let rewarded: Vec<Vec<bool>> = episodes
+        .iter()
+        .map(|e| e.rewards.iter().map(|&r| r != 0.0).collect())
+        .collect();
+    let life_soon: Vec<Vec<u32>> = life
+        .iter()
+        .map(|f| stats::within_next(f, horizon))
+        .collect();
+    let reward_soon: Vec<Vec<u32>> = rewarded
+        .iter()
+        .map(|f| stats::within_next(f, horizon))
+        .collect();
+    let actions: Vec<Vec<u32>> = episodes.iter().map(|e| e.actions.clone()).collect();
+    let mut layers = Vec::new();
+    let mut per_layer_seqs = Vec::new();
+    let mut baselines = Vec::new();
+    for l in 0..n_layers {
+        let seqs: Vec<LayerSeq> = episodes.iter().map(|e| e.layers[l].clone()).collect();
+        let active: Vec<Vec<u32>> = seqs.iter().map(|s| s.active.clone()).collect();
+        let runs = stats::run_lengths(&seqs);
+        let usage = stats::usage(&seqs);
+        let modules = seqs.first().map_or(0, |s| s.modules);
+        let life_mi = stats::mi_with_baseline(&active, &life_soon, 100, 11 + l as u64);
+        baselines.push(life_mi.baseline_mean);
+        let td: Vec<f64> = episodes
+            .iter()
+            .filter_map(|e| e.top_down[l].as_ref())
+            .flatten()
+            .copied()
+            .collect();
+        layers.push(LayerAnalysis {
+            layer: l,
+            modules,
+            switch_rate: stats::switch_rate(&seqs),
+            mean_run_length: runs.iter().sum::<usize>() as f64 / runs.len().max(1) as f64,
+            run_length_bins: BINS
+                .iter()
+                .map(|&(lo, hi)| runs.iter().filter(|&&r| r >= lo && r <= hi).count())
+                .collect(),
+            usage_entropy_bits: stats::usage_entropy(&usage),
+            max_usage_entropy_bits: (modules as f64).log2(),
+            idle_modules: usage
+                .iter()
+                .enumerate()
+                .filter(|(_, &u)| u < 0.01)
+                .map(|(j, _)| j)
+                .collect(),
+            usage,
+            mi_life_loss: life_mi,
+            mi_reward: stats::mi_with_baseline(&active, &reward_soon, 100, 21 + l as u64),
+            mi_action: stats::mi_with_baseline(&active, &actions, 100, 31 + l as u64),
+            switch_rate_before_life_loss: stats::switch_rate_before(&seqs, &life, 20),
+            top_down_attention: (!td.is_empty()).then(|| td.iter().sum::<f64>() / td.len() as f64),
+        });
+        per_layer_seqs.push(seqs);
+    }
+    let mut claims = Vec::new();
+    if n_layers >= 2 {
+        let (lower, upper) = (&per_layer_seqs[0], &per_layer_seqs[n_layers - 1]);
+        let n = episodes.len();
+        let pick = |seqs: &[LayerSeq], idx: &[usize]| -> Vec<LayerSeq> {
+            idx.iter().map(|&i| seqs[i].clone()).collect()
+        };
+        let all: Vec<usize> = (0..n).collect();
+        let diff = |idx: &[usize]| {
+            stats::switch_rate(&pick(lower, idx)) - stats::switch_rate(&pick(upper, idx))
+        };
+        let estimate = diff(&all);
+        let interval = stats::bootstrap_episodes(n, 2000, 5, diff);
+        claims.push(Claim {
+            claim: "the upper layer switches less often than the lower".into(),
+            estimate,
+            interval,
+            verdict: verdict(interval),
+        });
+        // MI above chance, lower minus upper; the chance levels (which grow with the number of
+        // possible active sets, so the lower layer's is higher) are taken from the whole data.
+        let (base_lower, base_upper) = (baselines[0], baselines[n_layers - 1]);
+        let mi_diff = |idx: &[usize]| {
+            let events: Vec<u32> = idx.iter().flat_map(|&i| life_soon[i].clone()).collect();
+            let a: Vec<u32> = idx.iter().flat_map(|&i| lower[i].active.clone()).collect();
+            let b: Vec<u32> = idx.iter().flat_map(|&i| upper[i].active.clone()).collect();
+            (stats::mutual_information(&a, &events) - base_lower)
+                - (stats::mutual_information(&b, &events) - base_upper)
+        };
+        let estimate = mi_diff(&all);
+        let interval = stats::bootstrap_episodes(n, 2000, 6, mi_diff);
+        claims.push(Claim {
+            claim: format!(
+                "the lower layer's activity carries more information about a life loss within {horizon} steps than the upper's"
+            ),
+            estimate,
+            interval,
+            verdict: verdict(interval),
+        });
+    }
+    Analysis {
+        episodes: episodes.len(),
+        steps: episodes.iter().map(|e| e.actions.len()).sum(),
+        mean_score: episodes.iter().map(|e| e.score).sum::<f64>() / episodes.len().max(1) as f64,
+        life_losses: life.iter().flatten().filter(|&&x| x).count(),
+        horizon,
+        layers,
+        claims,
+    }
+}
+
+fn verdict((lo, hi): (f64, f64)) -> String {
+    if lo > 0.0 {
+        "holds (the 95% interval is above 0)".into()
+    } else if hi < 0.0 {
+        "does not hold: the opposite (the 95% interval is below 0)".into()
+    } else {
+        "inconclusive (the 95% interval contains 0)".into()
+    }
+}
+
+fn markdown(a: &Analysis, checkpoint: &Path, args: &AnalyzeArgs, env: &EnvConfig) -> String {
+    let mut md = String::new();
+    let game = match env {
+        EnvConfig::Atari { game, .. } => game.clone(),
+        _ => "env".into(),
+    };
+    let _ = writeln!(md, "# Module dynamics of {}\n", checkpoint.display());
+    let _ = writeln!(
+        md,
+        "{} evaluation episodes of {game} (sticky actions, seed {}), {} steps, mean score {:.1}, {} lives lost. \
+         Layer 0 is the lower layer. Events are \"within the next {} steps\". MI is in bits; chance = the same MI \
+         with each episode's events circularly shifted by a random offset (100 shifts: mean, 95th percentile).\n",
+        a.episodes, args.seed, a.steps, a.mean_score, a.life_losses, a.horizon
+    );
+    if !a.claims.is_empty() {
+        let _ = writeln!(md, "## Claims\n");
+        for c in &a.claims {
+            let _ = writeln!(
+                md,
+                "- **{}**: difference lower − upper {:.4} (95% bootstrap interval over episodes [{:.4}, {:.4}]): {}.",
+                c.claim, c.estimate, c.interval.0, c.interval.1, c.verdict
+            );
+        }
+        let _ = writeln!(md);
+    } else {
+        let _ = writeln!(md, "One layer (RIMs): the claims about layers need two.\n");
+    }
+    let _ = writeln!(md, "## Per layer\n");
+    let _ = writeln!(
+        md,
+        "| layer | modules | switch rate | mean run | usage entropy (bits) | idle modules | MI life loss (chance) | MI reward (chance) | MI action (chance) | top-down attention |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|");
+    for l in &a.layers {
+        let mi = |m: &stats::MiWithBaseline| {
+            format!(
+                "{:.4} ({:.4}, p95 {:.4})",
+                m.mi, m.baseline_mean, m.baseline_p95
+            )
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.3} | {:.2} | {:.2} of {:.2} | {} | {} | {} | {} | {} |",
+            l.layer,
+            l.modules,
+            l.switch_rate,
+            l.mean_run_length,
+            l.usage_entropy_bits,
+            l.max_usage_entropy_bits,
+            if l.idle_modules.is_empty() {
+                "none".to_string()
+            } else {
+                format!("{:?}", l.idle_modules)
+            },
+            mi(&l.mi_life_loss),
+            mi(&l.mi_reward),
+            mi(&l.mi_action),
+            l.top_down_attention
+                .map_or("—".to_string(), |x| format!("{x:.3}")),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nRun lengths (counts in bins 1, 2, 3–4, 5–8, 9–16, 17–32, 33+) and usage per module:\n"
+    );
+    for l in &a.layers {
+        let usage: Vec<String> = l.usage.iter().map(|u| format!("{u:.2}")).collect();
+        let _ = writeln!(
+            md,
+            "- layer {}: runs {:?}; usage [{}]",
+            l.layer,
+            l.run_length_bins,
+            usage.join(", ")
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nSwitch rate 1, 2, … 10 steps before a life loss (overall rate in the table):\n"
+    );
+    for l in &a.layers {
+        let r: Vec<String> = l
+            .switch_rate_before_life_loss
+            .iter()
+            .take(10)
+            .map(|x| format!("{x:.2}"))
+            .collect();
+        let _ = writeln!(md, "- layer {}: {}", l.layer, r.join(" "));
+    }
+    let _ = writeln!(
+        md,
+        "\n![raster](raster.png)\n\nThe raster: the first 600 steps of episode 1, time left to right; one row per module, the top \
+         layer on top; black = active. Above: green ticks for rewards, red for lives lost. Below: the action taken."
+    );
+    md
+}
+
+const ACTION_COLOURS: [RGBColor; 8] = [
+    RGBColor(200, 200, 200),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(0, 158, 115),
+    RGBColor(240, 228, 66),
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(204, 121, 167),
+];
+
+/// The raster: modules × time for the first `max_steps` steps of `e`.
+fn draw_raster(
+    path: &Path,
+    e: &Recorded,
+    action_names: &[String],
+    max_steps: usize,
+) -> anyhow::Result<()> {
+    crate::report::register_font();
+    let steps = e.actions.len().min(max_steps).max(1);
+    let cell_w = 2u32;
+    let row_h = 14u32;
+    let label_w = 90u32;
+    let rows: usize = e.layers.iter().map(|l| l.modules).sum::<usize>() + e.layers.len() - 1;
+    let events_h = 18u32;
+    let action_h = 16u32;
+    let legend_h = 22u32;
+    let width = label_w + cell_w * steps as u32 + 10;
+    let height = 10 + events_h + row_h * rows as u32 + 6 + action_h + legend_h + 20;
+    let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let font = ("sans-serif", 12).into_font();
+    let x0 = label_w as i32;
+    let x_of = |t: usize| x0 + (t as u32 * cell_w) as i32;
+    // Events strip.
+    let ey = 10;
+    root.draw(&Text::new("events", (4, ey + 2), font.clone()))?;
+    for t in 0..steps {
+        if e.rewards[t] != 0.0 {
+            root.draw(&Rectangle::new(
+                [(x_of(t), ey), (x_of(t) + 1, ey + 7)],
+                GREEN.filled(),
+            ))?;
+        }
+        if e.life_lost[t] {
+            root.draw(&Rectangle::new(
+                [(x_of(t), ey + 8), (x_of(t) + 1, ey + 15)],
+                RED.filled(),
+            ))?;
+        }
+    }
+    // Modules, top layer first.
+    let mut y = ey + events_h as i32;
+    for (l, layer) in e.layers.iter().enumerate().rev() {
+        for j in 0..layer.modules {
+            root.draw(&Text::new(format!("L{l} m{j}"), (4, y + 1), font.clone()))?;
+            for t in 0..steps {
+                if layer.active[t] >> j & 1 == 1 {
+                    root.draw(&Rectangle::new(
+                        [
+                            (x_of(t), y),
+                            (x_of(t) + cell_w as i32, y + row_h as i32 - 2),
+                        ],
+                        BLACK.filled(),
+                    ))?;
+                }
+            }
+            y += row_h as i32;
+        }
+        if l > 0 {
+            root.draw(&Rectangle::new(
+                [
+                    (x0, y + row_h as i32 / 2 - 1),
+                    (x_of(steps), y + row_h as i32 / 2),
+                ],
+                RGBColor(150, 150, 150).filled(),
+            ))?;
+            y += row_h as i32;
+        }
+    }
+    // Actions.
+    y += 6;
+    root.draw(&Text::new("action", (4, y + 1), font.clone()))?;
+    for t in 0..steps {
+        let c = ACTION_COLOURS[e.actions[t] as usize % ACTION_COLOURS.len()];
+        root.draw(&Rectangle::new(
+            [
+                (x_of(t), y),
+                (x_of(t) + cell_w as i32, y + action_h as i32 - 2),
+            ],
+            c.filled(),
+        ))?;
+    }
+    y += action_h as i32 + 4;
+    let mut x = x0;
+    for (a, name) in action_names.iter().enumerate() {
+        let c = ACTION_COLOURS[a % ACTION_COLOURS.len()];
+        root.draw(&Rectangle::new([(x, y + 2), (x + 10, y + 12)], c.filled()))?;
+        root.draw(&Text::new(name.clone(), (x + 14, y + 1), font.clone()))?;
+        x += 20 + 8 * name.len() as i32;
+    }
+    root.draw(&Text::new(
+        format!(
+            "steps 0-{} (2 px per step); green: reward, red: life lost",
+            steps - 1
+        ),
+        (x0, y + 18),
+        font,
+    ))?;
+    root.present()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

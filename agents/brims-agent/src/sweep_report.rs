@@ -1,0 +1,352 @@
+//! A sweep's report: per game, each config's final return (mean ± 95% CI over seeds), AUC,
+//! steps/s and learning curves, from the finished runs; unfinished runs are counted, not used.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::compare::{finished_summary, read_returns};
+use crate::report::{self, ConfigRuns, ReportOptions, RunCurve};
+use crate::run_config::RunConfig;
+use crate::run_dir::CONFIG_FILE;
+use crate::sweep::{runs_by_game, ResolvedSpec};
+use crate::train::RETURNS_FILE;
+
+/// One game's finished runs per config, and how many runs each config has in all.
+pub(crate) struct GameRuns {
+    pub game: Option<String>,
+    pub configs: Vec<ConfigRuns>,
+    pub planned: Vec<(String, usize)>,
+}
+
+/// The finished runs of the sweep in `dir`, by game.
+pub(crate) fn finished_runs(dir: &Path, spec: &ResolvedSpec) -> anyhow::Result<Vec<GameRuns>> {
+    let mut out = Vec::new();
+    for (game, configs) in runs_by_game(dir, spec) {
+        let mut finished = Vec::new();
+        let mut planned = Vec::new();
+        for (name, dirs) in configs {
+            planned.push((name.clone(), dirs.len()));
+            let mut runs = Vec::new();
+            for run in dirs {
+                if !run.join(CONFIG_FILE).is_file() {
+                    continue;
+                }
+                let cfg = RunConfig::load(&run.join(CONFIG_FILE), &[])?;
+                let Ok(summary) = finished_summary(&run, &cfg)? else {
+                    continue;
+                };
+                let points = read_returns(&run.join(RETURNS_FILE))?;
+                if points.is_empty() {
+                    continue;
+                }
+                runs.push(RunCurve {
+                    seed: cfg.seed,
+                    points,
+                    // As `brims compare` reports it: agent steps per second.
+                    sps: summary.sps,
+                    param_count: summary.param_count,
+                });
+            }
+            if !runs.is_empty() {
+                finished.push(ConfigRuns { name, runs });
+            }
+        }
+        out.push(GameRuns {
+            game,
+            configs: finished,
+            planned,
+        });
+    }
+    Ok(out)
+}
+
+/// Writes `report.md` and `curves-<game>.png` into `dir`; returns report.md's path.
+pub(crate) fn write(dir: &Path, spec: &ResolvedSpec) -> anyhow::Result<PathBuf> {
+    let games = finished_runs(dir, spec)?;
+    let mut md = String::new();
+    writeln!(md, "# Sweep `{}`\n", spec.name)?;
+    writeln!(
+        md,
+        "Configs {:?}, seeds {:?}, {} frames per run{}.\n",
+        spec.configs,
+        spec.seeds,
+        spec.total_frames
+            .map_or("each config's own".to_string(), |f| f.to_string()),
+        if spec.overrides.is_empty() {
+            String::new()
+        } else {
+            format!(", overrides {:?}", spec.overrides)
+        }
+    )?;
+    for g in &games {
+        let title = g
+            .game
+            .clone()
+            .unwrap_or_else(|| "env of each config".into());
+        writeln!(md, "## {title}\n")?;
+        let finished: usize = g.configs.iter().map(|c| c.runs.len()).sum();
+        let planned: usize = g.planned.iter().map(|(_, n)| n).sum();
+        if finished < planned {
+            writeln!(
+                md,
+                "{finished} of {planned} runs finished; the rest are not in these numbers.\n"
+            )?;
+        }
+        if g.configs.is_empty() {
+            continue;
+        }
+        let comparison = report::compare(&g.configs, ReportOptions::default())?;
+        let file = format!(
+            "curves-{}.png",
+            g.game.as_deref().unwrap_or("all").to_lowercase()
+        );
+        // The comparison's own Markdown, under this game's heading.
+        let body = report::markdown(&comparison);
+        let body = body
+            .lines()
+            .skip_while(|l| l.starts_with("# ") || l.trim().is_empty())
+            .map(|l| l.replace("## ", "### ").replace("curves.png", &file))
+            .collect::<Vec<_>>()
+            .join("\n");
+        md.push_str(&body);
+        report::draw_curves(&dir.join(&file), &comparison)
+            .with_context(|| format!("cannot draw {file}"))?;
+        writeln!(md, "\n![learning curves]({file})\n")?;
+    }
+    across_games(dir, spec, &games, &mut md)?;
+    let path = dir.join("report.md");
+    crate::run_dir::write_atomic(&path, md.as_bytes())?;
+    Ok(path)
+}
+
+/// Final return of a run: the mean of its last `k` episodes.
+fn final_return(run: &RunCurve, k: usize) -> f64 {
+    let mut points = run.points.clone();
+    points.sort_by_key(|p| p.0);
+    let tail = &points[points.len().saturating_sub(k)..];
+    tail.iter().map(|p| p.1).sum::<f64>() / tail.len().max(1) as f64
+}
+
+/// The trailing mean of the last `k` episodes that ended by `frame` (None before the first).
+fn return_at(run: &RunCurve, frame: u64, k: usize) -> Option<f64> {
+    let mut points: Vec<&(u64, f64)> = run.points.iter().filter(|p| p.0 <= frame).collect();
+    points.sort_by_key(|p| p.0);
+    let tail = &points[points.len().saturating_sub(k)..];
+    (!tail.is_empty()).then(|| tail.iter().map(|p| p.1).sum::<f64>() / tail.len() as f64)
+}
+
+/// rliable's statistics across games (Agarwal et al. 2021): IQM and mean with 95% stratified
+/// bootstrap intervals, probability of improvement, performance profiles and IQM against
+/// frames. Scores are human-normalised for Atari games with reference scores, raw returns
+/// otherwise. Only seeds finished in every game enter (the score matrix is runs × games).
+fn across_games(
+    dir: &Path,
+    spec: &ResolvedSpec,
+    games: &[GameRuns],
+    md: &mut String,
+) -> anyhow::Result<()> {
+    let normalised = games.iter().all(|g| {
+        g.game
+            .as_deref()
+            .is_some_and(|game| envs_atari::reference_scores(game).is_some())
+    });
+    let score_name = if normalised {
+        "human-normalised score"
+    } else {
+        "return"
+    };
+    let normalise = |game: &Option<String>, x: f64| -> f64 {
+        match game.as_deref().and_then(envs_atari::reference_scores) {
+            Some((random, human)) if normalised => {
+                rlstats::human_normalized(x, random, human).unwrap_or(f64::NAN)
+            }
+            _ => x,
+        }
+    };
+    let k = ReportOptions::default().last_episodes;
+    // Per config: the seeds finished in every game, then the runs × games matrices.
+    let mut matrices: Vec<(String, Vec<Vec<&RunCurve>>)> = Vec::new();
+    for name in &spec.configs {
+        let per_game: Vec<Vec<&RunCurve>> = games
+            .iter()
+            .map(|g| {
+                g.configs
+                    .iter()
+                    .filter(|c| &c.name == name)
+                    .flat_map(|c| c.runs.iter())
+                    .collect()
+            })
+            .collect();
+        let seeds: Vec<u64> = spec
+            .seeds
+            .iter()
+            .copied()
+            .filter(|s| {
+                per_game
+                    .iter()
+                    .all(|runs| runs.iter().any(|r| r.seed == *s))
+            })
+            .collect();
+        if seeds.is_empty() {
+            continue;
+        }
+        let rows: Vec<Vec<&RunCurve>> = seeds
+            .iter()
+            .map(|s| {
+                per_game
+                    .iter()
+                    .map(|runs| *runs.iter().find(|r| r.seed == *s).expect("filtered above"))
+                    .collect()
+            })
+            .collect();
+        matrices.push((name.clone(), rows));
+    }
+    if matrices.is_empty() {
+        return Ok(());
+    }
+    let scores_of = |rows: &[Vec<&RunCurve>], value: &dyn Fn(&RunCurve) -> Option<f64>| {
+        let values: Option<Vec<Vec<f64>>> = rows
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .zip(games)
+                    .map(|(run, g)| value(run).map(|x| normalise(&g.game, x)))
+                    .collect()
+            })
+            .collect();
+        values.and_then(|v| rlstats::Scores::from_rows(&v).ok())
+    };
+    let boot = rlstats::Bootstrap {
+        reps: 2000,
+        confidence: 0.95,
+        seed: 0,
+    };
+    writeln!(
+        md,
+        "## Across games ({score_name})
+"
+    )?;
+    writeln!(
+        md,
+ "Final score = mean of each run's last {k} episodes. Intervals: 95% stratified bootstrap ({} resamples, seeds resampled within each game), as rliable computes them. Only seeds finished in every game enter.
+",
+        boot.reps
+    )?;
+    writeln!(md, "| config | runs × games | IQM | mean |")?;
+    writeln!(md, "|---|---|---:|---:|")?;
+    let mut finals = Vec::new();
+    for (name, rows) in &matrices {
+        let Some(scores) = scores_of(rows, &|r| Some(final_return(r, k))) else {
+            continue;
+        };
+        let iqm = rlstats::stratified_bootstrap_ci(&scores, rlstats::iqm, &boot)?;
+        let mean = rlstats::stratified_bootstrap_ci(&scores, rlstats::mean, &boot)?;
+        writeln!(
+            md,
+            "| {name} | {} × {} | {:.3} [{:.3}, {:.3}] | {:.3} [{:.3}, {:.3}] |",
+            scores.runs(),
+            scores.tasks(),
+            iqm.point,
+            iqm.lower,
+            iqm.upper,
+            mean.point,
+            mean.lower,
+            mean.upper
+        )?;
+        finals.push((name.clone(), scores));
+    }
+    if finals.len() >= 2 {
+        writeln!(
+            md,
+            "
+Probability of improvement P(X > Y), with its 95% interval:
+"
+        )?;
+        writeln!(md, "| X | Y | P(X > Y) |")?;
+        writeln!(md, "|---|---|---:|")?;
+        for (xn, x) in &finals {
+            for (yn, y) in &finals {
+                if xn != yn {
+                    let p = rlstats::probability_of_improvement_ci(x, y, &boot)?;
+                    writeln!(
+                        md,
+                        "| {xn} | {yn} | {:.3} [{:.3}, {:.3}] |",
+                        p.point, p.lower, p.upper
+                    )?;
+                }
+            }
+        }
+    }
+    // Performance profiles over the range of final scores.
+    let (lo, hi) = finals
+        .iter()
+        .flat_map(|(_, s)| s.values().iter().copied())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+            (a.min(x), b.max(x))
+        });
+    if lo.is_finite() && hi > lo {
+        let taus: Vec<f64> = (0..=40).map(|i| lo + (hi - lo) * i as f64 / 40.0).collect();
+        let bands = finals
+            .iter()
+            .map(|(name, s)| {
+                Ok(rlstats::Band {
+                    label: name.clone(),
+                    x: taus.clone(),
+                    y: rlstats::performance_profile(s, &taus, &boot)?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        rlstats::plot_performance_profiles(
+            &dir.join("performance-profiles.png"),
+            &bands,
+            score_name,
+        )?;
+        writeln!(
+            md,
+            "
+![performance profiles](performance-profiles.png)
+
+Performance profiles: the fraction of runs whose final {score_name} exceeds τ, with 95% bands.
+"
+        )?;
+    }
+    // Sample efficiency: IQM of the trailing return at ten points of the budget.
+    if let Some(budget) = spec.runs.iter().map(|r| r.total_frames).min() {
+        let frames: Vec<u64> = (1..=10).map(|i| budget * i / 10).collect();
+        let mut bands = Vec::new();
+        for (name, rows) in &matrices {
+            let mut xs = Vec::new();
+            let mut checkpoints = Vec::new();
+            for &f in &frames {
+                if let Some(s) = scores_of(rows, &|r| return_at(r, f, k)) {
+                    xs.push(f as f64);
+                    checkpoints.push(s);
+                }
+            }
+            if !checkpoints.is_empty() {
+                bands.push(rlstats::Band {
+                    label: name.clone(),
+                    x: xs,
+                    y: rlstats::sample_efficiency(&checkpoints, rlstats::iqm, &boot)?,
+                });
+            }
+        }
+        if !bands.is_empty() {
+            rlstats::plot_sample_efficiency(
+                &dir.join("sample-efficiency.png"),
+                &bands,
+                score_name,
+            )?;
+            writeln!(
+                md,
+                "![sample efficiency](sample-efficiency.png)
+
+Sample efficiency: the IQM of each run's trailing {k}-episode {score_name} against frames, with 95% bands.
+"
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! `brims analyze` end to end: a short BRIMs training run on Breakout (the smoke config), then
+//! the analysis of its checkpoint; and the inputs it must refuse.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn brims(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_brims"))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn train(config: &str, dir: &Path, frames: &str) {
+    let o = brims(&[
+        "train",
+        "--config",
+        config,
+        "--run-dir",
+        dir.to_str().unwrap(),
+        "--quiet",
+        "--set",
+        &format!("total_frames={frames}"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn fails_with(args: &[&str], want: &str) {
+    let o = brims(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{args:?} succeeded");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains(want), "{args:?}: {err}");
+}
+
+#[test]
+fn analyze_writes_the_report_and_refuses_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("smoke");
+    train("configs/smoke.toml", &run, "4096");
+    let out = tmp.path().join("analysis");
+    let o = brims(&[
+        "analyze",
+        run.to_str().unwrap(),
+        "--episodes",
+        "2",
+        "--max-steps",
+        "150",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let last = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let json: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(json["layers"], 2);
+    let analysis: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("analysis.json")).unwrap()).unwrap();
+    let layers = analysis["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    for l in layers {
+        let rate = l["switch_rate"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&rate), "{l}");
+        let usage: f64 = l["usage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u.as_f64().unwrap())
+            .sum();
+        // Each step activates exactly `active` modules: usage sums to it (smoke: 2 and 1).
+        assert!(
+            (usage - [2.0, 1.0][l["layer"].as_u64().unwrap() as usize]).abs() < 1e-9,
+            "{l}"
+        );
+    }
+    assert_eq!(analysis["claims"].as_array().unwrap().len(), 2);
+    assert!(analysis["steps"].as_u64().unwrap() > 0);
+    let md = std::fs::read_to_string(out.join("analysis.md")).unwrap();
+    assert!(md.contains("switches less often") && md.contains("raster.png"));
+    let png = std::fs::read(out.join("raster.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+
+    // Bad input: an existing output directory, no episodes, a missing or truncated checkpoint,
+    // an LSTM checkpoint.
+    fails_with(
+        &[
+            "analyze",
+            run.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "--force",
+    );
+    fails_with(
+        &["analyze", run.to_str().unwrap(), "--episodes", "0"],
+        "--episodes",
+    );
+    fails_with(
+        &["analyze", tmp.path().join("nope").to_str().unwrap()],
+        "does not exist",
+    );
+    let ckpt = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .unwrap();
+    let bytes = std::fs::read(&ckpt).unwrap();
+    std::fs::write(&ckpt, &bytes[..bytes.len() / 2]).unwrap();
+    let truncated = brims(&[
+        "analyze",
+        ckpt.to_str().unwrap(),
+        "--out",
+        tmp.path().join("a2").to_str().unwrap(),
+    ]);
+    assert!(!truncated.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&truncated.stderr)
+            .trim()
+            .lines()
+            .count(),
+        1
+    );
+    let lstm = tmp.path().join("lstm");
+    train("configs/cartpole_lstm.toml", &lstm, "512");
+    fails_with(&["analyze", lstm.to_str().unwrap()], "not a BRIMs agent");
+}
