@@ -505,7 +505,7 @@ fn draw_raster(
     action_names: &[String],
     max_steps: usize,
 ) -> anyhow::Result<()> {
-    crate::report::register_font();
+    let sans = rlstats::font_family();
     let steps = e.actions.len().min(max_steps).max(1);
     let cell_w = 2u32;
     let row_h = 14u32;
@@ -518,7 +518,7 @@ fn draw_raster(
     let height = 10 + events_h + row_h * rows as u32 + 6 + action_h + legend_h + 20;
     let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
     root.fill(&WHITE)?;
-    let font = ("sans-serif", 12).into_font();
+    let font = (sans, 12).into_font();
     let x0 = label_w as i32;
     let x_of = |t: usize| x0 + (t as u32 * cell_w) as i32;
     // Events strip.

@@ -4,27 +4,11 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Once;
 
 use anyhow::{bail, Context};
 use plotters::prelude::*;
 
-/// The font the plot's text is drawn with: DejaVu Sans cut down to ASCII and `±` (14 kB;
-/// licence in assets/DejaVuSans-LICENSE.txt). plotters' ab_glyph backend has no system fonts.
-const FONT: &[u8] = include_bytes!("../assets/DejaVuSans-ascii.ttf");
-static REGISTER_FONT: Once = Once::new();
-
 const PLOT_SIZE: (u32, u32) = (1024, 640);
-/// Distinct, colour-blind-friendly line colours (Okabe–Ito), cycled.
-const COLOURS: [RGBColor; 7] = [
-    RGBColor(0, 114, 178),
-    RGBColor(213, 94, 0),
-    RGBColor(0, 158, 115),
-    RGBColor(204, 121, 167),
-    RGBColor(230, 159, 0),
-    RGBColor(86, 180, 233),
-    RGBColor(0, 0, 0),
-];
 
 /// One finished training run.
 #[derive(Debug, Clone, PartialEq)]
@@ -374,18 +358,9 @@ pub(crate) fn markdown(c: &Comparison) -> String {
     md
 }
 
-/// Registers the bundled font as plotters' "sans-serif" (once per process).
-pub(crate) fn register_font() {
-    REGISTER_FONT.call_once(|| {
-        // The font is compiled in and known to parse (tested); if it ever did not, plotters
-        // would report a font error when drawing text, which the caller's drawing returns.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
-    });
-}
-
 /// Draws the learning curves: mean across seeds with a shaded 95% CI band per config.
 pub(crate) fn draw_curves(path: &Path, c: &Comparison) -> anyhow::Result<()> {
-    register_font();
+    let sans = rlstats::font_family();
     let x_max = c.grid.last().copied().unwrap_or(0.0).max(1.0);
     let (mut y_min, mut y_max) = (f64::INFINITY, f64::NEG_INFINITY);
     for s in &c.configs {
@@ -408,7 +383,7 @@ pub(crate) fn draw_curves(path: &Path, c: &Comparison) -> anyhow::Result<()> {
                 "Episodic return (trailing mean of {} episodes), mean and 95% CI across seeds",
                 c.last_episodes
             ),
-            ("sans-serif", 22),
+            (sans, 22),
         )
         .margin(16)
         .x_label_area_size(48)
@@ -422,13 +397,13 @@ pub(crate) fn draw_curves(path: &Path, c: &Comparison) -> anyhow::Result<()> {
         .y_desc("episodic return")
         .x_label_formatter(&x_fmt)
         .y_label_formatter(&y_fmt)
-        .label_style(("sans-serif", 15))
-        .axis_desc_style(("sans-serif", 17))
+        .label_style((sans, 15))
+        .axis_desc_style((sans, 17))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()?;
 
     for (k, s) in c.configs.iter().enumerate() {
-        let colour = COLOURS[k % COLOURS.len()];
+        let colour = rlstats::COLOURS[k % rlstats::COLOURS.len()];
         let upper = c.grid.iter().zip(&s.curve_mean).zip(&s.curve_half_width);
         let mut band: Vec<(f64, f64)> = upper.clone().map(|((&x, &m), &h)| (x, m + h)).collect();
         band.extend(upper.rev().map(|((&x, &m), &h)| (x, m - h)));
@@ -450,7 +425,7 @@ pub(crate) fn draw_curves(path: &Path, c: &Comparison) -> anyhow::Result<()> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", 16))
+        .label_font((sans, 16))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()?;
@@ -582,10 +557,5 @@ mod tests {
         let w = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
         let h = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
         assert_eq!((w, h), PLOT_SIZE);
-    }
-
-    #[test]
-    fn bundled_font_parses() {
-        assert!(plotters::style::register_font("test-font", FontStyle::Normal, FONT).is_ok());
     }
 }

@@ -619,24 +619,18 @@ fn start(spec_path: &Path, args: &SweepRunArgs) -> anyhow::Result<serde_json::Va
 /// The command line that starts or continues run `id` of the sweep in `dir`.
 pub(crate) fn train_command(dir: &Path, id: &str) -> Vec<String> {
     let run = run_path(dir, id);
-    if run.exists() {
-        vec![
-            "train".into(),
-            "--run-dir".into(),
-            run.display().to_string(),
-            "--resume".into(),
-            "--quiet".into(),
-        ]
-    } else {
-        vec![
-            "train".into(),
+    let mut args = vec!["train".to_string(), "--quiet".into()];
+    if !run.exists() {
+        args.extend([
             "--config".into(),
             config_path(dir, id).display().to_string(),
-            "--run-dir".into(),
-            run.display().to_string(),
-            "--quiet".into(),
-        ]
+        ]);
     }
+    args.extend(["--run-dir".into(), run.display().to_string()]);
+    if run.exists() {
+        args.push("--resume".into());
+    }
+    args
 }
 
 /// Emulator frames per agent step over the whole grid (its frames over its agent steps), so

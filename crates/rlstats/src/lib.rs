@@ -52,5 +52,7 @@ pub use bootstrap::{
 };
 pub use error::{Result, StatsError};
 pub use per_task::{auc, human_normalized, t_interval};
-pub use plot::{plot_performance_profiles, plot_sample_efficiency, Band};
+pub use plot::{
+    font_family, plot_performance_profiles, plot_sample_efficiency, Band, COLOURS, FAMILY,
+};
 pub use scores::Scores;

@@ -13,12 +13,13 @@ use crate::error::{Result, StatsError};
 /// in assets/DejaVuSans-LICENSE.txt). plotters' ab_glyph backend has no system fonts, so text
 /// outside ASCII (e.g. `τ`) is not drawn: labels here are ASCII.
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans-ascii.ttf");
-const FAMILY: &str = "rlstats-sans";
+/// The plotters font family the bundled font is registered as (see [`font_family`]).
+pub const FAMILY: &str = "rlstats-sans";
 static REGISTER_FONT: Once = Once::new();
 
 const PLOT_SIZE: (u32, u32) = (1024, 640);
 /// Colour-blind-friendly line colours (Okabe–Ito), cycled.
-const COLOURS: [RGBColor; 7] = [
+pub const COLOURS: [RGBColor; 7] = [
     RGBColor(0, 114, 178),
     RGBColor(213, 94, 0),
     RGBColor(0, 158, 115),
@@ -113,13 +114,20 @@ fn check_bands(bands: &[Band]) -> Result<()> {
     Ok(())
 }
 
-fn draw(path: &Path, bands: &[Band], axes: &Axes) -> Result<()> {
-    check_bands(bands)?;
+/// Registers the bundled font (once per process) and returns its family name, for any plot
+/// of this workspace that draws text.
+pub fn font_family() -> &'static str {
     REGISTER_FONT.call_once(|| {
         // The font is compiled in and known to parse (tested); were it not, drawing text would
-        // fail with a font error, returned below.
+        // fail with a font error, which the caller's drawing returns.
         let _ = plotters::style::register_font(FAMILY, FontStyle::Normal, FONT);
     });
+    FAMILY
+}
+
+fn draw(path: &Path, bands: &[Band], axes: &Axes) -> Result<()> {
+    check_bands(bands)?;
+    font_family();
     let plot_err = |e: &dyn std::fmt::Display| StatsError::Plot {
         path: path.to_path_buf(),
         message: e.to_string(),
