@@ -92,13 +92,16 @@ impl ActivityCollector {
     }
 }
 
+/// One env's previous active mask (none after a reset) and its modules' current run lengths.
+type EnvDynamics = (Option<Vec<bool>>, Vec<usize>);
+
 /// Per layer, how the active set moves while training: the fraction of steps whose active set
 /// differs from the env's previous step, and the mean length of a module's finished runs of
 /// consecutive active steps. Each env is followed separately; a reset starts it afresh.
 #[derive(Default)]
 pub(crate) struct DynamicsTracker {
     /// Per (group, layer): each env's previous mask and its modules' current run lengths.
-    envs: std::collections::HashMap<(usize, usize), Vec<(Option<Vec<bool>>, Vec<usize>)>>,
+    envs: std::collections::HashMap<(usize, usize), Vec<EnvDynamics>>,
     /// Per layer: (switches, transitions, finished run lengths summed, finished runs).
     sums: Vec<(usize, usize, usize, usize)>,
 }

@@ -258,16 +258,16 @@ mod tests {
     fn switch_rates_and_run_lengths_of_a_known_sequence() {
         // Two modules: 01 01 01 10 10 11 → switches at t=3 and t=5 of 5 transitions.
         let s = seq(2, &[0b01, 0b01, 0b01, 0b10, 0b10, 0b11]);
-        assert!((switch_rate(&[s.clone()]) - 0.4).abs() < 1e-12);
-        let mut runs = run_lengths(&[s.clone()]);
+        assert!((switch_rate(std::slice::from_ref(&s)) - 0.4).abs() < 1e-12);
+        let mut runs = run_lengths(std::slice::from_ref(&s));
         runs.sort();
         // module 0: 3 then 1; module 1: 3.
         assert_eq!(runs, vec![1, 3, 3]);
-        assert_eq!(usage(&[s.clone()]), vec![4.0 / 6.0, 3.0 / 6.0]);
+        assert_eq!(usage(std::slice::from_ref(&s)), vec![4.0 / 6.0, 3.0 / 6.0]);
         // A reset cuts runs and is not a switch.
         let mut cut = s;
         cut.resets[2] = true;
-        let mut runs = run_lengths(&[cut.clone()]);
+        let mut runs = run_lengths(std::slice::from_ref(&cut));
         runs.sort();
         assert_eq!(runs, vec![1, 1, 2, 3]);
         assert!((switch_rate(&[cut]) - 0.5).abs() < 1e-12);

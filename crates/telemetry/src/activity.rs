@@ -453,7 +453,7 @@ pub fn labelled_activity_image(
     if gutter > 0 {
         // Each band's extent from the body's row layout: the top layer first.
         let rows = row_layout(layers, body.height as usize);
-        for band in 0..layers.len() {
+        for (band, layer) in layers.iter().enumerate() {
             let ys: Vec<usize> = rows
                 .iter()
                 .enumerate()
@@ -464,7 +464,7 @@ pub fn labelled_activity_image(
                 continue;
             };
             draw_text(&mut img, 0, top + events_h, &format!("L{band}"), LABEL);
-            let modules = layers[band].modules;
+            let modules = layer.modules;
             let row_h = (bottom - top + 1) / modules.max(1);
             if row_h >= 6 {
                 for j in 0..modules {
