@@ -114,9 +114,12 @@ def main(out_dir):
             avg = [sum(w[i] for w in ws) / len(ws) for i in range(len(ws[0]))]
             lines.append(f"- {core}: " + " ".join(f"{x:.1f}" for x in avg))
     lines += ["", "Steps/s differ with what else ran on the 2-core machine (two runs at a time, plus "
-              "builds): they are not a speed comparison. The commit column is the revision each run "
-              "started from; between them only telemetry, tooling and resume handling changed, not the "
-              "training computation."]
+              "builds): they are not a speed comparison. The commit column is run.json's "
+              "`git_revision`: the checkout's HEAD when the run started, which can be newer than the "
+              "binary that ran it (run.sh rebuilds only when started). Between these revisions the "
+              "training computation did not change: telemetry, tooling, resume handling, and a "
+              "restructuring of the sampler and the BRIMs kernel whose outputs and gradients are "
+              "bit-identical."]
     analyses = sorted(d for d in os.listdir(HERE) if d.startswith("analysis-"))
     if analyses:
         lines += ["", "Module dynamics of trained agents (`brims analyze OUT/<run> --episodes 10 --out "
