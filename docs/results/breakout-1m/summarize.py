@@ -115,8 +115,8 @@ def main(out_dir):
             lines.append(f"- {core}: " + " ".join(f"{x:.1f}" for x in avg))
     lines += ["", "Steps/s differ with what else ran on the 2-core machine (two runs at a time, plus "
               "builds): they are not a speed comparison. The commit column is run.json's "
-              "`git_revision`: the checkout's HEAD when the run started, which can be newer than the "
-              "binary that ran it (run.sh rebuilds only when started). Between these revisions the "
+              "`git_revision`: the checkout's HEAD when the run started, which need not be the source of "
+              "the binary that ran it (target/release was rebuilt while this grid ran). Between these revisions the "
               "training computation did not change: telemetry, tooling, resume handling, and a "
               "restructuring of the sampler and the BRIMs kernel whose outputs and gradients are "
               "bit-identical."]
