@@ -345,42 +345,29 @@ fn duplicates(what: &str, items: impl Iterator<Item = String>) -> anyhow::Result
 /// What differs between the spec a directory was made with and the one given now.
 fn spec_differences(old: &ResolvedSpec, new: &ResolvedSpec) -> Vec<String> {
     let mut out = Vec::new();
-    let mut field = |name: &str, a: String, b: String| {
+    let show = |x: &dyn std::fmt::Debug| format!("{x:?}");
+    let fields = [
+        ("name", show(&old.name), show(&new.name)),
+        ("games", show(&old.games), show(&new.games)),
+        ("configs", show(&old.configs), show(&new.configs)),
+        ("seeds", show(&old.seeds), show(&new.seeds)),
+        (
+            "total_frames",
+            show(&old.total_frames),
+            show(&new.total_frames),
+        ),
+        ("overrides", show(&old.overrides), show(&new.overrides)),
+        (
+            "max_attempts",
+            show(&old.max_attempts),
+            show(&new.max_attempts),
+        ),
+    ];
+    for (name, a, b) in fields {
         if a != b {
             out.push(format!("{name}: {a} → {b}"));
         }
-    };
-    field("name", old.name.clone(), new.name.clone());
-    field(
-        "games",
-        format!("{:?}", old.games),
-        format!("{:?}", new.games),
-    );
-    field(
-        "configs",
-        format!("{:?}", old.configs),
-        format!("{:?}", new.configs),
-    );
-    field(
-        "seeds",
-        format!("{:?}", old.seeds),
-        format!("{:?}", new.seeds),
-    );
-    field(
-        "total_frames",
-        format!("{:?}", old.total_frames),
-        format!("{:?}", new.total_frames),
-    );
-    field(
-        "overrides",
-        format!("{:?}", old.overrides),
-        format!("{:?}", new.overrides),
-    );
-    field(
-        "max_attempts",
-        old.max_attempts.to_string(),
-        new.max_attempts.to_string(),
-    );
+    }
     if out.is_empty() {
         for (a, b) in old.runs.iter().zip(&new.runs) {
             if a.config_toml != b.config_toml {

@@ -14,6 +14,20 @@ fn brims() -> Command {
     cmd
 }
 
+/// `brims sweep SPEC --out OUT …extra`, run to the end.
+fn sweep(spec: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    brims()
+        .args([
+            "sweep",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -120,18 +134,7 @@ fn an_interrupted_local_sweep_continues_to_the_full_budget() {
         "the interrupts came too late to test anything"
     );
     // The rerun finishes everything; a second rerun has nothing to do.
-    let done = brims()
-        .args([
-            "sweep",
-            spec.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--jobs",
-            "2",
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
+    let done = sweep(&spec, &out, &["--jobs", "2", "--quiet"]);
     assert!(
         done.status.success(),
         "{}",
@@ -159,16 +162,7 @@ fn an_interrupted_local_sweep_continues_to_the_full_budget() {
         "{report}"
     );
     assert!(!report.contains("runs finished; the rest"), "{report}");
-    let again = brims()
-        .args([
-            "sweep",
-            spec.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
+    let again = sweep(&spec, &out, &["--quiet"]);
     assert!(again.status.success());
     let status = brims()
         .args(["sweep", "status", out.to_str().unwrap()])
@@ -183,16 +177,7 @@ fn bad_sweeps_are_one_line_errors_and_touch_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let spec_a = spec(tmp.path(), 512);
     let out = tmp.path().join("sweep");
-    let ok = brims()
-        .args([
-            "sweep",
-            spec_a.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
+    let ok = sweep(&spec_a, &out, &["--quiet"]);
     assert!(
         ok.status.success(),
         "{}",
@@ -282,16 +267,7 @@ fn bad_sweeps_are_one_line_errors_and_touch_nothing() {
     let damaged = out.join("runs/memory_lstm-s2");
     std::fs::remove_file(damaged.join("summary.json")).unwrap();
     std::fs::remove_file(damaged.join("config.toml")).unwrap();
-    let o = brims()
-        .args([
-            "sweep",
-            spec_a.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
+    let o = sweep(&spec_a, &out, &["--quiet"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
