@@ -72,6 +72,8 @@ def main(out_dir):
                 for e in episodes: w.writerow([e["frames"], e["episodic_return"]])
             ev = scalars(run, "losses/explained_variance")
             ev_cross = next((s for s, v in ev if v > 0.5), None)
+            mid = [v for s, v in ev if 100_000 <= s < 150_000]
+            ev_mid = sum(mid) / len(mid) if mid else float("nan")
             windows = []
             for k in range(0, BUDGET_STEPS, 25_000):
                 xs = [float(e["episodic_return"]) for e in episodes if k <= int(e["global_step"]) < k + 25_000]
@@ -79,7 +81,7 @@ def main(out_dir):
             rows[(core, seed)] = dict(
                 finished=not summary["interrupted"] and summary["frames"] >= 4 * BUDGET_STEPS,
                 last20=summary["mean_return_last_20"], sps=summary["sps"],
-                ev_cross=ev_cross, windows=windows, rev=(meta.get("git_revision") or "?")[:7],
+                ev_cross=ev_cross, ev_mid=ev_mid, windows=windows, rev=(meta.get("git_revision") or "?")[:7],
                 params=summary["param_count"])
     lines = ["# Breakout, 1M frames: LSTM vs RIMs vs BRIMs, 3 seeds", "",
              "The check of issue \"BRIMs-PPO does not learn Breakout\": each core trained for 250k agent "
@@ -88,19 +90,19 @@ def main(out_dir):
              "`bash docs/results/breakout-1m/run.sh OUT` then `python3 docs/results/breakout-1m/summarize.py OUT`; "
              "every number below is read from the runs' files. `runs/*.csv` hold each run's episodes "
              "(frames, raw return).", "",
-             "| core | seed | last-20 return | explained variance > 0.5 at step | steps/s | parameters | commit |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+             "| core | seed | last-20 return | explained variance first > 0.5 at step | mean explained variance, steps 100k–150k | steps/s | parameters | commit |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     means = {}
     for core in CORES:
         vals = []
         for seed in (1, 2, 3):
             r = rows[(core, seed)]
             if r is None or not r["finished"]:
-                lines.append(f"| {core} | {seed} | (not finished) | | | | |")
+                lines.append(f"| {core} | {seed} | (not finished) | | | | | |")
                 continue
             vals.append(r["last20"])
             lines.append(f"| {core} | {seed} | {r['last20']:.2f} | {r['ev_cross'] if r['ev_cross'] is not None else 'never'} "
-                         f"| {r['sps']:.0f} | {r['params']:,} | {r['rev']} |")
+                         f"| {r['ev_mid']:.2f} | {r['sps']:.0f} | {r['params']:,} | {r['rev']} |")
         means[core] = (sum(vals) / len(vals), len(vals)) if vals else (float("nan"), 0)
     lines += ["", "| core | seeds finished | mean last-20 return | ÷ LSTM's |", "|---|---:|---:|---:|"]
     for core in CORES:
