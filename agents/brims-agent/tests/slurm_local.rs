@@ -134,6 +134,31 @@ fn a_slurm_sweep_survives_scancel_and_a_rerun_finishes_it() {
     let manifest = || -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap()
     };
+    // A job Slurm refuses (no such partition): Slurm's message, one line, nothing submitted.
+    let refused = slurm
+        .command(env!("CARGO_BIN_EXE_brims"))
+        .args([
+            "sweep",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args([
+            "--executor",
+            "slurm",
+            "--partition",
+            "nosuchpartition",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a bad partition was accepted");
+    assert!(
+        err.contains("sbatch refused the job") && err.contains("artition"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
     // Submit without waiting, then cancel a task whose run has a checkpoint.
     let submitted = sweep(false).stderr(Stdio::piped()).output().unwrap();
     assert!(

@@ -248,20 +248,24 @@ fn bad_sweeps_are_one_line_errors_and_touch_nothing() {
             want,
         );
     }
-    // Slurm without Slurm (skipped where sbatch exists).
-    if Command::new("sbatch").arg("--version").output().is_err() {
-        fails(
-            &[
-                "sweep",
-                spec_a.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-                "--executor",
-                "slurm",
-            ],
-            "sbatch",
-        );
-    }
+    // Slurm without Slurm: no sbatch on the PATH.
+    let o = brims()
+        .args([
+            "sweep",
+            spec_a.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(["--executor", "slurm"])
+        .env("PATH", tmp.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("sbatch") && err.contains("apt-get install"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
     // A run directory damaged by hand: its config is gone. The sweep reports it failed and
     // leaves the finished runs alone.
     let damaged = out.join("runs/memory_lstm-s2");
