@@ -138,25 +138,17 @@ fn read_runs(dirs: &[PathBuf]) -> anyhow::Result<Vec<ConfigRuns>> {
     let mut by_name: BTreeMap<String, Vec<RunCurve>> = BTreeMap::new();
     let mut left_out = Vec::new();
     for dir in dirs {
-        let cfg = RunConfig::load(&dir.join(CONFIG_FILE), &[])
-            .with_context(|| format!("{} is not a run directory", dir.display()))?;
-        let summary = match finished_summary(dir, &cfg)? {
-            Ok(summary) => summary,
+        let (cfg, curve) = match finished_curve(dir)? {
+            Ok(finished) => finished,
             Err(why) => {
                 left_out.push((dir, why));
                 continue;
             }
         };
-        let points = read_returns(&dir.join(RETURNS_FILE))?;
-        if points.is_empty() {
+        if curve.points.is_empty() {
             bail!("{}: no finished episodes to compare", dir.display());
         }
-        by_name.entry(cfg.name.clone()).or_default().push(RunCurve {
-            seed: cfg.seed,
-            points,
-            sps: summary.sps,
-            param_count: summary.param_count,
-        });
+        by_name.entry(cfg.name).or_default().push(curve);
     }
     if by_name.is_empty() {
         let list: Vec<String> = left_out
@@ -181,6 +173,26 @@ fn read_runs(dirs: &[PathBuf]) -> anyhow::Result<Vec<ConfigRuns>> {
         .into_iter()
         .map(|(name, runs)| ConfigRuns { name, runs })
         .collect())
+}
+
+/// A finished run's config and curve (its episodes, steps/s, parameter count), or why the run
+/// is not finished.
+pub(crate) fn finished_curve(
+    dir: &Path,
+) -> anyhow::Result<std::result::Result<(RunConfig, RunCurve), String>> {
+    let cfg = RunConfig::load(&dir.join(CONFIG_FILE), &[])
+        .with_context(|| format!("{} is not a run directory", dir.display()))?;
+    let summary = match finished_summary(dir, &cfg)? {
+        Ok(summary) => summary,
+        Err(why) => return Ok(Err(why)),
+    };
+    let curve = RunCurve {
+        seed: cfg.seed,
+        points: read_returns(&dir.join(RETURNS_FILE))?,
+        sps: summary.sps,
+        param_count: summary.param_count,
+    };
+    Ok(Ok((cfg, curve)))
 }
 
 /// The summary of a finished run, or why the run is not finished.
@@ -209,7 +221,7 @@ pub(crate) fn finished_summary(
 }
 
 /// `(frames, episodic return)` of every finished episode in a run's returns.csv.
-pub(crate) fn read_returns(path: &Path) -> anyhow::Result<Vec<(u64, f64)>> {
+fn read_returns(path: &Path) -> anyhow::Result<Vec<(u64, f64)>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     text.lines()

@@ -206,6 +206,13 @@ pub(crate) struct Manifest {
     pub runs: Vec<RunRecord>,
 }
 
+impl Manifest {
+    /// How many runs are in `state`.
+    pub(crate) fn count(&self, state: RunState) -> usize {
+        self.runs.iter().filter(|r| r.state == state).count()
+    }
+}
+
 const SPEC_FILE: &str = "sweep.json";
 const MANIFEST_FILE: &str = "manifest.json";
 
@@ -474,16 +481,11 @@ fn load_manifest(dir: &Path, spec: &ResolvedSpec) -> anyhow::Result<Manifest> {
     Ok(Manifest { runs })
 }
 
-fn save_manifest(dir: &Path, manifest: &Manifest) -> anyhow::Result<()> {
+pub(crate) fn save_manifest(dir: &Path, manifest: &Manifest) -> anyhow::Result<()> {
     run_dir::write_atomic(
         &dir.join(MANIFEST_FILE),
         serde_json::to_string_pretty(manifest)?.as_bytes(),
     )
-}
-
-/// [`save_manifest`] for the executors.
-pub(crate) fn save_manifest_pub(dir: &Path, manifest: &Manifest) -> anyhow::Result<()> {
-    save_manifest(dir, manifest)
 }
 
 /// After Slurm has run a sweep's tasks: each run done (finished on disk), failed (its log
@@ -514,11 +516,7 @@ pub(crate) fn refresh_after_slurm(
         }
     }
     save_manifest(dir, manifest)?;
-    let done = manifest
-        .runs
-        .iter()
-        .filter(|r| r.state == RunState::Done)
-        .count();
+    let done = manifest.count(RunState::Done);
     Ok(format!("{done} of {} runs done", manifest.runs.len()))
 }
 
@@ -574,11 +572,7 @@ fn start(spec_path: &Path, args: &SweepRunArgs) -> anyhow::Result<serde_json::Va
     } else {
         None
     };
-    let done = manifest
-        .runs
-        .iter()
-        .filter(|r| r.state == RunState::Done)
-        .count();
+    let done = manifest.count(RunState::Done);
     let failed: Vec<String> = manifest
         .runs
         .iter()
@@ -603,23 +597,6 @@ fn start(spec_path: &Path, args: &SweepRunArgs) -> anyhow::Result<serde_json::Va
     }))
 }
 
-/// The command line that starts or continues run `id` of the sweep in `dir`.
-pub(crate) fn train_command(dir: &Path, id: &str) -> Vec<String> {
-    let run = run_path(dir, id);
-    let mut args = vec!["train".to_string(), "--quiet".into()];
-    if !run.exists() {
-        args.extend([
-            "--config".into(),
-            config_path(dir, id).display().to_string(),
-        ]);
-    }
-    args.extend(["--run-dir".into(), run.display().to_string()]);
-    if run.exists() {
-        args.push("--resume".into());
-    }
-    args
-}
-
 /// Emulator frames per agent step over the whole grid (its frames over its agent steps), so
 /// the progress line's SPS is agent steps per second, as a run's.
 fn grid_frames_per_step(spec: &ResolvedSpec) -> anyhow::Result<u64> {
@@ -632,7 +609,7 @@ fn grid_frames_per_step(spec: &ResolvedSpec) -> anyhow::Result<u64> {
     Ok((frames / steps.max(1)).max(1))
 }
 
-/// The local executor: `jobs` child `brims train` processes at once, each with its share of
+/// The local executor: `jobs` child `brims sweep run-one` processes at once, each with its share of
 /// the cores; Ctrl-C or SIGTERM stops them all at their next update boundary (each writes a
 /// checkpoint), and a rerun continues.
 fn run_local(
@@ -679,7 +656,10 @@ fn run_local(
                     .open(log_path(dir, &id))
                     .with_context(|| format!("cannot write {}", log_path(dir, &id).display()))?;
                 let child = Command::new(&exe)
-                    .args(train_command(dir, &id))
+                    // The same entry point as a Slurm task: new run or continuation.
+                    .args(["sweep", "run-one"])
+                    .arg(dir)
+                    .arg(&id)
                     .env("RAYON_NUM_THREADS", threads.to_string())
                     .env(train::ACTOR_THREADS_ENV, threads.to_string())
                     .stdin(Stdio::null())
@@ -762,11 +742,7 @@ fn run_local(
     }
     progress.finish();
     save_manifest(dir, manifest)?;
-    let done = manifest
-        .runs
-        .iter()
-        .filter(|r| r.state == RunState::Done)
-        .count();
+    let done = manifest.count(RunState::Done);
     Ok(if stop.load(Ordering::SeqCst) {
         format!(
             "interrupted: {done} of {} runs done; every stopped run wrote a checkpoint. Rerun the same command to continue.",
@@ -854,11 +830,7 @@ fn status(dir: &Path) -> anyhow::Result<serde_json::Value> {
             pct
         );
     }
-    let done = manifest
-        .runs
-        .iter()
-        .filter(|r| r.state == RunState::Done)
-        .count();
+    let done = manifest.count(RunState::Done);
     Ok(serde_json::json!({
         "sweep_dir": dir,
         "runs_done": done,

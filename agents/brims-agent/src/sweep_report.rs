@@ -6,12 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::compare::{finished_summary, read_returns};
+use crate::compare::finished_curve;
 use crate::report::{self, ConfigRuns, ReportOptions, RunCurve};
-use crate::run_config::RunConfig;
 use crate::run_dir::CONFIG_FILE;
 use crate::sweep::{runs_by_game, ResolvedSpec};
-use crate::train::RETURNS_FILE;
 
 /// One game's finished runs per config, and how many runs each config has in all.
 pub(crate) struct GameRuns {
@@ -30,24 +28,15 @@ pub(crate) fn finished_runs(dir: &Path, spec: &ResolvedSpec) -> anyhow::Result<V
             planned.push((name.clone(), dirs.len()));
             let mut runs = Vec::new();
             for run in dirs {
+                // A run not yet started has no directory; an unfinished one is counted only.
                 if !run.join(CONFIG_FILE).is_file() {
                     continue;
                 }
-                let cfg = RunConfig::load(&run.join(CONFIG_FILE), &[])?;
-                let Ok(summary) = finished_summary(&run, &cfg)? else {
-                    continue;
-                };
-                let points = read_returns(&run.join(RETURNS_FILE))?;
-                if points.is_empty() {
-                    continue;
+                if let Ok((_, curve)) = finished_curve(&run)? {
+                    if !curve.points.is_empty() {
+                        runs.push(curve);
+                    }
                 }
-                runs.push(RunCurve {
-                    seed: cfg.seed,
-                    points,
-                    // As `brims compare` reports it: agent steps per second.
-                    sps: summary.sps,
-                    param_count: summary.param_count,
-                });
             }
             if !runs.is_empty() {
                 finished.push(ConfigRuns { name, runs });

@@ -137,7 +137,7 @@ pub(crate) fn submit(
             runs: ids.clone(),
         });
         crate::run_dir::write_atomic(&path, serde_json::to_string_pretty(&jobs)?.as_bytes())?;
-        crate::sweep::save_manifest_pub(&dir, manifest)?;
+        crate::sweep::save_manifest(&dir, manifest)?;
         writeln!(
             message,
             "submitted array job {job_id}: {} task(s) ({})",
