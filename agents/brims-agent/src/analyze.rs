@@ -8,15 +8,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use envs_api::{Element, Env};
 use plotters::prelude::*;
-use ppo::{ActorCritic, ObsElement};
-use rand::SeedableRng;
-use rand_pcg::Pcg64;
+use ppo::ActorCritic;
 use serde::Serialize;
 
 use crate::analyze_stats::{self as stats, LayerSeq};
-use crate::envs::{BoxedEnv, EnvFactory};
+use crate::envs::EnvFactory;
 use crate::run_config::EnvConfig;
 
 /// Arguments of `brims analyze`.
@@ -54,7 +51,8 @@ pub(crate) struct Recorded {
     /// layers without one).
     pub top_down: Vec<Option<Vec<f64>>>,
     pub actions: Vec<u32>,
-    pub rewards: Vec<f32>,
+    /// A non-zero reward at this step.
+    pub rewarded: Vec<bool>,
     /// A life was lost at this step (the game goes on).
     pub life_lost: Vec<bool>,
     pub score: f64,
@@ -125,98 +123,71 @@ fn action_names(env_cfg: &EnvConfig) -> anyhow::Result<Vec<String>> {
     })
 }
 
+/// Plays `args.episodes` evaluation episodes with eval's episode loop, keeping every step's
+/// activity, and turns each into the sequences the statistics read.
 fn record(
     net: &ActorCritic,
     env_cfg: &EnvConfig,
     args: &AnalyzeArgs,
 ) -> anyhow::Result<Vec<Recorded>> {
-    match EnvFactory::from_config(env_cfg)? {
-        EnvFactory::Frames(make) => record_with(net, make(0)?, args),
-        EnvFactory::Vectors(make) => record_with(net, make(0)?, args),
-    }
+    let played = crate::eval::evaluate(
+        net,
+        env_cfg,
+        args.episodes,
+        args.seed,
+        crate::eval::Recording::Activity,
+        Some(args.max_steps as u64),
+    )?;
+    played.into_iter().map(recorded).collect()
 }
 
-fn record_with<T: Element + ObsElement>(
-    net: &ActorCritic,
-    mut env: BoxedEnv<T>,
-    args: &AnalyzeArgs,
-) -> anyhow::Result<Vec<Recorded>> {
-    let mut rng = Pcg64::seed_from_u64(args.seed);
-    let mut out = Vec::new();
-    for episode in 0..args.episodes {
-        let (mut obs, _) = env.reset(Some(args.seed + episode as u64))?;
-        let mut state = net.zero_state(1)?;
-        let mut reset = true;
-        let mut rec = Recorded {
-            layers: vec![],
-            top_down: vec![],
-            actions: vec![],
-            rewards: vec![],
-            life_lost: vec![],
-            score: 0.0,
-        };
-        loop {
-            // The sampler's acting step, for one env, with the core's trace.
-            let reset_flag = [f32::from(u8::from(reset))];
-            let acted = ppo::act_and_sample(net, &obs, &state, &reset_flag, &mut rng, true)?;
-            let trace = acted
-                .trace
-                .as_ref()
-                .context("the core reported no module activity")?;
-            if rec.layers.is_empty() {
-                for lt in &trace.layers {
-                    rec.layers.push(LayerSeq {
-                        modules: lt.num_modules,
-                        active: vec![],
-                        resets: vec![],
-                    });
-                    let slots = lt.slot_attention.len() / lt.num_modules.max(1);
-                    rec.top_down.push((slots >= 2).then(Vec::new));
-                }
+/// One played episode as per-layer active masks (module `j` = bit `j`) and the mean attention
+/// of each layer's modules on its top-down slot, beside the actions and events.
+fn recorded(e: crate::eval::Episode) -> anyhow::Result<Recorded> {
+    let first = e
+        .traces
+        .first()
+        .context("the core reported no module activity")?;
+    let mut layers: Vec<LayerSeq> = first
+        .layers
+        .iter()
+        .map(|lt| LayerSeq {
+            modules: lt.num_modules,
+            active: Vec::with_capacity(e.traces.len()),
+            resets: e.resets.clone(),
+        })
+        .collect();
+    // Slot 1 of a module is its top-down input, for layers that have two slots.
+    let mut top_down: Vec<Option<Vec<f64>>> = first
+        .layers
+        .iter()
+        .map(|lt| (lt.slot_attention.len() >= 2 * lt.num_modules).then(Vec::new))
+        .collect();
+    for trace in &e.traces {
+        for ((lt, seq), td) in trace.layers.iter().zip(&mut layers).zip(&mut top_down) {
+            let mask = lt
+                .active
+                .iter()
+                .enumerate()
+                .fold(0u32, |m, (j, &a)| m | (u32::from(a) << j));
+            seq.active.push(mask);
+            if let Some(td) = td {
+                let m = lt.num_modules;
+                let sum: f64 = (0..m)
+                    .map(|j| f64::from(lt.slot_attention[j * 2 + 1]))
+                    .sum();
+                td.push(sum / m as f64);
             }
-            for (l, lt) in trace.layers.iter().enumerate() {
-                let mask = lt
-                    .active
-                    .iter()
-                    .enumerate()
-                    .fold(0u32, |m, (j, &a)| m | (u32::from(a) << j));
-                rec.layers[l].active.push(mask);
-                rec.layers[l].resets.push(reset);
-                if let Some(td) = &mut rec.top_down[l] {
-                    // Slot 1 of each module: the top-down input.
-                    let m = lt.num_modules;
-                    let mean = (0..m)
-                        .map(|j| f64::from(lt.slot_attention[j * 2 + 1]))
-                        .sum::<f64>()
-                        / m as f64;
-                    td.push(mean);
-                }
-            }
-            let action = acted.actions[0];
-            let step = env.step(action as usize)?;
-            rec.actions.push(action);
-            rec.rewards.push(step.reward);
-            let game_over = step.info.episode.is_some();
-            rec.life_lost.push(step.terminated && !game_over);
-            if let Some(stats) = step.info.episode {
-                rec.score = stats.ret;
-                break;
-            }
-            if rec.actions.len() >= args.max_steps {
-                break;
-            }
-            if step.terminated || step.truncated {
-                obs = env.reset(None)?.0;
-                reset = true;
-            } else {
-                obs = step.obs;
-                reset = false;
-            }
-            state = acted.next_state;
         }
-        out.push(rec);
     }
-    Ok(out)
+    Ok(Recorded {
+        layers,
+        top_down,
+        actions: e.actions,
+        rewarded: e.events.rewards,
+        life_lost: e.events.life_lost,
+        score: e.score,
+    })
 }
 
 /// What the analysis found for one layer.
@@ -274,10 +245,7 @@ const BINS: [(usize, usize); 7] = [
 
 fn analyse(episodes: &[Recorded], n_layers: usize, horizon: usize) -> Analysis {
     let life: Vec<Vec<bool>> = episodes.iter().map(|e| e.life_lost.clone()).collect();
-    let rewarded: Vec<Vec<bool>> = episodes
-        .iter()
-        .map(|e| e.rewards.iter().map(|&r| r != 0.0).collect())
-        .collect();
+    let rewarded: Vec<Vec<bool>> = episodes.iter().map(|e| e.rewarded.clone()).collect();
     let life_soon: Vec<Vec<u32>> = life
         .iter()
         .map(|f| stats::within_next(f, horizon))
@@ -525,7 +493,7 @@ fn draw_raster(
     let ey = 10;
     root.draw(&Text::new("events", (4, ey + 2), font.clone()))?;
     for t in 0..steps {
-        if e.rewards[t] != 0.0 {
+        if e.rewarded[t] {
             root.draw(&Rectangle::new(
                 [(x_of(t), ey), (x_of(t) + 1, ey + 7)],
                 GREEN.filled(),

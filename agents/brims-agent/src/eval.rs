@@ -45,6 +45,21 @@ pub(crate) struct Episode {
     pub traces: Vec<StepTrace>,
     /// Per step, when recorded: a reward, a life lost.
     pub events: telemetry::StepEvents,
+    /// Per step, when recorded: the action taken.
+    pub actions: Vec<u32>,
+    /// Per step, when recorded: the core state was zeroed before it (episode start, life lost).
+    pub resets: Vec<bool>,
+}
+
+/// What an evaluation keeps of its episodes besides their scores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Recording {
+    /// Scores only.
+    Nothing,
+    /// The first episode's frames and activity (traces, events, actions): the GIF.
+    FirstWithFrames,
+    /// Every episode's activity, no frames: the analysis and the activity picture.
+    Activity,
 }
 
 /// A trained policy with the run config it was trained with.
@@ -117,7 +132,11 @@ pub(crate) fn run(args: &EvalArgs) -> anyhow::Result<serde_json::Value> {
         &policy.cfg.env,
         args.episodes,
         args.seed,
-        args.gif.is_some(),
+        if args.gif.is_some() {
+            Recording::FirstWithFrames
+        } else {
+            Recording::Nothing
+        },
         None,
     )?;
     let scores: Vec<f64> = episodes.iter().map(|e| e.score).collect();
@@ -197,7 +216,7 @@ pub(crate) fn play_trained(
         &policy.cfg.env,
         episodes,
         seed,
-        false,
+        Recording::Nothing,
         None,
     )?;
     for (i, e) in played.iter().enumerate() {
@@ -221,7 +240,7 @@ pub(crate) fn evaluate(
     env_cfg: &EnvConfig,
     episodes: usize,
     seed: u64,
-    record_first: bool,
+    recording: Recording,
     max_steps: Option<u64>,
 ) -> anyhow::Result<Vec<Episode>> {
     use rand::SeedableRng;
@@ -230,7 +249,7 @@ pub(crate) fn evaluate(
         net,
         episodes,
         seed,
-        record_first,
+        recording,
         max_steps,
     };
     match EnvFactory::from_config(env_cfg)? {
@@ -244,7 +263,7 @@ struct Plays<'a> {
     net: &'a ActorCritic,
     episodes: usize,
     seed: u64,
-    record_first: bool,
+    recording: Recording,
     max_steps: Option<u64>,
 }
 
@@ -256,12 +275,16 @@ impl Plays<'_> {
     ) -> anyhow::Result<Vec<Episode>> {
         (0..self.episodes)
             .map(|i| {
-                let record = self.record_first && i == 0;
+                let (frames, activity) = match self.recording {
+                    Recording::Nothing => (false, false),
+                    Recording::FirstWithFrames => (i == 0, i == 0),
+                    Recording::Activity => (false, true),
+                };
                 play_episode(
                     self.net,
                     &mut env,
                     self.seed + i as u64,
-                    record,
+                    (frames, activity),
                     self.max_steps,
                     rng,
                 )
@@ -277,61 +300,60 @@ fn play_episode<T: Element + ObsElement>(
     net: &ActorCritic,
     env: &mut BoxedEnv<T>,
     seed: u64,
-    record: bool,
+    (record_frames, record_activity): (bool, bool),
     max_steps: Option<u64>,
     rng: &mut Pcg64,
 ) -> anyhow::Result<Episode> {
     let (mut obs, _) = env.reset(Some(seed))?;
     let mut state = net.zero_state(1)?;
-    let mut reset = 1.0f32;
-    let mut frames = Vec::new();
-    let mut traces = Vec::new();
-    let mut events = telemetry::StepEvents::default();
-    let (mut partial_score, mut steps) = (0.0, 0u64);
+    let mut reset = true;
+    let mut episode = Episode {
+        score: 0.0,
+        length: 0,
+        frames: Vec::new(),
+        traces: Vec::new(),
+        events: telemetry::StepEvents::default(),
+        actions: Vec::new(),
+        resets: Vec::new(),
+    };
     loop {
-        if max_steps.is_some_and(|m| steps >= m) {
-            return Ok(Episode {
-                score: partial_score,
-                length: steps,
-                frames,
-                traces,
-                events,
-            });
+        if max_steps.is_some_and(|m| episode.length >= m) {
+            return Ok(episode);
         }
         // The sampler's acting step, for one env.
-        let acted = ppo::act_and_sample(net, &obs, &state, &[reset], rng, record)?;
-        if record {
+        let reset_flag = [f32::from(u8::from(reset))];
+        let acted = ppo::act_and_sample(net, &obs, &state, &reset_flag, rng, record_activity)?;
+        if record_frames {
             if let Some(frame) = env.render() {
-                frames.push(frame);
-            }
-            if let Some(trace) = acted.trace {
-                traces.push(trace);
+                episode.frames.push(frame);
             }
         }
+        if let Some(trace) = acted.trace {
+            episode.traces.push(trace);
+        }
         let step = env.step(acted.actions[0] as usize)?;
-        steps += 1;
-        partial_score += f64::from(step.reward);
-        if record {
-            events.rewards.push(step.reward != 0.0);
-            events
+        episode.length += 1;
+        episode.score += f64::from(step.reward);
+        if record_activity {
+            episode.actions.push(acted.actions[0]);
+            episode.resets.push(reset);
+            episode.events.rewards.push(step.reward != 0.0);
+            episode
+                .events
                 .life_lost
                 .push(step.terminated && step.info.episode.is_none());
         }
         if let Some(stats) = step.info.episode {
-            return Ok(Episode {
-                score: stats.ret,
-                length: stats.len,
-                frames,
-                traces,
-                events,
-            });
+            episode.score = stats.ret;
+            episode.length = stats.len;
+            return Ok(episode);
         }
         if step.terminated || step.truncated {
             obs = env.reset(None)?.0;
-            reset = 1.0;
+            reset = true;
         } else {
             obs = step.obs;
-            reset = 0.0;
+            reset = false;
         }
         state = acted.next_state;
     }

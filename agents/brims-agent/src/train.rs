@@ -505,7 +505,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             &self.cfg.env,
             1,
             self.cfg.seed ^ 0xE7A1,
-            true,
+            crate::eval::Recording::Activity,
             Some(1000),
         )?;
         let bands = crate::activity::bands(&episode[0].traces);
