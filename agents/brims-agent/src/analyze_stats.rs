@@ -97,14 +97,16 @@ pub(crate) fn usage_entropy(usage: &[f64]) -> f64 {
 
 /// Plug-in mutual information (bits) between two discrete sequences of equal length.
 pub(crate) fn mutual_information(x: &[u32], y: &[u32]) -> f64 {
-    use std::collections::HashMap;
+    // Ordered maps: the sum runs in the same order in every process, so results are exact
+    // to the last bit from one run to the next.
+    use std::collections::BTreeMap;
     let n = x.len().min(y.len());
     if n == 0 {
         return 0.0;
     }
-    let mut joint: HashMap<(u32, u32), usize> = HashMap::new();
-    let mut px: HashMap<u32, usize> = HashMap::new();
-    let mut py: HashMap<u32, usize> = HashMap::new();
+    let mut joint: BTreeMap<(u32, u32), usize> = BTreeMap::new();
+    let mut px: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut py: BTreeMap<u32, usize> = BTreeMap::new();
     for i in 0..n {
         *joint.entry((x[i], y[i])).or_default() += 1;
         *px.entry(x[i]).or_default() += 1;
