@@ -55,13 +55,37 @@ pub fn build_core(
 pub struct LstmConfig {
     /// Hidden (and output) size `H`.
     pub hidden_size: usize,
+    /// How the weights start (default: CleanRL's orthogonal).
+    #[serde(default)]
+    pub weight_init: LstmWeightInit,
+}
+
+/// The LSTM's initial weights.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LstmWeightInit {
+    /// CleanRL's `ppo_atari_lstm.py`: `weight_ih` and `weight_hh` orthogonal with gain 1, every
+    /// bias 0. Drawn by `ppo::ActorCritic::new`, which owns the seeded RNG and the orthogonal
+    /// draw; [`crate::Lstm::new`] on its own draws PyTorch's uniform values.
+    #[default]
+    Orthogonal,
+    /// PyTorch's `nn.LSTM` default: every parameter `U(±1/√H)`.
+    Pytorch,
 }
 
 impl LstmConfig {
     /// The Atari preset, the core of configs/breakout_lstm.toml: one LSTM of 128 (CleanRL's
     /// `ppo_atari_lstm.py`).
     pub fn atari() -> Self {
-        LstmConfig { hidden_size: 128 }
+        LstmConfig::new(128)
+    }
+
+    /// An LSTM of `hidden_size` with the default (orthogonal) weights.
+    pub fn new(hidden_size: usize) -> Self {
+        LstmConfig {
+            hidden_size,
+            weight_init: LstmWeightInit::default(),
+        }
     }
 
     /// Checks the sizes.
@@ -364,7 +388,7 @@ mod tests {
     #[test]
     fn parses_both_kinds_from_toml_and_rejects_unknown_fields() {
         let lstm: CoreConfig = toml_like("kind = \"lstm\"\nhidden_size = 64\n");
-        assert_eq!(lstm, CoreConfig::Lstm(LstmConfig { hidden_size: 64 }));
+        assert_eq!(lstm, CoreConfig::Lstm(LstmConfig::new(64)));
         let brims: CoreConfig = toml_like(
             r#"kind = "brims"
 top_down = "paper"
@@ -443,7 +467,7 @@ active = 2
             Err(BrimsError::ZeroSize { .. })
         ));
         assert!(matches!(
-            LstmConfig { hidden_size: 0 }.validate(4),
+            LstmConfig::new(0).validate(4),
             Err(BrimsError::ZeroSize { .. })
         ));
     }

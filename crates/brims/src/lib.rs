@@ -43,7 +43,7 @@ mod topk;
 pub use crate::brims::Brims;
 pub use crate::config::{
     build_core, AttentionInit, BrimsConfig, BrimsLayerConfig, CommAttentionConfig, CoreConfig,
-    CoreOutput, InputAttentionConfig, LstmConfig, LstmInit, TieBreak, TopDown,
+    CoreOutput, InputAttentionConfig, LstmConfig, LstmInit, LstmWeightInit, TieBreak, TopDown,
 };
 pub use crate::core::{Core, CoreState, LayerTrace, StepTrace};
 pub use crate::error::BrimsError;

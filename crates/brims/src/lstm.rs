@@ -27,7 +27,9 @@ pub struct Lstm {
 }
 
 impl Lstm {
-    /// Builds the LSTM from `vb` (PyTorch init: `U(±1/√H)` for every parameter).
+    /// Builds the LSTM from `vb` with PyTorch's init, `U(±1/√H)` for every parameter, whatever
+    /// `cfg.weight_init` says: the orthogonal draw is `ppo::ActorCritic::new`'s, which
+    /// overwrites these values.
     pub fn new(cfg: &LstmConfig, input_size: usize, vb: VarBuilder) -> Result<Self, BrimsError> {
         cfg.validate(input_size)?;
         let h = cfg.hidden_size;

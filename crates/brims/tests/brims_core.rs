@@ -111,7 +111,7 @@ fn build_core_builds_both_kinds_with_same_output_width() {
     brims_512.input_attention.key_size = 32;
     brims_512.input_attention.value_size = Some(32);
     for cfg in [
-        CoreConfig::Lstm(LstmConfig { hidden_size: 512 }),
+        CoreConfig::Lstm(LstmConfig::new(512)),
         CoreConfig::Brims(brims_512),
     ] {
         let vm = VarMap::new();
@@ -397,7 +397,7 @@ fn check_gradients(
 fn lstm_gradients_match_finite_differences() {
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
-    let core = Lstm::new(&LstmConfig { hidden_size: 5 }, E, vb).unwrap();
+    let core = Lstm::new(&LstmConfig::new(5), E, vb).unwrap();
     check_gradients(&vm, &core, 4, &|_| true, |_, _, _| Vec::new());
 }
 

@@ -7,7 +7,7 @@ use candle_nn::{VarBuilder, VarMap};
 fn lstm_core(e: usize, h: usize, dtype: DType) -> (VarMap, Box<dyn Core>) {
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, dtype, &Device::Cpu);
-    let core = build_core(&CoreConfig::Lstm(LstmConfig { hidden_size: h }), e, vb).unwrap();
+    let core = build_core(&CoreConfig::Lstm(LstmConfig::new(h)), e, vb).unwrap();
     (vm, core)
 }
 
@@ -127,7 +127,7 @@ fn lstm_reset_zeroes_exactly_the_chosen_envs() {
 fn lstm_wrong_input_width_is_a_typed_error() {
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-    let core = Lstm::new(&LstmConfig { hidden_size: 4 }, 3, vb).unwrap();
+    let core = Lstm::new(&LstmConfig::new(4), 3, vb).unwrap();
     let x = randn(&[2, 5], DType::F32);
     assert!(matches!(
         core.check_input(&x),

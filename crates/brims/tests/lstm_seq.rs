@@ -39,14 +39,7 @@ struct Setup {
 fn setup(dtype: DType, hidden: usize) -> Setup {
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, dtype, &Device::Cpu);
-    let lstm = Lstm::new(
-        &LstmConfig {
-            hidden_size: hidden,
-        },
-        E,
-        vb,
-    )
-    .unwrap();
+    let lstm = Lstm::new(&LstmConfig::new(hidden), E, vb).unwrap();
     Setup {
         vm,
         lstm,

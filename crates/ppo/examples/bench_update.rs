@@ -30,7 +30,7 @@ fn core_named(name: &str) -> Option<CoreConfig> {
         "lstm" | "lstm128" => Some(CoreConfig::Lstm(LstmConfig::atari())),
         "brims" | "brims_breakout" => Some(CoreConfig::Brims(BrimsConfig::atari())),
         // A wider LSTM, the Atari preset before it matched the configs.
-        "lstm512" => Some(CoreConfig::Lstm(LstmConfig { hidden_size: 512 })),
+        "lstm512" => Some(CoreConfig::Lstm(LstmConfig::new(512))),
         // "none": the feed-forward network.
         _ => None,
     }

@@ -99,7 +99,7 @@ fn variants() -> Vec<(&'static str, CoreConfig)> {
     use AttentionInit::FanIn;
     use LstmInit::Module;
     vec![
-        ("lstm128", CoreConfig::Lstm(LstmConfig { hidden_size: 128 })),
+        ("lstm128", CoreConfig::Lstm(LstmConfig::new(128))),
         ("brims-ref", CoreConfig::Brims(brims())),
         ("brims-std0.1", CoreConfig::Brims(with_std(brims(), 0.1))),
         (

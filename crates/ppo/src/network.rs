@@ -1,6 +1,6 @@
 //! The actor-critic network: encoder → optional recurrent core → policy and value heads.
 
-use brims::{build_core, Core, CoreConfig, CoreState, StepTrace};
+use brims::{build_core, Core, CoreConfig, CoreState, LstmWeightInit, StepTrace};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
@@ -164,7 +164,8 @@ impl ActorCritic {
     /// Builds the network for observations of `obs_shape` (one env, e.g. `[4]` or `[4, 84, 84]`)
     /// and `n_actions` discrete actions. Its parameters are created in `varmap` on `device`;
     /// encoder and heads get CleanRL's orthogonal init (gain √2 hidden, 0.01 policy, 1 value,
-    /// zero biases) drawn from `rng`; the core keeps its own init.
+    /// zero biases) drawn from `rng`, and so does an LSTM core with
+    /// `weight_init = "orthogonal"` (gain 1); BRIMs keeps its own init.
     pub fn new(
         cfg: &NetworkConfig,
         obs_shape: &[usize],
@@ -307,6 +308,15 @@ impl ActorCritic {
             Some(c) => Some(build_core(c, features, vb.pp("core"))?),
             None => None,
         };
+        let mut lstm_specs = Vec::new();
+        if let Some(CoreConfig::Lstm(lstm)) = &cfg.core {
+            if lstm.weight_init == LstmWeightInit::Orthogonal {
+                // CleanRL's ppo_atari_lstm.py: both weights orthogonal (gain 1), biases 0.
+                let h = lstm.hidden_size;
+                lstm_specs.push(("ih", vec![4 * h, features]));
+                lstm_specs.push(("hh", vec![4 * h, h]));
+            }
+        }
         let head_in = core.as_ref().map_or(features, |c| c.output_size());
         let policy = candle_nn::linear(head_in, n_actions, vb.pp("policy"))?;
         specs.push(InitSpec {
@@ -326,6 +336,12 @@ impl ActorCritic {
             varmap.set_one(format!("{}.weight", spec.prefix), w)?;
             let b = Tensor::zeros(spec.shape[0], DType::F32, device)?;
             varmap.set_one(format!("{}.bias", spec.prefix), b)?;
+        }
+        for (part, shape) in lstm_specs {
+            let w = orthogonal(&shape, 1.0, rng, device)?;
+            varmap.set_one(format!("core.weight_{part}"), w)?;
+            let b = Tensor::zeros(shape[0], DType::F32, device)?;
+            varmap.set_one(format!("core.bias_{part}"), b)?;
         }
         Ok(ActorCritic {
             encoder,
@@ -652,5 +668,75 @@ mod frame_input_tests {
             diff < 1e-5 && vdiff < 1e-5,
             "logits differ by {diff}, values by {vdiff}"
         );
+    }
+}
+
+#[cfg(test)]
+mod lstm_init_tests {
+    use super::*;
+    use brims::LstmConfig;
+
+    fn lstm_params(weight_init: LstmWeightInit) -> std::collections::HashMap<String, Tensor> {
+        let cfg = NetworkConfig {
+            encoder: EncoderConfig::Mlp {
+                hidden: vec![24],
+                activation: Activation::Tanh,
+            },
+            core: Some(CoreConfig::Lstm(LstmConfig {
+                hidden_size: 5,
+                weight_init,
+            })),
+        };
+        let mut varmap = VarMap::new();
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(7);
+        ActorCritic::new(&cfg, &[3], 2, &mut varmap, &Device::Cpu, &mut rng).unwrap();
+        let data = varmap.data().lock().unwrap();
+        data.iter()
+            .filter(|(name, _)| name.starts_with("core."))
+            .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
+            .collect()
+    }
+
+    /// `w wᵀ` (or `wᵀ w` when `w` is tall), as nested rows.
+    fn gram(w: &Tensor) -> Vec<Vec<f32>> {
+        let (rows, cols) = w.dims2().unwrap();
+        let w = if rows > cols {
+            w.t().unwrap()
+        } else {
+            w.clone()
+        };
+        w.matmul(&w.t().unwrap()).unwrap().to_vec2().unwrap()
+    }
+
+    #[test]
+    fn orthogonal_lstm_weights_and_zero_biases_as_cleanrl() {
+        let params = lstm_params(LstmWeightInit::Orthogonal);
+        // weight_ih [20, 24]: orthonormal rows; weight_hh [20, 5]: orthonormal columns.
+        for name in ["core.weight_ih", "core.weight_hh"] {
+            for (i, row) in gram(&params[name]).iter().enumerate() {
+                for (j, x) in row.iter().enumerate() {
+                    let want = if i == j { 1.0 } else { 0.0 };
+                    assert!((x - want).abs() < 1e-5, "{name}: gram[{i}][{j}] = {x}");
+                }
+            }
+        }
+        for name in ["core.bias_ih", "core.bias_hh"] {
+            let b: Vec<f32> = params[name].to_vec1().unwrap();
+            assert!(b.iter().all(|&x| x == 0.0), "{name}: {b:?}");
+        }
+    }
+
+    #[test]
+    fn pytorch_lstm_init_stays_uniform_with_nonzero_biases() {
+        let params = lstm_params(LstmWeightInit::Pytorch);
+        let bound = 1.0 / 5f32.sqrt();
+        let b: Vec<f32> = params["core.bias_ih"].to_vec1().unwrap();
+        assert!(b.iter().all(|x| x.abs() <= bound) && b.iter().any(|&x| x != 0.0));
+        let w: Vec<f32> = params["core.weight_hh"]
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(w.iter().all(|x| x.abs() <= bound));
     }
 }

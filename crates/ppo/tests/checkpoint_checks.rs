@@ -24,7 +24,7 @@ fn learner() -> Learner {
             hidden: vec![8],
             activation: Activation::Tanh,
         },
-        core: Some(CoreConfig::Lstm(LstmConfig { hidden_size: 4 })),
+        core: Some(CoreConfig::Lstm(LstmConfig::new(4))),
     };
     Learner::new(plan, network, &[3], 2, &Device::Cpu).unwrap()
 }

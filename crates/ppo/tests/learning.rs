@@ -100,7 +100,7 @@ fn cartpole(core: Option<CoreConfig>, updates: usize, num_minibatches: usize) ->
 
 #[test]
 fn cartpole_lstm_reaches_195() {
-    let lstm = CoreConfig::Lstm(LstmConfig { hidden_size: 64 });
+    let lstm = CoreConfig::Lstm(LstmConfig::new(64));
     let mean = cartpole(Some(lstm), CARTPOLE_UPDATES, 2);
     assert!(
         mean >= 195.0,
@@ -168,7 +168,7 @@ const MEMORY_UPDATES: usize = 150;
 
 #[test]
 fn memory_lstm_solves_what_feed_forward_cannot() {
-    let lstm = || Some(CoreConfig::Lstm(LstmConfig { hidden_size: 32 }));
+    let lstm = || Some(CoreConfig::Lstm(LstmConfig::new(32)));
     let solved = memory(lstm(), MEMORY_UPDATES);
     assert!(
         solved >= MemoryCue::SUCCESS_RETURN,

@@ -36,7 +36,7 @@ fn learner(core: CoreConfig, obs: usize, num_envs: usize, num_steps: usize) -> L
 }
 
 fn lstm() -> CoreConfig {
-    CoreConfig::Lstm(LstmConfig { hidden_size: 8 })
+    CoreConfig::Lstm(LstmConfig::new(8))
 }
 
 fn brims() -> CoreConfig {

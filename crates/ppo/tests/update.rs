@@ -38,7 +38,7 @@ fn mlp(core: Option<CoreConfig>, hidden: usize) -> NetworkConfig {
 }
 
 fn lstm() -> NetworkConfig {
-    mlp(Some(CoreConfig::Lstm(LstmConfig { hidden_size: 8 })), 16)
+    mlp(Some(CoreConfig::Lstm(LstmConfig::new(8))), 16)
 }
 
 /// Acts with the learner's network on random observations for `T` steps, after a few warm-up
@@ -206,7 +206,7 @@ fn ratio_is_one_nature_cnn_lstm_u8() {
     }
     .validate()
     .unwrap();
-    let net = NetworkConfig::atari(Some(CoreConfig::Lstm(LstmConfig { hidden_size: 32 })));
+    let net = NetworkConfig::atari(Some(CoreConfig::Lstm(LstmConfig::new(32))));
     let shape = [2usize, 84, 84];
     let mut learner = Learner::new(plan, net, &shape, 4, &Device::Cpu).unwrap();
     let mut rng = Pcg64::seed_from_u64(3);
@@ -332,10 +332,7 @@ fn non_finite_loss_stops_and_leaves_checkpoint_untouched() {
 #[test]
 fn checkpoint_of_other_shape_or_truncated_is_a_typed_error() {
     let dir = tempfile::tempdir().unwrap();
-    let saved = new_learner(mlp(
-        Some(CoreConfig::Lstm(LstmConfig { hidden_size: 8 })),
-        32,
-    ));
+    let saved = new_learner(mlp(Some(CoreConfig::Lstm(LstmConfig::new(8))), 32));
     let header = saved.save_checkpoint(dir.path(), 2).unwrap();
 
     // Another network shape: error names the file and the tensor; nothing changes.
