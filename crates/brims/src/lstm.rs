@@ -1,13 +1,14 @@
 //! The LSTM baseline core.
 
-use candle_core::{Tensor, D};
+use candle_core::{DType, Tensor, D};
 use candle_nn::rnn::{LSTMState, RNN};
 use candle_nn::{Init, VarBuilder};
 
 use crate::config::LstmConfig;
-use crate::core::{Core, CoreState};
+use crate::core::{act_by_stepping, Core, CoreState, StepTrace};
 use crate::error::BrimsError;
-use crate::lstm_seq::{fused_supported, lstm_seq};
+use crate::kernels::{contiguous_slice, gemm_acc_nt, Real};
+use crate::lstm_seq::{cell_forward, fused_supported, lstm_seq};
 
 /// An LSTM cell with PyTorch's gate order `i, f, g, o` and parameter names
 /// (`weight_ih [4H, E]`, `weight_hh [4H, H]`, `bias_ih [4H]`, `bias_hh [4H]`), so candle-nn and
@@ -16,6 +17,8 @@ use crate::lstm_seq::{fused_supported, lstm_seq};
 /// `seq` transposes each weight once per call into `[in, out]` and projects all `T` inputs with
 /// one matmul; on the CPU (f32/f64) the recurrence then runs as one fused candle op with a
 /// hand-written BPTT backward, elsewhere as one small op per step ([`Lstm::seq_stepwise`]).
+/// `act` on the CPU is one forward-only loop (two gemms reading the weights in place, then the
+/// cell), as BRIMs acts; elsewhere it steps with candle ops.
 #[derive(Clone, Debug)]
 pub struct Lstm {
     weight_ih: Tensor,
@@ -92,6 +95,70 @@ impl Lstm {
         let c = f.mul(c)?.add(&i.mul(&g)?)?;
         let h = o.mul(&fast_tanh(&c)?)?;
         Ok((h, c))
+    }
+
+    /// The acting step in plain loops: reset mask, both projections, the cell. `input [B, E]`,
+    /// `state` `(h, c)` each `[B, H]`, `keep [B]` (0 = reset); returns `(h, c)`, detached.
+    fn act_fused<T: Real>(
+        &self,
+        input: &Tensor,
+        state: &CoreState,
+        keep: &[f64],
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let (batch, n, e) = (keep.len(), self.hidden_size, self.input_size);
+        let input = input.detach().contiguous()?;
+        let h = state.parts[0].flatten_all()?.to_vec1::<T>()?;
+        let c = state.parts[1].flatten_all()?.to_vec1::<T>()?;
+        let tensors = [
+            &input,
+            &self.weight_ih,
+            &self.weight_hh,
+            &self.bias_ih,
+            &self.bias_hh,
+        ];
+        let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
+        let slices = guards
+            .iter()
+            .map(|(storage, layout)| match &**storage {
+                candle_core::Storage::Cpu(cpu) => contiguous_slice::<T>(cpu, layout),
+                _ => candle_core::bail!("lstm: the fused step runs on the CPU only"),
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let [x, w_ih, w_hh, b_ih, b_hh] = slices[..] else {
+            candle_core::bail!("lstm: five tensors expected");
+        };
+        let mut h_prev = h;
+        let mut c_prev = c;
+        for (b, &k) in keep.iter().enumerate() {
+            let k = T::from_f64(k);
+            h_prev[b * n..(b + 1) * n]
+                .iter_mut()
+                .for_each(|v| *v *= k);
+            c_prev[b * n..(b + 1) * n]
+                .iter_mut()
+                .for_each(|v| *v *= k);
+        }
+        let bias: Vec<T> = b_ih.iter().zip(b_hh).map(|(&p, &q)| p + q).collect();
+        let mut gates: Vec<T> = (0..batch).flat_map(|_| bias.iter().copied()).collect();
+        // The input projection is most of the step's work: over the threads, as candle would.
+        gemm_acc_nt(&mut gates, x, w_ih, (batch, e, 4 * n), true);
+        gemm_acc_nt(&mut gates, &h_prev, w_hh, (batch, n, 4 * n), false);
+        let mut h_next = vec![T::zero(); batch * n];
+        let mut c_next = vec![T::zero(); batch * n];
+        for b in 0..batch {
+            let rows = b * n..(b + 1) * n;
+            cell_forward(
+                &gates[b * 4 * n..(b + 1) * 4 * n],
+                &c_prev[rows.clone()],
+                &mut h_next[rows.clone()],
+                &mut c_next[rows],
+            );
+        }
+        let dev = input.device();
+        Ok((
+            Tensor::from_vec(h_next, (batch, n), dev)?,
+            Tensor::from_vec(c_next, (batch, n), dev)?,
+        ))
     }
 
     fn check_state(&self, state: &CoreState) -> candle_core::Result<()> {
@@ -218,6 +285,41 @@ impl Core for Lstm {
             .broadcast_add(&self.bias()?)?;
         let (h, c) = self.cell(&gates, &state.parts[1])?;
         Ok((h.clone(), CoreState { parts: vec![h, c] }))
+    }
+
+    fn act(
+        &self,
+        input: &Tensor,
+        state: &CoreState,
+        reset: &Tensor,
+        traced: bool,
+    ) -> candle_core::Result<(Tensor, CoreState, Option<StepTrace>)> {
+        self.check_input(input).map_err(BrimsError::into_candle)?;
+        self.check_state(state)?;
+        let batch = input.dim(0)?;
+        expect_shape("reset", reset, &[batch]).map_err(BrimsError::into_candle)?;
+        for part in &state.parts {
+            expect_shape("state", part, &[batch, self.hidden_size])
+                .map_err(BrimsError::into_candle)?;
+        }
+        let dtype = input.dtype();
+        let same_dtype = [&self.weight_ih, &state.parts[0], &state.parts[1]]
+            .iter()
+            .all(|t| t.dtype() == dtype);
+        if !(same_dtype && fused_supported(input.device(), dtype)) {
+            return act_by_stepping(self, input, state, reset, traced);
+        }
+        let keep: Vec<f64> = reset
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?
+            .iter()
+            .map(|r| 1.0 - r)
+            .collect();
+        let (h, c) = match dtype {
+            DType::F64 => self.act_fused::<f64>(input, state, &keep)?,
+            _ => self.act_fused::<f32>(input, state, &keep)?,
+        };
+        Ok((h.clone(), CoreState { parts: vec![h, c] }, None))
     }
 
     fn seq(

@@ -4,11 +4,17 @@
 //! overhead; here the recurrence runs in plain loops and autograd sees one node. The backward
 //! recomputes the gate pre-activations of all steps with ONE matmul (every `h_{t-1}` is in the
 //! saved output), runs the sequential BPTT in loops, and forms `∂W_hh` with one more matmul.
+//! Both passes split the batch's rows over the rayon threads, as the BRIMs op does.
+
+use std::ops::Range;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
-use crate::kernels::{contiguous_slice, gemm_acc, sigmoid, tanh, Real};
+use crate::kernels::{
+    contiguous_slice, gather_rows, gemm_acc, row_parts, scatter_rows, sigmoid, tanh, Real,
+};
 
 /// Whether [`lstm_seq`] runs fused for tensors on `device` of `dtype` (else: the step loop).
 pub(crate) fn fused_supported(device: &Device, dtype: DType) -> bool {
@@ -115,21 +121,90 @@ impl LstmSeqOp {
             gates.copy_from_slice(&x_proj[t * b_n * 4 * n..(t + 1) * b_n * 4 * n]);
             gemm_acc(&mut gates, &hp, w_hh, b_n, n, 4 * n);
             for b in 0..b_n {
-                let g = &gates[b * 4 * n..(b + 1) * 4 * n];
                 let row = (t * b_n + b) * 2 * n;
                 let (h_out, c_out) = out[row..row + 2 * n].split_at_mut(n);
-                for j in 0..n {
-                    let i = sigmoid(g[j]);
-                    let f = sigmoid(g[n + j]);
-                    let gg = tanh(g[2 * n + j]);
-                    let o = sigmoid(g[3 * n + j]);
-                    let c = f * cp[b * n + j] + i * gg;
-                    c_out[j] = c;
-                    h_out[j] = o * tanh(c);
-                }
+                cell_forward(
+                    &gates[b * 4 * n..(b + 1) * 4 * n],
+                    &cp[b * n..(b + 1) * n],
+                    h_out,
+                    c_out,
+                );
             }
         }
         out
+    }
+
+    /// The op over env rows `rows` only (their `keep` values).
+    fn for_rows(&self, rows: &Range<usize>) -> LstmSeqOp {
+        LstmSeqOp {
+            keep: gather_rows(&self.keep, self.steps, self.batch, 1, rows),
+            steps: self.steps,
+            batch: rows.len(),
+            hidden: self.hidden,
+        }
+    }
+
+    /// [`LstmSeqOp::forward`] with the batch's rows split over the rayon threads (envs are
+    /// independent in the recurrence, so each thread runs all `T` steps of its rows).
+    fn forward_rows<T: Real + Send + Sync>(&self, x_proj: &[T], w_hh: &[T], h0c0: &[T]) -> Vec<T> {
+        let parts = row_parts(self.batch);
+        if parts.len() <= 1 {
+            return self.forward(x_proj, w_hh, h0c0);
+        }
+        let (steps, b_n, n) = (self.steps, self.batch, self.hidden);
+        let outs: Vec<(Range<usize>, Vec<T>)> = parts
+            .into_par_iter()
+            .map(|rows| {
+                let part = self.for_rows(&rows).forward(
+                    &gather_rows(x_proj, steps, b_n, 4 * n, &rows),
+                    w_hh,
+                    &gather_rows(h0c0, 2, b_n, n, &rows),
+                );
+                (rows, part)
+            })
+            .collect();
+        let mut out = vec![T::zero(); steps * b_n * 2 * n];
+        for (rows, part) in outs {
+            scatter_rows(&mut out, &part, b_n, 2 * n, &rows);
+        }
+        out
+    }
+
+    /// [`LstmSeqOp::backward`] with the batch's rows split over the rayon threads.
+    fn backward_rows<T: Real + Send + Sync>(
+        &self,
+        pre: &[T],
+        cp: &[T],
+        out: &[T],
+        grad: &[T],
+        w_t: &[T],
+    ) -> (Vec<T>, Vec<T>) {
+        let parts = row_parts(self.batch);
+        if parts.len() <= 1 {
+            return self.backward(pre, cp, out, grad, w_t);
+        }
+        let (steps, b_n, n) = (self.steps, self.batch, self.hidden);
+        type Part<T> = (Range<usize>, Vec<T>, Vec<T>);
+        let grads: Vec<Part<T>> = parts
+            .into_par_iter()
+            .map(|rows| {
+                let (d_pre, d_h0c0) = self.for_rows(&rows).backward(
+                    &gather_rows(pre, steps, b_n, 4 * n, &rows),
+                    &gather_rows(cp, steps, b_n, n, &rows),
+                    &gather_rows(out, steps, b_n, 2 * n, &rows),
+                    &gather_rows(grad, steps, b_n, 2 * n, &rows),
+                    w_t,
+                );
+                (rows, d_pre, d_h0c0)
+            })
+            .collect();
+        let mut d_pre = vec![T::zero(); steps * b_n * 4 * n];
+        let mut d_h0c0 = vec![T::zero(); 2 * b_n * n];
+        for (rows, part_pre, part_h0c0) in grads {
+            scatter_rows(&mut d_pre, &part_pre, b_n, 4 * n, &rows);
+            scatter_rows(&mut d_h0c0, &part_h0c0, b_n, n, &rows);
+        }
+        (d_pre, d_h0c0)
     }
 
     /// `(h̃_{t-1}, c̃_{t-1})` for every step, each `[T, B, H]`: the masked previous state.
@@ -205,7 +280,7 @@ impl LstmSeqOp {
         (d_pre, dh_next)
     }
 
-    fn bwd_typed<T: Real>(
+    fn bwd_typed<T: Real + Send + Sync>(
         &self,
         x_proj: &Tensor,
         w_hh: &Tensor,
@@ -229,7 +304,7 @@ impl LstmSeqOp {
             .flatten_all()?
             .to_vec1::<T>()?;
         let w_t = w_hh.t()?.contiguous()?.flatten_all()?.to_vec1::<T>()?;
-        let (d_pre, d_h0c0) = self.backward(&pre, &cp, &out, &grad, &w_t);
+        let (d_pre, d_h0c0) = self.backward_rows(&pre, &cp, &out, &grad, &w_t);
         let d_pre = Tensor::from_vec(d_pre, (steps * b_n, 4 * n), dev)?;
         let d_w = hp.t()?.matmul(&d_pre)?;
         Ok((
@@ -257,14 +332,14 @@ impl CustomOp3 for LstmSeqOp {
         let shape = Shape::from((self.steps, self.batch, 2 * self.hidden));
         let storage = match (s1, s2, s3) {
             (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(self.forward::<f32>(
+                CpuStorage::F32(self.forward_rows::<f32>(
                     contiguous_slice(s1, l1)?,
                     contiguous_slice(s2, l2)?,
                     contiguous_slice(s3, l3)?,
                 ))
             }
             (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(self.forward::<f64>(
+                CpuStorage::F64(self.forward_rows::<f64>(
                     contiguous_slice(s1, l1)?,
                     contiguous_slice(s2, l2)?,
                     contiguous_slice(s3, l3)?,
@@ -293,5 +368,19 @@ impl CustomOp3 for LstmSeqOp {
             DType::F64 => self.bwd_typed::<f64>(x_proj, w_hh, h0c0, res, grad_res),
             dt => bail!("lstm_seq: no backward for {dt:?}"),
         }
+    }
+}
+
+/// One env's cell update from its gate pre-activations `gates [4H]` (PyTorch's order `i, f, g,
+/// o`) and its masked previous cell `c_prev [H]`: writes `h [H]` and `c [H]`.
+pub(crate) fn cell_forward<T: Real>(gates: &[T], c_prev: &[T], h: &mut [T], c: &mut [T]) {
+    let n = c_prev.len();
+    for j in 0..n {
+        let i = sigmoid(gates[j]);
+        let f = sigmoid(gates[n + j]);
+        let g = tanh(gates[2 * n + j]);
+        let o = sigmoid(gates[3 * n + j]);
+        c[j] = f * c_prev[j] + i * g;
+        h[j] = o * tanh(c[j]);
     }
 }

@@ -225,3 +225,62 @@ fn wrong_start_batch_is_an_error() {
     let bad = s.lstm.zero_state(B + 1).unwrap();
     assert!(s.lstm.seq(s.xs.as_tensor(), &s.resets, &bad).is_err());
 }
+
+/// The batch's rows split over 1, 2 and 3 threads (3 envs: a part of one row each) give the
+/// step loop's values and gradients.
+#[test]
+fn fused_seq_matches_step_loop_with_rows_over_threads() {
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| check(DType::F64, 6, 1e-12, 1e-10));
+    }
+}
+
+/// `act` (the forward-only loop on the CPU) gives `step_with_reset`'s values, with the reset
+/// rows starting from zero, in f64 and f32, and under a thread pool of any size.
+#[test]
+fn act_matches_step_with_reset() {
+    for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 1e-5)] {
+        let s = setup(dtype, 7);
+        let x = randn(&[B, E], dtype);
+        let state = CoreState {
+            parts: vec![randn(&[B, 7], dtype), randn(&[B, 7], dtype)],
+        };
+        let reset = Tensor::new(&[0f32, 1.0, 0.0], &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let (y, next, trace) = s.lstm.act(&x, &state, &reset, true).unwrap();
+        assert!(trace.is_none(), "the LSTM has no module activity to trace");
+        let (y_ref, next_ref) = s.lstm.step_with_reset(&x, &state, &reset).unwrap();
+        assert!(max_abs_diff(&y, &y_ref) < tol, "{dtype:?}: output");
+        for i in 0..2 {
+            assert!(
+                max_abs_diff(&next.parts[i], &next_ref.parts[i]) < tol,
+                "{dtype:?}: state part {i}"
+            );
+        }
+        // The reset row equals a step from the zero state; the others do not.
+        let zero = s.lstm.zero_state(B).unwrap();
+        let (y_zero, _) = s.lstm.step(&x, &zero).unwrap();
+        let row = |t: &Tensor, b: usize| t.get(b).unwrap();
+        assert!(max_abs_diff(&row(&y, 1), &row(&y_zero, 1)) < tol);
+        assert!(max_abs_diff(&row(&y, 0), &row(&y_zero, 0)) > 1e-3);
+    }
+}
+
+/// `act` refuses a reset mask of the wrong length and a state of the wrong shape.
+#[test]
+fn act_checks_its_shapes() {
+    let s = setup(DType::F32, 4);
+    let x = randn(&[B, E], DType::F32);
+    let state = s.lstm.zero_state(B).unwrap();
+    let short_reset = Tensor::zeros(B - 1, DType::F32, &Device::Cpu).unwrap();
+    assert!(s.lstm.act(&x, &state, &short_reset, false).is_err());
+    let reset = Tensor::zeros(B, DType::F32, &Device::Cpu).unwrap();
+    let small = s.lstm.zero_state(B - 1).unwrap();
+    assert!(s.lstm.act(&x, &small, &reset, false).is_err());
+}

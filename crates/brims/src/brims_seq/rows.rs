@@ -13,40 +13,8 @@ use super::forward::forward;
 use super::weights::{LayerWeights, LayerWeightsT};
 use super::{Gradients, LayerSaved, Plan};
 use crate::config::TieBreak;
-use crate::kernels::Real;
+use crate::kernels::{gather_rows, row_parts, scatter_rows, Real};
 use crate::sizes::LayerSizes;
-
-/// Contiguous row ranges splitting `batch` rows over the rayon threads.
-fn row_parts(batch: usize) -> Vec<Range<usize>> {
-    let parts = rayon::current_num_threads().clamp(1, batch.max(1));
-    (0..parts)
-        .map(|p| p * batch / parts..(p + 1) * batch / parts)
-        .filter(|r| !r.is_empty())
-        .collect()
-}
-
-/// Rows `rows` of a `[T, B, x]` buffer, as `[T, rows, x]`.
-fn gather_rows<T: Copy>(
-    src: &[T],
-    steps: usize,
-    batch: usize,
-    x: usize,
-    rows: &Range<usize>,
-) -> Vec<T> {
-    let mut out = Vec::with_capacity(steps * rows.len() * x);
-    for t in 0..steps {
-        out.extend_from_slice(&src[(t * batch + rows.start) * x..(t * batch + rows.end) * x]);
-    }
-    out
-}
-
-/// Writes `[T, rows, x]` `part` into rows `rows` of the `[T, B, x]` `dst`.
-fn scatter_rows<T: Copy>(dst: &mut [T], part: &[T], batch: usize, x: usize, rows: &Range<usize>) {
-    let n = rows.len() * x;
-    for (t, chunk) in part.chunks(n).enumerate() {
-        dst[(t * batch + rows.start) * x..(t * batch + rows.end) * x].copy_from_slice(chunk);
-    }
-}
 
 /// What [`forward_rows`] kept: each row range with its layers' intermediates.
 pub(crate) type RowsSaved<T> = Vec<(Range<usize>, Vec<LayerSaved<T>>)>;
