@@ -22,7 +22,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use crate::compare::finished_summary;
-use crate::run_config::RunConfig;
+use crate::run_config::{EnvConfig, RunConfig};
 use crate::run_dir::{self, CONFIG_FILE};
 use crate::train::{self, TrainArgs};
 
@@ -145,6 +145,22 @@ struct SpecFile {
 
 fn default_attempts() -> u32 {
     3
+}
+
+/// A config's name without its own Atari game's prefix (`breakout_lstm` → `lstm`); other names
+/// as they are.
+fn config_label(cfg: &RunConfig) -> String {
+    let game = match &cfg.env {
+        EnvConfig::Atari { game, .. } => game.to_lowercase(),
+        _ => return cfg.name.clone(),
+    };
+    // `Breakout`, `ALE/Breakout-v5` and `roms/breakout.bin` are all `breakout`.
+    let file = game.rsplit('/').next().unwrap_or(&game);
+    let game = file.split(['-', '.']).next().unwrap_or(file);
+    match cfg.name.strip_prefix(&format!("{game}_")) {
+        Some(rest) if !rest.is_empty() => rest.to_string(),
+        _ => cfg.name.clone(),
+    }
 }
 
 /// One run of the grid.
@@ -285,7 +301,12 @@ fn resolve(path: &Path) -> anyhow::Result<ResolvedSpec> {
                     config.display()
                 )
             })?;
-        let cfg = RunConfig::load(&found, &spec.overrides)?;
+        let mut cfg = RunConfig::load(&found, &spec.overrides)?;
+        if !spec.games.is_empty() {
+            // The spec names the games, so a config's own game is no part of what it is:
+            // breakout_lstm.toml run on Pong is "lstm", and its runs are Pong-lstm-s1, ….
+            cfg.name = config_label(&cfg);
+        }
         configs.push((found, cfg));
     }
     duplicates("config names", configs.iter().map(|(_, c)| c.name.clone()))?;
@@ -929,6 +950,25 @@ mod tests {
             "name = \"t\"\nconfigs = [\"{cp}\"]\nseeds = 1\nbogus = 1\n"
         ))
         .contains("bogus"));
+    }
+
+    /// The shipped Atari grid: games × cores × seeds, named by core (not by the game a config
+    /// was written for), each run on its own game with the spec's budget.
+    #[test]
+    fn the_atari_grid_names_runs_by_game_and_core() {
+        let spec = repo_configs().join("sweeps/atari-v1.toml");
+        let r = resolve(&spec).unwrap();
+        assert_eq!(r.configs, ["lstm", "rims", "brims"]);
+        assert_eq!(r.runs.len(), 2 * 3 * 3);
+        assert_eq!(r.runs[0].id, "Breakout-lstm-s1");
+        let pong = r.runs.iter().find(|r| r.id == "Pong-brims-s3").unwrap();
+        assert!(pong.config_toml.contains("game = \"Pong\""));
+        assert!(pong.config_toml.contains("seed = 3"));
+        assert!(r.runs.iter().all(|r| r.total_frames == 4_000_000));
+        assert!(r
+            .runs
+            .iter()
+            .all(|r| r.config_toml.contains("repeat_action_probability = 0.0")));
     }
 
     #[test]

@@ -131,12 +131,8 @@ impl Lstm {
         let mut c_prev = c;
         for (b, &k) in keep.iter().enumerate() {
             let k = T::from_f64(k);
-            h_prev[b * n..(b + 1) * n]
-                .iter_mut()
-                .for_each(|v| *v *= k);
-            c_prev[b * n..(b + 1) * n]
-                .iter_mut()
-                .for_each(|v| *v *= k);
+            h_prev[b * n..(b + 1) * n].iter_mut().for_each(|v| *v *= k);
+            c_prev[b * n..(b + 1) * n].iter_mut().for_each(|v| *v *= k);
         }
         let bias: Vec<T> = b_ih.iter().zip(b_hh).map(|(&p, &q)| p + q).collect();
         let mut gates: Vec<T> = (0..batch).flat_map(|_| bias.iter().copied()).collect();
