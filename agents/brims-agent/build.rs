@@ -28,4 +28,29 @@ fn main() {
         }
     }
     println!("cargo:rustc-env=BRIMS_DEP_VERSIONS={}", versions.join(","));
+
+    // The revision this binary is built from (not the checkout a run happens to start in), and
+    // whether the tree had changes then. Rebuilt when HEAD, a branch or the index moves.
+    let git_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.git");
+    for watched in ["HEAD", "refs/heads", "packed-refs", "index"] {
+        let path = git_dir.join(watched);
+        if path.exists() {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let revision = git(&["rev-parse", "HEAD"]).unwrap_or_default();
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+        .map(|s| !s.is_empty())
+        .unwrap_or(false);
+    println!("cargo:rustc-env=BRIMS_GIT_REVISION={revision}");
+    println!("cargo:rustc-env=BRIMS_GIT_DIRTY={dirty}");
 }

@@ -225,7 +225,8 @@ pub(crate) fn metadata(seed: u64, config_source: &str) -> serde_json::Value {
     serde_json::json!({
         "seed": seed,
         "config_source": config_source,
-        "git_revision": git_revision(),
+        "git_revision": build_revision(),
+        "git_dirty_at_build": env!("BRIMS_GIT_DIRTY") == "true",
         "brims_version": env!("CARGO_PKG_VERSION"),
         "dependencies": env!("BRIMS_DEP_VERSIONS").split(',').collect::<Vec<_>>(),
         "command": std::env::args().collect::<Vec<_>>(),
@@ -233,14 +234,9 @@ pub(crate) fn metadata(seed: u64, config_source: &str) -> serde_json::Value {
     })
 }
 
-fn git_revision() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+/// The git revision the binary was built from (by build.rs), if it was built in a checkout.
+pub(crate) fn build_revision() -> Option<&'static str> {
+    Some(env!("BRIMS_GIT_REVISION")).filter(|r| !r.is_empty())
 }
 
 /// `YYYYmmdd-HHMMSS` in UTC.
