@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Writes docs/results/atari-v1/ from a finished `brims sweep` of configs/sweeps/atari-v1.toml,
+the LSTM check sweep (configs/sweeps/breakout-cleanrl-check.toml) and CleanRL's own run(s).
+Standard library only; every number comes from the runs' files (summary.json, returns.csv,
+run.json, TensorBoard events) or from the sweep's report.md, copied unchanged.
+
+    python3 docs/results/atari-v1/publish.py --sweep runs/atari-v1 \
+        --check runs/breakout-cleanrl-check --cleanrl runs/cleanrl-250k/*/
+
+See run.sh for the whole reproduction.
+"""
+import argparse, csv, glob, json, os, shutil, statistics, sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "breakout-1m"))
+from summarize import scalars  # noqa: E402  (the TensorBoard reader, one copy)
+
+CANARY_BOUND = 1e-4
+CORES = ["lstm", "rims", "brims"]
+
+
+def last20(returns):
+    tail = returns[-20:]
+    return sum(tail) / len(tail) if tail else float("nan")
+
+
+def read_run(run):
+    """One of our runs: its episodes, summary and provenance, or None if it has not finished."""
+    summary_path = os.path.join(run, "summary.json")
+    if not os.path.exists(summary_path):
+        return None
+    summary = json.load(open(summary_path))
+    config = open(os.path.join(run, "config.toml")).read()
+    total = next(int(l.split("=")[1].replace("_", "")) for l in config.splitlines()
+                 if l.startswith("total_frames"))
+    if summary["interrupted"] or summary["frames"] < total:
+        return None
+    meta = json.load(open(os.path.join(run, "run.json")))
+    episodes = list(csv.DictReader(open(os.path.join(run, "returns.csv"))))
+    canary = [v for _, v in scalars(run, "losses/first_ratio_deviation")]
+    return dict(
+        episodes=episodes, last20=summary["mean_return_last_20"], sps=summary["sps"],
+        frames=summary["frames"], wall_h=summary["frames"] / 4 / summary["sps"] / 3600,
+        canary_max=max(canary) if canary else float("nan"), updates=len(canary),
+        rev=(meta.get("git_revision") or "?")[:7], dirty=meta.get("git_dirty_at_build"),
+        params=summary["param_count"])
+
+
+def read_cleanrl(run):
+    """CleanRL's run: (last-20 return, agent steps, wall seconds, its last logged SPS)."""
+    returns = [v for _, v in scalars(run, "charts/episodic_return")]
+    sps = scalars(run, "charts/SPS")
+    steps = sps[-1][0] if sps else 0
+    # CleanRL logs SPS = global_step / (time since start), so wall time = steps / SPS.
+    wall = steps / sps[-1][1] if sps and sps[-1][1] > 0 else float("nan")
+    return last20(returns), len(returns), steps, wall, (sps[-1][1] if sps else float("nan"))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sweep", required=True)
+    ap.add_argument("--check", required=True)
+    ap.add_argument("--cleanrl", nargs="*", default=[])
+    args = ap.parse_args()
+
+    # The sweep's own report and plots, unchanged.
+    report_dir = os.path.join(HERE, "report")
+    os.makedirs(report_dir, exist_ok=True)
+    for src in [os.path.join(args.sweep, "report.md")] + sorted(glob.glob(os.path.join(args.sweep, "*.png"))):
+        shutil.copy(src, report_dir)
+
+    runs_dir = os.path.join(HERE, "runs")
+    os.makedirs(runs_dir, exist_ok=True)
+    rows, unfinished = {}, []
+    for run in sorted(glob.glob(os.path.join(args.sweep, "runs", "*"))):
+        rid = os.path.basename(run)
+        r = read_run(run)
+        if r is None:
+            unfinished.append(rid)
+            continue
+        with open(os.path.join(runs_dir, f"{rid}.csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["frames", "episodic_return"])
+            for e in r["episodes"]:
+                w.writerow([e["frames"], e["episodic_return"]])
+        game, core, seed = rid.split("-")
+        rows[(game, core, seed)] = r
+
+    revs = sorted({(r["rev"], r["dirty"]) for r in rows.values()})
+    lines = [
+        "# LSTM vs RIMs vs BRIMs on Atari: Breakout and Pong, 3 seeds, 1M agent steps",
+        "",
+        "PPO with CleanRL's `ppo_atari_lstm.py` settings (environment, network, initialisation "
+        "and hyperparameters; `configs/breakout_lstm.toml`), and the same PPO with a RIMs core "
+        "(one BRIMs layer, `configs/breakout_rims.toml`) and a two-layer BRIMs core "
+        "(`configs/breakout_brims.toml`). Each run: 1M agent steps (4M emulator frames), the "
+        "learning rate annealed over that budget, seeds 1-3. Reproduce with `bash "
+        "docs/results/atari-v1/run.sh OUT` (the commands are in it); this page is written by "
+        "`publish.py` from the runs' files.",
+        "",
+        "Built from commit(s): " + ", ".join(f"`{r}`" + (" (tree dirty at build)" if d else "")
+                                             for r, d in revs) + ".",
+        "",
+    ]
+    if unfinished:
+        lines += [f"**Not finished yet** ({len(unfinished)} runs, left out below): "
+                  + ", ".join(unfinished) + ".", ""]
+    lines += ["## Final return (mean of each run's last 20 episodes)", "",
+              "| game | core | seed 1 | seed 2 | seed 3 | mean | steps/s | wall h per run |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    games = sorted({g for g, _, _ in rows})
+    for game in games:
+        for core in CORES:
+            rs = [rows.get((game, core, f"s{s}")) for s in (1, 2, 3)]
+            done = [r for r in rs if r]
+            if not done:
+                continue
+            cells = [f"{r['last20']:.2f}" if r else "–" for r in rs]
+            mean = statistics.mean(r["last20"] for r in done)
+            lines.append(f"| {game} | {core} | " + " | ".join(cells) + f" | {mean:.2f} | "
+                         f"{statistics.mean(r['sps'] for r in done):.0f} | "
+                         f"{statistics.mean(r['wall_h'] for r in done):.2f} |")
+    total_h = sum(r["wall_h"] for r in rows.values())
+    worst = max((r["canary_max"] for r in rows.values()), default=float("nan"))
+    lines += ["",
+              f"Steps/s are whole-run agent steps per second with two runs at a time on a 2-core "
+              f"machine (one thread each), so they compare the cores under equal load; "
+              f"{total_h:.1f} run-hours in all.",
+              "",
+              f"The acting-vs-replay canary (`losses/first_ratio_deviation`, |ratio − 1| on the "
+              f"first minibatch of every update): largest value over all "
+              f"{sum(r['updates'] for r in rows.values())} updates of all runs = {worst:.1e} "
+              f"({'within' if worst <= CANARY_BOUND else 'ABOVE'} the bound {CANARY_BOUND:.0e}).",
+              "",
+              "The aggregate across games (human-normalised IQM, probability of improvement, "
+              "performance profiles, sample efficiency; rliable's methods) is the sweep's own "
+              "report, copied unchanged: [report/report.md](report/report.md). `runs/*.csv` hold "
+              "each run's episodes (frames, raw return).",
+              ""]
+
+    # The LSTM row against CleanRL at 250k steps.
+    check = []
+    for run in sorted(glob.glob(os.path.join(args.check, "runs", "*"))):
+        r = read_run(run)
+        if r:
+            check.append((os.path.basename(run), r))
+    lines += ["## Check: the LSTM against CleanRL's `ppo_atari_lstm.py`, Breakout, 250k agent steps", ""]
+    if check:
+        ours = [r["last20"] for _, r in check]
+        lines += ["| run | last-20 return | steps/s |", "|---|---:|---:|"]
+        lines += [f"| ours, {rid} | {r['last20']:.2f} | {r['sps']:.0f} |" for rid, r in check]
+        cleanrl = [(os.path.basename(os.path.normpath(c)), read_cleanrl(c)) for c in args.cleanrl]
+        for name, (l20, n, steps, wall, sps) in cleanrl:
+            lines.append(f"| CleanRL, {name} ({n} episodes, {steps} steps, {wall / 60:.0f} min) "
+                         f"| {l20:.2f} | {sps:.0f} |")
+        lines += ["", f"Ours: mean {statistics.mean(ours):.2f} over {len(ours)} seeds, "
+                  f"range {min(ours):.2f}–{max(ours):.2f}."]
+        if cleanrl:
+            theirs = [c[1][0] for c in cleanrl]
+            lo, hi = min(theirs), max(theirs)
+            inside = lo <= statistics.mean(ours) <= hi if len(theirs) > 1 else min(ours) <= lo <= max(ours)
+            lines.append(f"CleanRL: {', '.join(f'{t:.2f}' for t in theirs)}. "
+                         + ("Our seed mean lies within CleanRL's spread." if len(theirs) > 1 and inside else
+                            "CleanRL's run lies within our seeds' range." if inside else
+                            "**They disagree**: see the closing note of issue 14."))
+    else:
+        lines.append("(the check sweep has not finished)")
+    open(os.path.join(HERE, "README.md"), "w").write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

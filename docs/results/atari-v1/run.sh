@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Reproduces docs/results/atari-v1/ (issue 14). On 2 cores: about 20 minutes per 250k agent
+# steps per run, two runs at a time; the grid is 18 runs of 1M steps. Rerunning continues:
+# finished runs are skipped, interrupted ones resume from their last checkpoint. With a
+# Slurm cluster, add `--executor slurm --partition P --time 12:00:00 --cpus-per-task 2` to the
+# sweep commands.
+#
+#   bash docs/results/atari-v1/run.sh [OUT_DIR]      (default: runs/atari-v1-out)
+#
+# CleanRL's run (the LSTM check) needs the anchors' virtualenv: bash scripts/anchors-venv.sh;
+# without it that step is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+out=${1:-runs/atari-v1-out}
+mkdir -p "$out"
+cargo build --release --bin brims
+brims=target/release/brims
+
+# 1. The LSTM check: ours at 250k steps, 3 seeds, and CleanRL's ppo_atari_lstm.py once.
+$brims sweep configs/sweeps/breakout-cleanrl-check.toml --out "$out/breakout-cleanrl-check" --jobs 2 --quiet
+python=${BRIMS_ANCHOR_PYTHON:-.venv-anchors/bin/python}
+cleanrl_runs=()
+if [ -x "$python" ]; then
+    script=$("$python" -c 'import cleanrl_anchor, os; print(cleanrl_anchor.PPO_ATARI_LSTM)' 2>/dev/null || true)
+    if [ -n "$script" ] && [ ! -d "$out/cleanrl-250k/runs" ]; then
+        (cd "$out" && mkdir -p cleanrl-250k && cd cleanrl-250k &&
+            "$python" "$script" --env-id BreakoutNoFrameskip-v4 --total-timesteps 250000 \
+                --seed 1 --cuda False --track False --capture-video False > cleanrl.log 2>&1)
+    fi
+    cleanrl_runs=("$out"/cleanrl-250k/runs/*/)
+else
+    echo "no anchors virtualenv at $python: CleanRL's run skipped" >&2
+fi
+
+# 2. The grid.
+$brims sweep configs/sweeps/atari-v1.toml --out "$out/atari-v1" --jobs 2 --quiet
+$brims sweep report "$out/atari-v1"
+
+# 3. The page.
+python3 docs/results/atari-v1/publish.py --sweep "$out/atari-v1" \
+    --check "$out/breakout-cleanrl-check" --cleanrl "${cleanrl_runs[@]}"
