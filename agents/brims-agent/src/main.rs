@@ -23,6 +23,7 @@ mod sweep_report;
 mod sweep_slurm;
 mod train;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 /// Train, evaluate and compare LSTM and BRIMs agents on Atari with PPO.
@@ -62,8 +63,18 @@ enum Command {
     /// List every bundled game.
     ListGames,
     /// Speed benchmarks; the last line printed is a JSON object.
+    Bench(BenchCli),
+}
+
+/// `brims bench`: the bench to run, and where else its JSON goes.
+#[derive(clap::Args, Debug)]
+struct BenchCli {
+    /// Also write the JSON object (pretty-printed) to this file, e.g. for
+    /// scripts/benchmarks_md.py.
+    #[arg(long, global = true, value_name = "PATH")]
+    json: Option<std::path::PathBuf>,
     #[command(subcommand)]
-    Bench(BenchCommand),
+    which: BenchCommand,
 }
 
 #[derive(Subcommand, Debug)]
@@ -140,11 +151,19 @@ fn run(command: Command) -> anyhow::Result<Option<serde_json::Value>> {
             play::list_games();
             return Ok(None);
         }
-        Command::Bench(bench) => match bench {
-            BenchCommand::Env(args) => bench::env::run(&args)?,
-            BenchCommand::Core(args) => bench::core::run(&args)?,
-            BenchCommand::Cnn(args) => bench::cnn::run(&args)?,
-            BenchCommand::Train(args) => bench::train::run(&args)?,
-        },
+        Command::Bench(cli) => {
+            let (name, mut json) = match cli.which {
+                BenchCommand::Env(args) => ("env", bench::env::run(&args)?),
+                BenchCommand::Core(args) => ("core", bench::core::run(&args)?),
+                BenchCommand::Cnn(args) => ("cnn", bench::cnn::run(&args)?),
+                BenchCommand::Train(args) => ("train", bench::train::run(&args)?),
+            };
+            bench::provenance(name, &mut json);
+            if let Some(path) = &cli.json {
+                std::fs::write(path, format!("{json:#}\n"))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            json
+        }
     }))
 }

@@ -318,22 +318,65 @@ fn smoke_training_on_breakout_then_eval_writes_a_gif() {
     assert_eq!(&bytes[..6], b"GIF89a");
 }
 
+/// `brims bench …` with no anchor Python: neither `--python` nor `BRIMS_ANCHOR_PYTHON`.
+fn bench_without_anchor() -> Command {
+    let mut cmd = brims();
+    cmd.env_remove("BRIMS_ANCHOR_PYTHON").arg("bench");
+    cmd
+}
+
+/// A bench's JSON records what produced it, and its anchor's skip says `why`.
+fn assert_provenance_and_skip(json: &serde_json::Value, bench: &str, why: &str) {
+    assert_eq!(json["bench"], bench, "{json}");
+    assert!(json["command"][0].is_string(), "{json}");
+    assert!(
+        json["date"].as_str().is_some_and(|d| d.ends_with('Z')),
+        "{json}"
+    );
+    assert!(json["machine"]["cores"].as_u64().is_some(), "{json}");
+    assert!(json.get("git_commit").is_some(), "{json}");
+    let skipped = json["anchor"]["skipped"].as_str().unwrap_or_default();
+    assert!(
+        skipped.contains(why),
+        "skip reason {skipped:?} lacks {why:?}: {json}"
+    );
+}
+
 /// `bench env` and `bench core` end with the JSON the architecture names; the figures are
-/// consistent with each other (not timed: only their relations are checked).
+/// consistent with each other (not timed: only their relations are checked). Without an anchor
+/// Python, EnvPool is skipped, said so, and no ratio to it is printed.
 #[test]
 fn bench_env_and_core_print_consistent_json() {
-    let env = run_ok(brims().args([
-        "bench",
-        "env",
-        "--game",
-        "Breakout",
-        "--envs",
-        "4",
-        "--threads",
-        "2",
-        "--seconds",
-        "0.5",
-    ]));
+    let out = bench_without_anchor()
+        .args([
+            "env",
+            "--game",
+            "Breakout",
+            "--envs",
+            "4",
+            "--threads",
+            "2",
+            "--seconds",
+            "0.5",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("anchor skipped: envpool: no Python given"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("EnvPool ="),
+        "a ratio without EnvPool: {stdout}"
+    );
+    assert!(!stdout.to_lowercase().contains("quoted"), "{stdout}");
+    let env = last_json(&out);
+    assert_provenance_and_skip(&env, "env", "BRIMS_ANCHOR_PYTHON");
+    assert!(env["ratio_to_envpool"].is_null(), "{env}");
+    assert!(env["envpool_frames_per_sec"].is_null(), "{env}");
+    assert!(env.get("ratio_to_envpool_quoted").is_none(), "{env}");
     let num = |v: &serde_json::Value, key: &str| {
         v[key]
             .as_f64()
@@ -372,7 +415,68 @@ fn bench_env_and_core_print_consistent_json() {
         ]));
         assert_eq!(out["core"], core);
         assert!(num(&out, "step_fwd_ms") > 0.0 && num(&out, "seq_fwd_bwd_ms") > 0.0);
+        assert_provenance_and_skip(&out, "core", "no anchor");
     }
+}
+
+/// An anchor Python that does not exist is a skip that names it, not a failure; `--json`
+/// writes the same object as the last line.
+#[test]
+fn bench_with_a_missing_python_skips_the_anchor_and_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("cnn.json");
+    let out = bench_without_anchor()
+        .args([
+            "cnn",
+            "--batch",
+            "2",
+            "--iters",
+            "1",
+            "--python",
+            "/nonexistent",
+        ])
+        .arg("--json")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("anchor skipped: torch: /nonexistent: cannot run /nonexistent"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("fastconv / torch"), "{stdout}");
+    let cnn = last_json(&out);
+    assert_provenance_and_skip(&cnn, "cnn", "/nonexistent");
+    assert!(cnn["fastconv_over_torch"].is_null(), "{cnn}");
+    assert_eq!(json_file(&file), cnn);
+
+    // The variable is read when there is no flag.
+    let env = run_ok(brims().env("BRIMS_ANCHOR_PYTHON", "/nonexistent").args([
+        "bench",
+        "env",
+        "--envs",
+        "2",
+        "--seconds",
+        "0.2",
+    ]));
+    assert_provenance_and_skip(&env, "env", "cannot run /nonexistent");
+    assert!(env["ratio_to_envpool"].is_null(), "{env}");
+
+    let train = run_ok(bench_without_anchor().args([
+        "train",
+        "--config",
+        "configs/smoke.toml",
+        "--seconds",
+        "1",
+        "--cleanrl-iterations",
+        "1",
+        "--python",
+        "/nonexistent",
+    ]));
+    assert_provenance_and_skip(&train, "train", "cannot run /nonexistent");
+    assert!(train["ratio_to_cleanrl"].is_null(), "{train}");
+    assert!(train["sps"].as_f64().is_some_and(|s| s > 0.0), "{train}");
 }
 
 // ---------------------------------------------------------------------------------------------

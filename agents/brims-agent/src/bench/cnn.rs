@@ -1,13 +1,21 @@
 //! `brims bench cnn` (see ../shared/ARCHITECTURE.md, "Commands"): the Nature CNN encoder
 //! (3 convs + ReLU, Linear 3136 -> 512) forward + backward on u8 frames scaled to [0, 1],
-//! timed with fastconv's convolutions and, in the same run, with candle's own `conv2d`
-//! (same weights) and, where /work/pyenv has torch, with torch on 2 threads.
+//! timed with fastconv's convolutions and, in the same rounds, with candle's own `conv2d`
+//! (same weights) and with torch, the anchor, where a Python with torch is given (see
+//! [`super::anchor`]). Each round times one pass of every network, so that load from other
+//! processes drifting during the run affects every figure alike.
 
 use anyhow::Context;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::Args;
+use serde_json::json;
 use std::time::Instant;
+
+use super::anchor::{self, Anchor, AnchorArgs, Worker};
+
+/// Source of the torch worker (see its docstring).
+const TORCH_WORKER: &str = include_str!("anchors/torch_cnn_worker.py");
 
 /// Arguments of `brims bench cnn`.
 #[derive(Args, Debug, Clone)]
@@ -15,16 +23,18 @@ pub(crate) struct CnnArgs {
     /// Frames per forward+backward pass.
     #[arg(long, default_value_t = 256)]
     batch: usize,
-    /// Timed passes per network (after one warm-up pass); the fastest is reported, the one
-    /// least disturbed by other load on the machine.
+    /// Rounds: each times one pass of every network (after one warm-up pass each); the fastest
+    /// pass is reported, the one least disturbed by other load on the machine.
     #[arg(long, default_value_t = 5)]
     iters: usize,
-    /// Python interpreter used for the torch comparison (skipped if it cannot import torch).
-    #[arg(long, default_value = "/work/pyenv/bin/python")]
-    python: String,
+    /// torch's thread count (0: torch's default); default: the thread count of ours.
+    #[arg(long)]
+    torch_threads: Option<usize>,
     /// Skip the (slow) comparisons with candle's conv2d and torch.
     #[arg(long)]
     no_compare: bool,
+    #[command(flatten)]
+    anchor: AnchorArgs,
 }
 
 /// Stacked frames per observation and the frame side.
@@ -123,88 +133,67 @@ fn process_cpu_ms() -> Option<f64> {
     Some(ticks * 10.0)
 }
 
-/// Times `iters` forward+backward passes after one warm-up pass.
-fn time_fwd_bwd<C: Module>(
-    net: &NatureCnn<C>,
-    frames: &Tensor,
-    iters: usize,
-) -> anyhow::Result<PassTime> {
-    let pass = || -> anyhow::Result<f64> {
-        let start = Instant::now();
-        let grads = net.forward(frames)?.mean_all()?.backward()?;
-        drop(grads);
-        Ok(start.elapsed().as_secs_f64() * 1e3)
-    };
-    pass()?;
-    let iters = iters.max(1);
-    let cpu_start = process_cpu_ms();
-    let times = (0..iters)
-        .map(|_| pass())
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let cpu_ms = match (cpu_start, process_cpu_ms()) {
-        (Some(start), Some(end)) => Some((end - start) / iters as f64),
-        _ => None,
-    };
-    Ok(PassTime {
-        wall_ms: times.into_iter().fold(f64::INFINITY, f64::min),
-        cpu_ms,
-    })
+/// Pass times of one network over the rounds.
+#[derive(Default)]
+struct Passes {
+    wall_ms: Vec<f64>,
+    cpu_ms: Vec<f64>,
+    /// Whether CPU time could be measured for every pass.
+    cpu_known: bool,
 }
 
-const TORCH_SCRIPT: &str = r#"
-import sys, time, torch, torch.nn as nn
-torch.set_num_threads(2)
-batch, iters = int(sys.argv[1]), int(sys.argv[2])
-net = nn.Sequential(
-    nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
-    nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten(), nn.Linear(3136, 512), nn.ReLU())
-frames = torch.randint(0, 256, (batch, 4, 84, 84), dtype=torch.uint8)
-def run():
-    start = time.perf_counter()
-    net.zero_grad(set_to_none=True)
-    net(frames.float() / 255.0).mean().backward()
-    return (time.perf_counter() - start) * 1e3
-run()
-cpu_start = time.process_time()
-wall = min(run() for _ in range(max(iters, 1)))
-print(wall, (time.process_time() - cpu_start) * 1e3 / max(iters, 1))
-"#;
-
-/// The torch figures, or `None` (with the reason printed) where torch is not available.
-fn torch_fwd_bwd(python: &str, batch: usize, iters: usize) -> Option<PassTime> {
-    let out = std::process::Command::new(python)
-        .args(["-c", TORCH_SCRIPT, &batch.to_string(), &iters.to_string()])
-        .output();
-    let parsed = match &out {
-        Ok(out) if out.status.success() => {
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            let mut numbers = stdout
-                .lines()
-                .last()?
-                .split_whitespace()
-                .map(str::parse::<f64>);
-            match (numbers.next(), numbers.next()) {
-                (Some(Ok(wall_ms)), Some(Ok(cpu_ms))) => Some(PassTime {
-                    wall_ms,
-                    cpu_ms: Some(cpu_ms),
-                }),
-                _ => None,
-            }
+impl Passes {
+    fn add(&mut self, wall_ms: f64, cpu_ms: Option<f64>) {
+        if self.wall_ms.is_empty() {
+            self.cpu_known = true;
         }
+        self.wall_ms.push(wall_ms);
+        match cpu_ms {
+            Some(c) => self.cpu_ms.push(c),
+            None => self.cpu_known = false,
+        }
+    }
+
+    fn time(&self) -> PassTime {
+        PassTime {
+            wall_ms: self.wall_ms.iter().copied().fold(f64::INFINITY, f64::min),
+            cpu_ms: (self.cpu_known && !self.cpu_ms.is_empty())
+                .then(|| self.cpu_ms.iter().sum::<f64>() / self.cpu_ms.len() as f64),
+        }
+    }
+}
+
+/// One forward+backward pass: (wall ms, process CPU ms where measurable).
+fn fwd_bwd<C: Module>(net: &NatureCnn<C>, frames: &Tensor) -> anyhow::Result<(f64, Option<f64>)> {
+    let cpu_start = process_cpu_ms();
+    let start = Instant::now();
+    let grads = net.forward(frames)?.mean_all()?.backward()?;
+    drop(grads);
+    let wall = start.elapsed().as_secs_f64() * 1e3;
+    let cpu = match (cpu_start, process_cpu_ms()) {
+        (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
-    if parsed.is_none() {
-        let why = match out {
-            Ok(out) => String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("no output")
-                .to_string(),
-            Err(e) => e.to_string(),
-        };
-        println!("torch comparison skipped ({python}: {why})");
+    Ok((wall, cpu))
+}
+
+/// Starts the torch worker (which runs its own warm-up pass), or says why not.
+fn start_torch(args: &CnnArgs, threads: usize) -> Result<(Worker, Anchor), Anchor> {
+    let python = args
+        .anchor
+        .interpreter()
+        .map_err(|why| Anchor::skipped("torch", why))?;
+    let config = json!({
+        "batch": args.batch,
+        "threads": args.torch_threads.unwrap_or(threads),
+    });
+    match Worker::start(&python, TORCH_WORKER, &config) {
+        Ok((worker, info)) => Ok((worker, Anchor::Measured { info, python })),
+        Err(why) => Err(Anchor::skipped(
+            "torch",
+            format!("{}: {why}", python.display()),
+        )),
     }
-    parsed
 }
 
 /// Runs the benchmark; returns the JSON object printed as the last line.
@@ -216,13 +205,13 @@ pub(crate) fn run(args: &CnnArgs) -> anyhow::Result<serde_json::Value> {
     // Both nets read the same variables, so they compute the same function.
     let fused = fast_net(&vb, true).context("building the fastconv Nature CNN")?;
     let unfused_net = fast_net(&vb, false).context("building the fastconv Nature CNN")?;
-    let anchor = candle_net(&vb).context("building the candle Nature CNN")?;
+    let reference_net = candle_net(&vb).context("building the candle Nature CNN")?;
     let frames = Tensor::rand(0f32, 256.0, (args.batch, FRAMES, SIDE, SIDE), &device)?
         .floor()?
         .to_dtype(DType::U8)?;
     // The timed networks must compute the same function; check on a few frames.
     let sample = frames.narrow(0, 0, args.batch.min(8))?;
-    let (ours, reference) = (fused.forward(&sample)?, anchor.forward(&sample)?);
+    let (ours, reference) = (fused.forward(&sample)?, reference_net.forward(&sample)?);
     let diff = (&ours - &reference)?.abs()?.max_all()?.to_scalar::<f32>()?;
     let scale = reference.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-6);
     anyhow::ensure!(
@@ -230,26 +219,72 @@ pub(crate) fn run(args: &CnnArgs) -> anyhow::Result<serde_json::Value> {
         "fastconv and candle disagree: max |diff| {diff:e} (scale {scale:e})"
     );
     let threads = candle_core::utils::get_num_threads();
+    let mut torch = if args.no_compare {
+        None
+    } else {
+        Some(start_torch(args, threads))
+    };
+    let rounds = args.iters.max(1);
     println!(
-        "Nature CNN forward+backward, batch {}, {threads} threads, fastest of {} passes, mean CPU",
-        args.batch, args.iters
+        "Nature CNN forward+backward, batch {}, {threads} threads, {rounds} interleaved rounds; \
+         fastest pass, mean CPU",
+        args.batch
     );
-
-    let fast = time_fwd_bwd(&fused, &frames, args.iters)?;
+    // Warm-up: one pass each.
+    fwd_bwd(&fused, &frames)?;
+    fwd_bwd(&unfused_net, &frames)?;
+    if !args.no_compare {
+        fwd_bwd(&reference_net, &frames)?;
+    }
+    let (mut fast, mut unfused, mut candle, mut torch_passes) = (
+        Passes::default(),
+        Passes::default(),
+        Passes::default(),
+        Passes::default(),
+    );
+    for _ in 0..rounds {
+        let (w, c) = fwd_bwd(&fused, &frames)?;
+        fast.add(w, c);
+        let (w, c) = fwd_bwd(&unfused_net, &frames)?;
+        unfused.add(w, c);
+        if args.no_compare {
+            continue;
+        }
+        let (w, c) = fwd_bwd(&reference_net, &frames)?;
+        candle.add(w, c);
+        if let Some(Ok((worker, info))) = &mut torch {
+            match worker.request("1") {
+                Ok(r) => {
+                    let ms = r["ms"].as_array().and_then(|a| a.first()?.as_f64());
+                    torch_passes.add(ms.unwrap_or(f64::NAN), r["cpu_ms"].as_f64());
+                }
+                Err(e) => {
+                    let label = info.label();
+                    torch = Some(Err(Anchor::skipped(
+                        "torch",
+                        format!("{label} failed while measuring: {e}"),
+                    )));
+                }
+            }
+        }
+    }
+    let fast = fast.time();
+    let unfused = unfused.time();
     println!("  fastconv, fused:        {fast}   (u8 frames and ReLU inside the convs)");
-    let unfused = time_fwd_bwd(&unfused_net, &frames, args.iters)?;
     println!("  fastconv, unfused:      {unfused}   (candle's /255 and ReLU)");
-    let mut json = serde_json::json!({
+    let mut json = json!({
         "batch": args.batch,
         "fwd_bwd_ms": fast.wall_ms,
         "cpu_ms": fast.cpu_ms,
         "unfused_fwd_bwd_ms": unfused.wall_ms,
         "threads": threads,
+        "rounds": rounds,
     });
-    if args.no_compare {
+    let Some(torch) = torch else {
+        json["anchor"] = Anchor::skipped("torch", "--no-compare").to_json();
         return Ok(json);
-    }
-    let candle = time_fwd_bwd(&anchor, &frames, args.iters)?;
+    };
+    let candle = candle.time();
     println!(
         "  candle conv2d:          {candle}  -> candle / fastconv = {:.2}",
         candle.wall_ms / fast.wall_ms
@@ -257,14 +292,27 @@ pub(crate) fn run(args: &CnnArgs) -> anyhow::Result<serde_json::Value> {
     json["candle_conv_fwd_bwd_ms"] = candle.wall_ms.into();
     json["candle_conv_cpu_ms"] = candle.cpu_ms.into();
     json["speedup_vs_candle_conv"] = (candle.wall_ms / fast.wall_ms).into();
-    if let Some(torch) = torch_fwd_bwd(&args.python, args.batch, args.iters) {
-        println!(
-            "  torch CPU (2 threads):  {torch}  -> fastconv / torch = {:.2}",
-            fast.wall_ms / torch.wall_ms
-        );
-        json["torch_fwd_bwd_ms"] = torch.wall_ms.into();
-        json["torch_cpu_ms"] = torch.cpu_ms.into();
-        json["fastconv_over_torch"] = (fast.wall_ms / torch.wall_ms).into();
-    }
+    let anchor = match torch {
+        Ok((worker, anchor)) => {
+            drop(worker);
+            let t = torch_passes.time();
+            let ratio = anchor::ratio(fast.wall_ms, t.wall_ms);
+            println!(
+                "  {} ({} threads): {t}  -> fastconv / torch = {} (target <= 1)",
+                anchor.label(),
+                match &anchor {
+                    Anchor::Measured { info, .. } => info["threads"].to_string(),
+                    Anchor::Skipped { .. } => "?".into(),
+                },
+                ratio.map_or("?".into(), |r| format!("{r:.2}")),
+            );
+            json["torch_fwd_bwd_ms"] = t.wall_ms.into();
+            json["torch_cpu_ms"] = t.cpu_ms.into();
+            json["fastconv_over_torch"] = ratio.into();
+            anchor
+        }
+        Err(skipped) => skipped,
+    };
+    json["anchor"] = anchor.to_json();
     Ok(json)
 }

@@ -6,6 +6,11 @@
 //! the frames of resets (no-op starts, FIRE, the no-op step after a lost life; ~10% more on
 //! random Breakout). Raw ALE's frames are emulated frames, so the emulated figure is the one
 //! to compare with it (`ratio_emulated_to_threads_x_raw`); both are reported.
+//!
+//! The anchor is EnvPool, measured in the same rounds when a Python with `envpool` is given
+//! (see [`super::anchor`]): the same game, number of envs and threads and the same Atari settings
+//! as our pool, in EnvPool's async mode with batches of half the envs (its best configuration
+//! here, issue 2). Its frames are counted as ours are: agent steps × frame skip.
 
 use std::time::{Duration, Instant};
 
@@ -16,9 +21,10 @@ use envs_api::{Env, EnvError};
 use envs_atari::{make_atari, AtariConfig, AtariEnv, RawAle};
 use serde_json::json;
 
-/// EnvPool's best configuration measured on this machine (issue 2): 16 envs, batch 8,
-/// 2 threads, Breakout. Quoted, not measured in this run.
-const ENVPOOL_FRAMES_PER_SEC: f64 = 7_400.0;
+use super::anchor::{self, Anchor, AnchorArgs, Worker};
+
+/// Source of the EnvPool worker (see its docstring).
+const ENVPOOL_WORKER: &str = include_str!("anchors/envpool_worker.py");
 
 /// Arguments of `brims bench env`.
 #[derive(Args, Debug, Clone)]
@@ -44,6 +50,8 @@ pub(crate) struct EnvArgs {
     /// Env `i` is seeded with `seed + i`.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    #[command(flatten)]
+    anchor: AnchorArgs,
 }
 
 /// Measurements are interleaved in this many rounds, so that load from other processes
@@ -152,15 +160,23 @@ pub(crate) fn run(args: &EnvArgs) -> anyhow::Result<serde_json::Value> {
     let mut single = make_atari(&args.game, &cfg, args.seed)
         .with_context(|| format!("creating {}", args.game))?;
     single.reset(Some(args.seed))?;
+    let threads = pools[0].pool.num_threads();
+    let mut envpool = start_envpool(args, &cfg, single.game(), threads, chunk);
+    let mut envpool_tally = Tally::default();
 
     println!(
-        "{}: raw ALE (1 thread), preprocessed env (1 thread), actor pool ({} envs); \
+        "{}: raw ALE (1 thread), preprocessed env (1 thread), actor pool ({} envs){}; \
          {ROUNDS} interleaved rounds of {chunk:.1} s each",
-        args.game, args.envs
+        args.game,
+        args.envs,
+        if matches!(envpool, EnvPoolRun::Running(..)) {
+            ", EnvPool"
+        } else {
+            ""
+        },
     );
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ args.seed);
     let (mut raw, mut pre, mut free) = (Tally::default(), Tally::default(), Tally::default());
-    let threads = pools[0].pool.num_threads();
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let free_runners = spawn_free_runners(scope, args, &cfg, threads)?;
         for _ in 0..ROUNDS {
@@ -184,6 +200,23 @@ pub(crate) fn run(args: &EnvArgs) -> anyhow::Result<serde_json::Value> {
                 p.tally.emulated += run.emulated as f64;
                 p.tally.secs += run.secs;
                 p.tally.episodes += run.episodes;
+            }
+            if let EnvPoolRun::Running(worker, info) = &mut envpool {
+                match worker.request(&chunk.to_string()) {
+                    Ok(r) => {
+                        let num = |k: &str| r[k].as_f64().unwrap_or(0.0);
+                        envpool_tally.frames += num("steps") * frame_skip;
+                        envpool_tally.secs += num("secs");
+                        envpool_tally.cpu_secs += num("cpu_secs");
+                    }
+                    Err(e) => {
+                        let info = info.clone();
+                        envpool = EnvPoolRun::Failed(Anchor::skipped(
+                            "envpool",
+                            format!("failed while measuring ({e}); started as {info}"),
+                        ));
+                    }
+                }
             }
         }
         Ok(())
@@ -228,6 +261,29 @@ pub(crate) fn run(args: &EnvArgs) -> anyhow::Result<serde_json::Value> {
     }
     let main = &pools[0];
     let fps = main.tally.frames_per_sec();
+    let envpool_anchor = match envpool {
+        EnvPoolRun::Running(worker, info) => {
+            drop(worker);
+            Anchor::Measured {
+                info,
+                python: args.anchor.interpreter().unwrap_or_default(),
+            }
+        }
+        EnvPoolRun::Failed(skipped) => skipped,
+    };
+    let envpool_fps =
+        matches!(envpool_anchor, Anchor::Measured { .. }).then(|| envpool_tally.frames_per_sec());
+    let ratio_to_envpool = envpool_fps.and_then(|e| anchor::ratio(fps, e));
+    if let (Some(e), Some(r)) = (envpool_fps, ratio_to_envpool) {
+        println!(
+            "{} (async, {} envs, batch {}, {threads} threads, same rounds): steps x {frame_skip}: \
+             {e:.0} frames/s, {:.0} per CPU-second; ours / EnvPool = {r:.2}x (target >= 1.4x)",
+            envpool_anchor.label(),
+            args.envs,
+            envpool_batch(args.envs),
+            envpool_tally.frames_per_cpu_sec(),
+        );
+    }
     let mut json = json!({
         "raw_frames_per_sec_1thread": raw_fps,
         "frames_per_sec": fps,
@@ -236,7 +292,10 @@ pub(crate) fn run(args: &EnvArgs) -> anyhow::Result<serde_json::Value> {
         "threads": threads,
         "double_buffer": main.double_buffer,
         "ratio_to_threads_x_raw": fps / (raw_fps * threads as f64),
-        "ratio_to_envpool_quoted": fps / ENVPOOL_FRAMES_PER_SEC,
+        "envpool_frames_per_sec": envpool_fps,
+        "envpool_frames_per_cpu_sec": envpool_fps.map(|_| envpool_tally.frames_per_cpu_sec()),
+        "ratio_to_envpool": ratio_to_envpool,
+        "anchor": envpool_anchor.to_json(),
         "preprocessed_frames_per_sec_1thread": pre.frames_per_sec(),
         "raw_frames_per_cpu_sec": raw.frames_per_cpu_sec(),
         "preprocessed_frames_per_cpu_sec": pre.frames_per_cpu_sec(),
@@ -289,16 +348,69 @@ fn report(args: &EnvArgs, p: &PoolUnderTest, raw_fps: f64, frame_skip: f64) {
     );
     println!(
         "  steps x {frame_skip}: {fps:.0} frames/s = {:.1}% of {threads}x raw ({limit:.0} \
-         frames/s, this run), {:.2}x EnvPool's {ENVPOOL_FRAMES_PER_SEC:.0} frames/s (quoted, \
-         not this run; target >= 1.4x)",
+         frames/s, this run)",
         100.0 * fps / limit,
-        fps / ENVPOOL_FRAMES_PER_SEC,
     );
     println!(
         "  emulated: {emulated:.0} frames/s = {:.1}% of {threads}x raw (target >= 85%: \
          like with like, raw ALE's frames are emulated frames)",
         100.0 * emulated / limit,
     );
+}
+
+/// The EnvPool anchor during the rounds: running (with its hello), or skipped.
+enum EnvPoolRun {
+    Running(Worker, serde_json::Value),
+    Failed(Anchor),
+}
+
+/// EnvPool's batch in async mode: half the envs (its best setting here, issue 2).
+fn envpool_batch(envs: usize) -> usize {
+    (envs / 2).max(1)
+}
+
+/// Starts EnvPool with our pool's settings (`game`: the ALE name), reset and warmed up.
+fn start_envpool(
+    args: &EnvArgs,
+    cfg: &AtariConfig,
+    game: &str,
+    threads: usize,
+    chunk: f64,
+) -> EnvPoolRun {
+    let python = match args.anchor.interpreter() {
+        Ok(p) => p,
+        Err(why) => return EnvPoolRun::Failed(Anchor::skipped("envpool", why)),
+    };
+    let frame_skip = u64::from(cfg.frame_skip.max(1));
+    let config = json!({
+        "game": game,
+        "envs": args.envs,
+        "batch": envpool_batch(args.envs),
+        "threads": threads,
+        "seed": args.seed,
+        "repeat_action_probability": cfg.repeat_action_probability,
+        "episodic_life": cfg.episodic_life,
+        "noop_max": cfg.noop_max,
+        "frame_skip": cfg.frame_skip,
+        "frame_stack": cfg.frame_stack,
+        "clip_rewards": cfg.clip_rewards,
+        "fire_reset": cfg.fire_reset,
+        "full_action_space": cfg.full_action_space,
+        // EnvPool counts agent steps; ours, emulator frames (0: no limit).
+        "max_episode_steps": if cfg.max_episode_frames == 0 {
+            u64::from(u32::MAX)
+        } else {
+            cfg.max_episode_frames / frame_skip
+        },
+        "warm_up_secs": chunk,
+    });
+    match Worker::start(&python, ENVPOOL_WORKER, &config) {
+        Ok((worker, hello)) => EnvPoolRun::Running(worker, hello),
+        Err(why) => EnvPoolRun::Failed(Anchor::skipped(
+            "envpool",
+            format!("{}: {why}", python.display()),
+        )),
+    }
 }
 
 /// Starts a pool of `args.envs` preprocessed envs; env `i` is created with seed `seed + i`.
