@@ -100,9 +100,9 @@ if [[ -f "$DONE" ]]; then
   exit 1
 fi
 
-version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo "not runnable")
 if [[ "$version" != "3.11" ]]; then
-  echo "$PYTHON is Python $version; the anchors need 3.11 (set PYTHON=/path/to/python3.11)" >&2
+  echo "$PYTHON: Python $version; the anchors need 3.11 (set PYTHON=/path/to/python3.11)" >&2
   exit 1
 fi
 
@@ -138,6 +138,8 @@ if ! check; then
   echo "the install finished but the check above failed" >&2
   exit 1
 fi
+# Everything installed, for the record (the pins above are the top-level packages).
+"$VENV/bin/python" -m pip freeze --disable-pip-version-check > "$SHARE/pip-freeze.txt"
 touch "$DONE"
 echo "installed in $(( $(date +%s) - start )) s; $(du -sh "$VENV" | cut -f1) on disk"
 usage
