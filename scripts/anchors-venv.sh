@@ -61,7 +61,9 @@ EOF
 # Checks that every pin is installed, the anchors import, and CleanRL's script is in place.
 check() {
   "$VENV/bin/python" - "$SHARE/ppo_atari_lstm.py" "${PINS[@]}" <<'EOF'
+import contextlib
 import importlib.metadata as md
+import io
 import sys
 
 script, pins = sys.argv[1], sys.argv[2:]
@@ -75,8 +77,10 @@ for pin in pins:
     if have != want:
         bad.append(f"{name}: want {want}, have {have}")
 try:
-    import envpool, torch, gym, gymnasium, ale_py  # noqa: F401
-    from stable_baselines3.common import atari_wrappers  # noqa: F401
+    # gym 0.23.1 prints a notice on import (gym_notices); it says nothing about this check.
+    with contextlib.redirect_stderr(io.StringIO()):
+        import envpool, torch, gym, gymnasium, ale_py  # noqa: F401
+        from stable_baselines3.common import atari_wrappers  # noqa: F401
 except Exception as e:  # any import failure is reported, not raised
     bad.append(f"import: {type(e).__name__}: {e}")
 try:
