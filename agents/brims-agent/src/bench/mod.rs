@@ -13,28 +13,20 @@ use std::time::SystemTime;
 use serde_json::{json, Value};
 
 /// Adds what produced a bench's figures to its JSON: `bench` (its name), `command` (the
-/// command line), `date` (UTC, ISO 8601), `git_commit` and `git_dirty` (of the working
-/// directory, null outside a repository), `machine` (cores, CPU model) and, for a bench
+/// command line), `date` (UTC, ISO 8601), `git_commit` and `git_dirty` (the revision the
+/// binary was built from and whether the tree had changes then, as run.json records them),
+/// `machine` (cores, CPU model) and, for a bench
 /// without one, an `anchor` that says so.
 pub(crate) fn provenance(bench: &str, json: &mut Value) {
     json["bench"] = json!(bench);
     json["command"] = json!(std::env::args().collect::<Vec<_>>());
     json["date"] = json!(iso_utc(SystemTime::now()));
-    json["git_commit"] = json!(git(&["rev-parse", "HEAD"]));
-    json["git_dirty"] =
-        json!(git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty()));
+    json["git_commit"] = json!(crate::run_dir::build_revision());
+    json["git_dirty"] = json!(env!("BRIMS_GIT_DIRTY") == "true");
     json["machine"] = machine();
     if json.get("anchor").is_none() {
         json["anchor"] = json!({"name": null, "skipped": "this bench has no anchor"});
     }
-}
-
-/// `git ARGS` in the working directory: its trimmed stdout, or None where git fails.
-fn git(args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new("git").args(args).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Cores this process may use, the CPU model, its flags of interest and the kernel's idea of
