@@ -30,14 +30,8 @@ fn main() {
     println!("cargo:rustc-env=BRIMS_DEP_VERSIONS={}", versions.join(","));
 
     // The revision this binary is built from (not the checkout a run happens to start in), and
-    // whether the tree had changes then. Rebuilt when HEAD, a branch or the index moves.
-    let git_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.git");
-    for watched in ["HEAD", "refs/heads", "packed-refs", "index"] {
-        let path = git_dir.join(watched);
-        if path.exists() {
-            println!("cargo:rerun-if-changed={}", path.display());
-        }
-    }
+    // whether the tree had changes then. Rebuilt when HEAD, a branch or the index moves; the
+    // git directories come from git itself, so a worktree (where `.git` is a file) works too.
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .args(args)
@@ -47,6 +41,27 @@ fn main() {
             .filter(|out| out.status.success())
             .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
+    let git_dir = git(&["rev-parse", "--absolute-git-dir"]);
+    let common_dir = git(&["rev-parse", "--path-format=absolute", "--git-common-dir"]);
+    let watched = [
+        (&git_dir, "HEAD"),
+        (&git_dir, "index"),
+        (&common_dir, "refs/heads"),
+        (&common_dir, "packed-refs"),
+    ];
+    for (dir, name) in watched {
+        if let Some(dir) = dir {
+            let path = Path::new(dir).join(name);
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
+    }
+    // Any source edit can make the tree dirty: rerun on the workspace's sources too.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for dir in ["agents", "crates", "envs", "Cargo.toml"] {
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
     let revision = git(&["rev-parse", "HEAD"]).unwrap_or_default();
     let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
         .map(|s| !s.is_empty())
