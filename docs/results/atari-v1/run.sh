@@ -18,18 +18,22 @@ brims=target/release/brims
 
 # 1. The LSTM check: ours at 250k steps, 3 seeds, and CleanRL's ppo_atari_lstm.py once.
 $brims sweep configs/sweeps/breakout-cleanrl-check.toml --out "$out/breakout-cleanrl-check" --jobs 2 --quiet
+# CleanRL's script runs through the runner `brims bench train` uses (its env is registered there:
+# CleanRL 1.2.0's pinned ale-py has no wheel for Python 3.11); torch on one thread, as each of
+# our runs gets one core.
 python=${BRIMS_ANCHOR_PYTHON:-.venv-anchors/bin/python}
 cleanrl_runs=()
 if [ -x "$python" ]; then
-    script=$("$python" -c 'import cleanrl_anchor, os; print(cleanrl_anchor.PPO_ATARI_LSTM)' 2>/dev/null || true)
-    if [ -n "$script" ] && [ ! -d "$out/cleanrl-250k/runs" ]; then
-        (cd "$out" && mkdir -p cleanrl-250k && cd cleanrl-250k &&
-            "$python" "$script" --env-id BreakoutNoFrameskip-v4 --total-timesteps 250000 \
-                --seed 1 --cuda False --track False --capture-video False > cleanrl.log 2>&1)
+    if [ ! -d "$out/cleanrl-250k/runs" ]; then
+        mkdir -p "$out/cleanrl-250k"
+        runner=$PWD/agents/brims-agent/src/bench/anchors/cleanrl_runner.py
+        (cd "$out/cleanrl-250k" && "$python" "$runner" '{"game": "breakout", "iterations": 244,
+            "num_envs": 8, "num_steps": 128, "num_minibatches": 4, "update_epochs": 4,
+            "seed": 1, "threads": 1, "script": ""}' > cleanrl.log 2>&1)
     fi
     cleanrl_runs=("$out"/cleanrl-250k/runs/*/)
 else
-    echo "no anchors virtualenv at $python: CleanRL's run skipped" >&2
+    echo "no anchors virtualenv at $python (bash scripts/anchors-venv.sh): CleanRL's run skipped" >&2
 fi
 
 # 2. The grid.
