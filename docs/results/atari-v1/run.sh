@@ -16,7 +16,7 @@ mkdir -p "$out"
 cargo build --release --bin brims
 brims=target/release/brims
 
-# 1. The LSTM check: ours at 250k steps, 3 seeds, and CleanRL's ppo_atari_lstm.py once.
+# 1. The LSTM check: ours and CleanRL's ppo_atari_lstm.py at 250k steps, 3 seeds each.
 $brims sweep configs/sweeps/breakout-cleanrl-check.toml --out "$out/breakout-cleanrl-check" --jobs 2 --quiet
 # CleanRL's script runs through the runner `brims bench train` uses (its env is registered there:
 # CleanRL 1.2.0's pinned ale-py has no wheel for Python 3.11); torch on one thread, as each of
@@ -24,14 +24,17 @@ $brims sweep configs/sweeps/breakout-cleanrl-check.toml --out "$out/breakout-cle
 python=${BRIMS_ANCHOR_PYTHON:-.venv-anchors/bin/python}
 cleanrl_runs=()
 if [ -x "$python" ]; then
-    if [ ! -d "$out/cleanrl-250k/runs" ]; then
-        mkdir -p "$out/cleanrl-250k"
-        runner=$PWD/agents/brims-agent/src/bench/anchors/cleanrl_runner.py
-        (cd "$out/cleanrl-250k" && "$python" "$runner" '{"game": "breakout", "iterations": 244,
-            "num_envs": 8, "num_steps": 128, "num_minibatches": 4, "update_epochs": 4,
-            "seed": 1, "threads": 1, "script": ""}' > cleanrl.log 2>&1)
-    fi
-    cleanrl_runs=("$out"/cleanrl-250k/runs/*/)
+    runner=$PWD/agents/brims-agent/src/bench/anchors/cleanrl_runner.py
+    for seed in 1 2 3; do
+        dir=$out/cleanrl-250k-s$seed
+        if [ ! -d "$dir/runs" ]; then
+            mkdir -p "$dir"
+            (cd "$dir" && "$python" "$runner" '{"game": "breakout", "iterations": 244,
+                "num_envs": 8, "num_steps": 128, "num_minibatches": 4, "update_epochs": 4,
+                "seed": '"$seed"', "threads": 1, "script": ""}' > cleanrl.log 2>&1)
+        fi
+        cleanrl_runs+=("$dir"/runs/*/)
+    done
 else
     echo "no anchors virtualenv at $python (bash scripts/anchors-venv.sh): CleanRL's run skipped" >&2
 fi
