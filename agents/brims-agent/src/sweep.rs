@@ -12,6 +12,7 @@
 //! - `report.md` and PNGs, rewritten as runs finish.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -659,6 +660,7 @@ fn run_local(
     let started = Instant::now();
     let start_frames: u64 = manifest.runs.iter().map(|r| r.frames_done).sum();
     let mut last_poll = Instant::now() - Duration::from_secs(10);
+    let mut forwarded = false;
     loop {
         let stopping = stop.load(Ordering::SeqCst);
         if !stopping {
@@ -676,7 +678,23 @@ fn run_local(
                     .append(true)
                     .open(log_path(dir, &id))
                     .with_context(|| format!("cannot write {}", log_path(dir, &id).display()))?;
-                let child = Command::new(&exe)
+                let mut command = Command::new(&exe);
+                // Its own process group: a terminal's Ctrl-C reaches the sweep alone, which
+                // forwards one SIGTERM (a second signal makes a run exit without a
+                // checkpoint). If the sweep dies without forwarding (SIGKILL), the kernel
+                // sends the run SIGTERM, so it still checkpoints.
+                command.process_group(0);
+                // SAFETY: prctl(2) is async-signal-safe and touches only the child's own
+                // attributes; nothing else runs between fork and exec.
+                unsafe {
+                    command.pre_exec(|| {
+                        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+                let child = command
                     // The same entry point as a Slurm task: new run or continuation.
                     .args(["sweep", "run-one"])
                     .arg(dir)
@@ -740,7 +758,9 @@ fn run_local(
             }
         }
         running = still;
-        if stopping {
+        if stopping && !forwarded {
+            // Once: a run takes a second signal as "exit now, without a checkpoint".
+            forwarded = true;
             for (_, child) in &running {
                 // SAFETY: kill(2) on the pid of a child we own and have not reaped.
                 unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };

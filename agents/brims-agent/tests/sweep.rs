@@ -122,6 +122,20 @@ fn an_interrupted_local_sweep_continues_to_the_full_budget() {
             .unwrap()
             .iter()
             .all(|r| r["state"] != "running"));
+        // Each stopped run took one signal and wrote its checkpoint: none exited on a second
+        // signal, and none was charged an attempt for being stopped.
+        for r in m["runs"].as_array().unwrap() {
+            let id = r["id"].as_str().unwrap();
+            let log = std::fs::read_to_string(out.join("logs").join(format!("{id}.log")))
+                .unwrap_or_default();
+            assert!(
+                !log.contains("second interrupt"),
+                "round {round}: {id}: {log}"
+            );
+            if r["state"] == "pending" {
+                assert_eq!(r["attempts"], 0, "round {round}: {r}");
+            }
+        }
     }
     let unfinished_before = manifest(&out)["runs"]
         .as_array()
@@ -170,6 +184,48 @@ fn an_interrupted_local_sweep_continues_to_the_full_budget() {
         .unwrap();
     let text = String::from_utf8_lossy(&status.stdout);
     assert_eq!(text.matches(" done ").count(), 4, "{text}");
+}
+
+/// A run whose update takes far longer than the sweep's 200 ms poll: stopping the sweep must
+/// signal it once, so that it finishes its update, checkpoints and exits 0 (a second signal
+/// would make it exit at once without a checkpoint, and cost it an attempt).
+#[test]
+fn a_stopped_sweep_signals_each_run_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = repo().join("configs");
+    let spec = tmp.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"t\"\nconfigs = [\"{}/cartpole_lstm.toml\"]\nseeds = 1\n\
+             total_frames = 10_000_000\noverrides = [\"run.checkpoint_every=1\", \
+             \"ppo.update_epochs=200\"]\n",
+            c.display()
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("sweep");
+    let child = brims()
+        .args(["sweep", spec.to_str().unwrap(), "--out"])
+        .arg(&out)
+        .args(["--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Reaped(child);
+    assert!(
+        wait_until(120, || some_checkpoint(&out)),
+        "the run never checkpointed"
+    );
+    signal(child.0.id(), "-TERM");
+    assert!(wait_exit(&mut child.0, 120).success());
+    let log = std::fs::read_to_string(out.join("logs/cartpole_lstm-s1.log")).unwrap();
+    assert!(log.contains("then writing a checkpoint"), "{log}");
+    assert!(!log.contains("second interrupt"), "{log}");
+    let m = manifest(&out);
+    assert_eq!(m["runs"][0]["state"], "pending", "{m}");
+    assert_eq!(m["runs"][0]["attempts"], 0, "{m}");
 }
 
 #[test]
