@@ -7,13 +7,44 @@
 //! and the NCHW rows `[S, Cout, N]`.
 
 use crate::error::{Error, Result};
+use std::cell::RefCell;
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
+use std::thread::LocalKey;
 
 /// Elements the kernels run on (f32 and f64; gemm dispatches on the type).
-pub(crate) trait Element: candle_core::WithDType {}
-impl Element for f32 {}
-impl Element for f64 {}
+pub(crate) trait Element: candle_core::WithDType {
+    /// Runs `f` on this thread's [`Scratch`] for this type (a fresh one if it is in use).
+    fn with_scratch<R>(f: impl FnOnce(&mut Scratch<Self>) -> R) -> R;
+}
+
+thread_local! {
+    static SCRATCH_F32: RefCell<Scratch<f32>> = const { RefCell::new(Scratch::new()) };
+    static SCRATCH_F64: RefCell<Scratch<f64>> = const { RefCell::new(Scratch::new()) };
+}
+
+/// `f` on the scratch in `key`, or on a fresh one if `key`'s is borrowed already.
+fn with_local<T: Element, R>(
+    key: &'static LocalKey<RefCell<Scratch<T>>>,
+    f: impl FnOnce(&mut Scratch<T>) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut Scratch::new()),
+    })
+}
+
+impl Element for f32 {
+    fn with_scratch<R>(f: impl FnOnce(&mut Scratch<Self>) -> R) -> R {
+        with_local(&SCRATCH_F32, f)
+    }
+}
+
+impl Element for f64 {
+    fn with_scratch<R>(f: impl FnOnce(&mut Scratch<Self>) -> R) -> R {
+        with_local(&SCRATCH_F64, f)
+    }
+}
 
 /// Elements of one chunk's `col` matrix the chunk size aims at (about 1 MiB of f32).
 const COL_BUDGET: usize = 1 << 18;
@@ -141,31 +172,62 @@ impl Geometry {
     }
 }
 
-/// Per-worker scratch: one chunk's phase planes `[S, Cin, s, s, Hp, Wp]`, `col` `[K, S·N]`
-/// and `mat` `[Cout, S·N]`, and the worker's share of a result that is summed over samples
-/// (the weight gradient).
-struct Scratch<T> {
+/// A worker's buffers for one chunk of `S` samples: the phase planes `[S, Cin, s, s, Hp, Wp]`,
+/// `col` `[K, S·N]` and `mat` `[Cout, S·N]`. Each thread keeps one per element type (see
+/// [`Element::with_scratch`]) and reuses it from call to call, growing it when a geometry
+/// needs more, so no pass allocates or zeroes them. Their contents on entry are whatever the
+/// last chunk left; every kernel writes what it reads.
+pub(crate) struct Scratch<T> {
     phases: Vec<T>,
     col: Vec<T>,
     mat: Vec<T>,
-    sum: Vec<T>,
 }
 
-/// Runs `work(scratch, samples, rows)` over chunks of at most [`Geometry::chunk_samples`]
-/// samples, where `rows` are those samples' rows `[S, per_sample]` of `out`. Workers (candle's
-/// thread count) take chunks from a shared queue, so a worker slowed by other load on the
-/// machine does less of the work; each worker's scratch (its `sum` of `sum_len` elements) is
-/// returned.
-fn for_each_chunk<T, F>(
+impl<T: Element> Scratch<T> {
+    const fn new() -> Self {
+        Self {
+            phases: Vec::new(),
+            col: Vec::new(),
+            mat: Vec::new(),
+        }
+    }
+
+    /// The three buffers cut to a chunk of `samples` samples of `g`.
+    fn cut(&mut self, g: &Geometry, samples: usize) -> (&mut [T], &mut [T], &mut [T]) {
+        let ld = samples * g.out_pixels();
+        let sizes = [samples * g.phase_len(), g.patch_len() * ld, g.c_out * ld];
+        for (buf, len) in [&mut self.phases, &mut self.col, &mut self.mat]
+            .into_iter()
+            .zip(sizes)
+        {
+            if buf.len() < len {
+                buf.resize(len, T::zero());
+            }
+        }
+        (
+            &mut self.phases[..sizes[0]],
+            &mut self.col[..sizes[1]],
+            &mut self.mat[..sizes[2]],
+        )
+    }
+}
+
+/// Runs `work(scratch, acc, samples, rows)` over chunks of at most
+/// [`Geometry::chunk_samples`] samples, where `rows` are those samples' rows
+/// `[S, per_sample]` of `out` and `acc` the worker's accumulator (made by `acc`). Workers
+/// (candle's thread count, on rayon's pool) take chunks from a shared queue, so a worker slowed
+/// by other load on the machine does less of the work; each worker's accumulator is returned.
+fn for_each_chunk<T, A, F>(
     g: &Geometry,
     out: &mut [T],
     per_sample: usize,
-    sum_len: usize,
+    acc: impl Fn() -> A + Sync,
     work: F,
-) -> Vec<Scratch<T>>
+) -> Vec<A>
 where
     T: Element,
-    F: Fn(&mut Scratch<T>, Range<usize>, &mut [T]) + Sync,
+    A: Send,
+    F: Fn(&mut Scratch<T>, &mut A, Range<usize>, &mut [T]) + Sync,
 {
     let chunk = g.chunk_samples();
     let jobs: Vec<(Range<usize>, &mut [T])> = if per_sample == 0 {
@@ -182,31 +244,32 @@ where
     let threads = candle_core::utils::get_num_threads().clamp(1, jobs.len().max(1));
     let queue = Mutex::new(jobs.into_iter());
     let worker = || {
-        let mut scratch = Scratch {
-            phases: vec![T::zero(); g.phase_len() * chunk],
-            col: vec![T::zero(); g.patch_len() * chunk * g.out_pixels()],
-            mat: vec![T::zero(); g.c_out * chunk * g.out_pixels()],
-            sum: vec![T::zero(); sum_len],
-        };
-        // The lock is held only to take a job; a poisoned queue just ends this worker.
-        while let Some((samples, rows)) = queue.lock().ok().and_then(|mut q| q.next()) {
-            work(&mut scratch, samples, rows);
-        }
-        scratch
+        let mut acc = acc();
+        T::with_scratch(|scratch| {
+            // The lock is held only to take a job; a poisoned queue just ends this worker.
+            while let Some((samples, rows)) = queue.lock().ok().and_then(|mut q| q.next()) {
+                work(scratch, &mut acc, samples, rows);
+            }
+        });
+        acc
     };
     if threads <= 1 {
         return vec![worker()];
     }
-    std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(worker)).collect();
-        let mut done = vec![worker()];
-        done.extend(
-            helpers
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
-        );
-        done
-    })
+    // A worker that panics makes `scope` panic too, so a poisoned lock never loses a result.
+    let done = Mutex::new(Vec::with_capacity(threads));
+    let finish = |acc| {
+        done.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(acc)
+    };
+    rayon::scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(|_| finish(worker()));
+        }
+        finish(worker());
+    });
+    done.into_inner().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// `dst[m×n] (+)= scale · lhs[m×k] · rhs[k×n]`, single-threaded, with element strides
@@ -265,7 +328,8 @@ fn matmul<T: Element>(
 /// Splits each sample of `input` `[S, Cin, H, W]` (read through `load`, a conversion and
 /// scaling, e.g. of u8 pixels) into its phase planes `phases` `[S, Cin, s, s, Hp, Wp]` (see
 /// [`Geometry::phase_len`]): `P[c, py, px][i, j] = x[c, s·i + py, s·j + px]`. Entries past
-/// the input's edge are never written, so they keep the zeros the buffer was made with.
+/// the input's edge are left as they were: no patch reads them (tap `(ky, kx)` of output
+/// `(oy, ox)` is the input pixel `(s·oy + ky, s·ox + kx)`, inside the input).
 fn to_phases<I: Copy, T: Element>(
     g: &Geometry,
     input: &[I],
@@ -431,12 +495,29 @@ fn col2im_add<T: Element>(g: &Geometry, col: &[T], samples: usize, phases: &mut 
     }
 }
 
-/// `[S, Cout, N]` rows of `nchw` into `mat` `[Cout, S·N]`.
-fn nchw_to_mat<T: Element>(g: &Geometry, nchw: &[T], samples: usize, mat: &mut [T]) {
+/// `[S, Cout, N]` rows of `grad` into `mat` `[Cout, S·N]`, zero where `relu_out` (the
+/// forward's output, same rows) is not positive: the gradient before a fused ReLU.
+fn grad_to_mat<T: Element>(
+    g: &Geometry,
+    grad: &[T],
+    relu_out: Option<&[T]>,
+    samples: usize,
+    mat: &mut [T],
+) {
     let (n, ld) = (g.out_pixels(), samples * g.out_pixels());
     for s in 0..samples {
         for co in 0..g.c_out {
-            mat[co * ld + s * n..][..n].copy_from_slice(&nchw[(s * g.c_out + co) * n..][..n]);
+            let src = &grad[(s * g.c_out + co) * n..][..n];
+            let dst = &mut mat[co * ld + s * n..][..n];
+            match relu_out {
+                Some(out) => {
+                    let out = &out[(s * g.c_out + co) * n..][..n];
+                    for ((d, x), y) in dst.iter_mut().zip(src).zip(out) {
+                        *d = if *y > T::zero() { *x } else { T::zero() };
+                    }
+                }
+                None => dst.copy_from_slice(src),
+            }
         }
     }
 }
@@ -481,142 +562,169 @@ pub(crate) fn forward<I: Copy + Sync, T: Element>(
 ) -> Vec<T> {
     let k = g.patch_len();
     let mut out = vec![T::zero(); g.batch * g.out_sample_len()];
-    for_each_chunk(g, &mut out, g.out_sample_len(), 0, |sc, samples, out| {
-        let (s, ld) = (samples.len(), samples.len() * g.out_pixels());
-        let input = &input[samples.start * g.in_sample_len()..][..s * g.in_sample_len()];
-        to_phases(g, input, s, &mut sc.phases, load);
-        im2col(g, &sc.phases, s, &mut sc.col[..k * ld]);
-        // mat[Cout, S·N] = weight[Cout, K] · col[K, S·N]
-        let (col, mat) = (&sc.col, &mut sc.mat);
-        matmul(
-            (g.c_out, ld, k),
-            mat,
-            ld,
-            false,
-            weight,
-            (k, 1),
-            col,
-            (ld, 1),
-            T::one(),
-        );
-        mat_to_nchw(g, mat, (bias, relu), s, out);
-    });
-    out
-}
-
-/// Weight gradient: `input` `[B, Cin, H, W]` (read through `load`), `grad_out`
-/// `[B, Cout, Ho, Wo]` -> `[Cout, K]`.
-pub(crate) fn weight_grad<I: Copy + Sync, T: Element>(
-    g: &Geometry,
-    input: &[I],
-    load: impl Fn(I) -> T + Copy + Sync,
-    grad_out: &[T],
-) -> Vec<T> {
-    let k = g.patch_len();
-    let workers = for_each_chunk(g, &mut [], 0, g.weight_len(), |sc, samples, _| {
-        let (s, ld) = (samples.len(), samples.len() * g.out_pixels());
-        let input = &input[samples.start * g.in_sample_len()..][..s * g.in_sample_len()];
-        to_phases(g, input, s, &mut sc.phases, load);
-        im2col(g, &sc.phases, s, &mut sc.col[..k * ld]);
-        let grad_out = &grad_out[samples.start * g.out_sample_len()..][..s * g.out_sample_len()];
-        nchw_to_mat(g, grad_out, s, &mut sc.mat);
-        // sum[Cout, K] += mat[Cout, S·N] · colᵀ[S·N, K]
-        let (col, mat, sum) = (&sc.col, &sc.mat, &mut sc.sum);
-        let one = T::one();
-        matmul(
-            (g.c_out, k, ld),
-            sum,
-            k,
-            true,
-            mat,
-            (ld, 1),
-            col,
-            (1, ld),
-            one,
-        );
-    });
-    let mut parts = workers.into_iter().map(|w| w.sum);
-    let mut total = parts
-        .next()
-        .unwrap_or_else(|| vec![T::zero(); g.weight_len()]);
-    for part in parts {
-        for (t, p) in total.iter_mut().zip(part) {
-            *t += p;
-        }
-    }
-    total
-}
-
-/// Input gradient: `weight` `[Cout, K]`, `grad_out` `[B, Cout, Ho, Wo]` -> `[B, Cin, H, W]`,
-/// times `scale` (the factor the forward read the input with).
-pub(crate) fn input_grad<T: Element>(
-    g: &Geometry,
-    weight: &[T],
-    grad_out: &[T],
-    scale: T,
-) -> Vec<T> {
-    let k = g.patch_len();
-    let mut grad_in = vec![T::zero(); g.batch * g.in_sample_len()];
+    let per_sample = g.out_sample_len();
     for_each_chunk(
         g,
-        &mut grad_in,
-        g.in_sample_len(),
-        0,
-        |sc, samples, grad_in| {
+        &mut out,
+        per_sample,
+        || (),
+        |sc, _, samples, out| {
             let (s, ld) = (samples.len(), samples.len() * g.out_pixels());
-            let grad_out =
-                &grad_out[samples.start * g.out_sample_len()..][..s * g.out_sample_len()];
-            nchw_to_mat(g, grad_out, s, &mut sc.mat);
-            // col[K, S·N] = weightᵀ[K, Cout] · mat[Cout, S·N]
-            let (col, mat) = (&mut sc.col, &sc.mat);
+            let (phases, col, mat) = sc.cut(g, s);
+            let input = &input[samples.start * g.in_sample_len()..][..s * g.in_sample_len()];
+            to_phases(g, input, s, phases, load);
+            im2col(g, phases, s, col);
+            // mat[Cout, S·N] = weight[Cout, K] · col[K, S·N]
             matmul(
-                (k, ld, g.c_out),
-                col,
+                (g.c_out, ld, k),
+                mat,
                 ld,
                 false,
                 weight,
-                (1, k),
-                mat,
+                (k, 1),
+                col,
                 (ld, 1),
-                scale,
+                T::one(),
             );
-            sc.phases.fill(T::zero());
-            col2im_add(g, &col[..k * ld], s, &mut sc.phases);
-            from_phases(g, &sc.phases, s, grad_in);
+            mat_to_nchw(g, mat, (bias, relu), s, out);
         },
     );
-    grad_in
+    out
 }
 
-/// Bias gradient: `grad_out` `[B, Cout, Ho, Wo]` -> `[Cout]`, the sum over batch and pixels.
-pub(crate) fn bias_grad<T: Element>(g: &Geometry, grad_out: &[T]) -> Vec<T> {
-    let n = g.out_pixels();
-    let mut grad_b = vec![T::zero(); g.c_out];
-    for sample in grad_out.chunks_exact(g.out_sample_len()) {
-        for (b, row) in grad_b.iter_mut().zip(sample.chunks_exact(n)) {
-            // Eight independent partial sums, so the adds pipeline (and vectorise).
-            let mut lanes = [T::zero(); 8];
-            let mut blocks = row.chunks_exact(8);
-            for block in &mut blocks {
-                for (l, x) in lanes.iter_mut().zip(block) {
-                    *l += *x;
+/// The gradients [`backward`] computes; `None` where not asked for.
+pub(crate) struct Grads<T> {
+    /// `[B, Cin, H, W]`.
+    pub input: Option<Vec<T>>,
+    /// `[Cout, K]`.
+    pub weight: Option<Vec<T>>,
+    /// `[Cout]`.
+    pub bias: Option<Vec<T>>,
+}
+
+/// Which gradients [`backward`] computes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Wanted {
+    pub input: bool,
+    pub weight: bool,
+    pub bias: bool,
+}
+
+/// One pass for all gradients of [`forward`] from `grad_out` `[B, Cout, Ho, Wo]` (the
+/// gradient at the output; `relu_out`, the forward's output, masks it when the ReLU was
+/// fused): `input` `[B, Cin, H, W]` (read through `load`) and `weight` `[Cout, K]` are the
+/// forward's operands, `scale` the factor it read the input with. Per chunk of samples,
+/// the masked gradient is copied once into `mat` `[Cout, S·N]` and serves all three:
+/// `d bias[co] = Σ mat[co, ·]`, `d weight[Cout, K] += mat · colᵀ` (col: the chunk's
+/// patches) and `col = scale · weightᵀ · mat`, added back onto the input's pixels.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward<I: Copy + Sync, T: Element>(
+    g: &Geometry,
+    input: &[I],
+    load: impl Fn(I) -> T + Copy + Sync,
+    weight: &[T],
+    grad_out: &[T],
+    relu_out: Option<&[T]>,
+    scale: T,
+    wanted: Wanted,
+) -> Grads<T> {
+    let k = g.patch_len();
+    let mut grad_in = vec![
+        T::zero();
+        if wanted.input {
+            g.batch * g.in_sample_len()
+        } else {
+            0
+        }
+    ];
+    let per_sample = if wanted.input { g.in_sample_len() } else { 0 };
+    // Each worker's partial sums of the weight and bias gradients.
+    let acc = || {
+        let len = |want: bool, len: usize| if want { len } else { 0 };
+        (
+            vec![T::zero(); len(wanted.weight, g.weight_len())],
+            vec![T::zero(); len(wanted.bias, g.c_out)],
+        )
+    };
+    let parts = for_each_chunk(
+        g,
+        &mut grad_in,
+        per_sample,
+        acc,
+        |sc, (dw, db), samples, grad_in| {
+            let (s, ld) = (samples.len(), samples.len() * g.out_pixels());
+            let (phases, col, mat) = sc.cut(g, s);
+            let rows = samples.start * g.out_sample_len()..samples.end * g.out_sample_len();
+            let relu_out = relu_out.map(|out| &out[rows.clone()]);
+            grad_to_mat(g, &grad_out[rows], relu_out, s, mat);
+            if wanted.bias {
+                for (b, row) in db.iter_mut().zip(mat.chunks_exact(ld)) {
+                    *b += sum(row);
                 }
             }
-            for (l, x) in lanes.iter_mut().zip(blocks.remainder()) {
-                *l += *x;
+            if wanted.weight {
+                let input = &input[samples.start * g.in_sample_len()..][..s * g.in_sample_len()];
+                to_phases(g, input, s, phases, load);
+                im2col(g, phases, s, col);
+                // dw[Cout, K] += mat[Cout, S·N] · colᵀ[S·N, K]
+                matmul(
+                    (g.c_out, k, ld),
+                    dw,
+                    k,
+                    true,
+                    mat,
+                    (ld, 1),
+                    col,
+                    (1, ld),
+                    T::one(),
+                );
             }
-            *b += lanes.iter().fold(T::zero(), |acc, x| acc + *x);
+            if wanted.input {
+                // col[K, S·N] = scale · weightᵀ[K, Cout] · mat[Cout, S·N]
+                matmul(
+                    (k, ld, g.c_out),
+                    col,
+                    ld,
+                    false,
+                    weight,
+                    (1, k),
+                    mat,
+                    (ld, 1),
+                    scale,
+                );
+                phases.fill(T::zero());
+                col2im_add(g, col, s, phases);
+                from_phases(g, phases, s, grad_in);
+            }
+        },
+    );
+    let mut parts = parts.into_iter();
+    let (mut dw, mut db) = parts.next().unwrap_or_else(acc);
+    for (pw, pb) in parts {
+        for (t, p) in dw.iter_mut().zip(pw).chain(db.iter_mut().zip(pb)) {
+            *t += p;
         }
     }
-    grad_b
+    Grads {
+        input: wanted.input.then_some(grad_in),
+        weight: wanted.weight.then_some(dw),
+        bias: wanted.bias.then_some(db),
+    }
 }
 
-/// ReLU's backward from its output: `grad` where `output > 0`, else 0 (same shapes).
-pub(crate) fn relu_grad<T: Element>(grad: &[T], output: &[T]) -> Vec<T> {
-    grad.iter()
-        .zip(output)
-        .map(|(g, y)| if *y > T::zero() { *g } else { T::zero() })
-        .collect()
+/// The sum of `row`, in eight independent partial sums so the adds pipeline (and vectorise).
+fn sum<T: Element>(row: &[T]) -> T {
+    let mut lanes = [T::zero(); 8];
+    let mut blocks = row.chunks_exact(8);
+    for block in &mut blocks {
+        for (l, x) in lanes.iter_mut().zip(block) {
+            *l += *x;
+        }
+    }
+    for (l, x) in lanes.iter_mut().zip(blocks.remainder()) {
+        *l += *x;
+    }
+    lanes.iter().fold(T::zero(), |acc, x| acc + *x)
 }
 
 #[cfg(test)]
@@ -631,14 +739,20 @@ mod tests {
                 let g = Geometry::new(&[batch, 1, h, h], &[1, 1, k, k], 1).unwrap();
                 let mut out = vec![0.0f64; batch * 2];
                 let seen = Mutex::new(vec![0; batch]);
-                for_each_chunk(&g, &mut out, 2, 0, |_, samples, rows| {
-                    assert_eq!(rows.len(), samples.len() * 2);
-                    for (i, s) in samples.enumerate() {
-                        seen.lock().unwrap()[s] += 1;
-                        rows[2 * i] = s as f64;
-                        rows[2 * i + 1] = s as f64;
-                    }
-                });
+                for_each_chunk(
+                    &g,
+                    &mut out,
+                    2,
+                    || (),
+                    |_, _, samples, rows| {
+                        assert_eq!(rows.len(), samples.len() * 2);
+                        for (i, s) in samples.enumerate() {
+                            seen.lock().unwrap()[s] += 1;
+                            rows[2 * i] = s as f64;
+                            rows[2 * i + 1] = s as f64;
+                        }
+                    },
+                );
                 assert_eq!(seen.into_inner().unwrap(), vec![1; batch]);
                 let expected: Vec<f64> = (0..batch).flat_map(|s| [s as f64; 2]).collect();
                 assert_eq!(out, expected);
