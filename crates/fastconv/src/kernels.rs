@@ -462,8 +462,9 @@ fn im2col<T: Element>(g: &Geometry, phases: &[T], samples: usize, col: &mut [T])
                 let (plane, offset) = tap(g, c, ky, kx);
                 for (s, dst) in row.chunks_exact_mut(n).take(samples).enumerate() {
                     let src = &phases[s * sample_len + plane * plane_len + offset..];
-                    for (oy, dst) in dst.chunks_exact_mut(wo).enumerate() {
-                        copy_row(dst, &src[oy * pw..]);
+                    // Output row oy reads the phase row `oy + dy`, `Wp` further on per row.
+                    for (dst, src) in dst.chunks_exact_mut(wo).zip(src.chunks(pw)) {
+                        copy_row(dst, src);
                     }
                 }
             }
@@ -484,8 +485,8 @@ fn col2im_add<T: Element>(g: &Geometry, col: &[T], samples: usize, phases: &mut 
                 let (plane, offset) = tap(g, c, ky, kx);
                 for (s, src) in row.chunks_exact(n).take(samples).enumerate() {
                     let dst = &mut phases[s * sample_len + plane * plane_len + offset..];
-                    for (oy, src) in src.chunks_exact(wo).enumerate() {
-                        for (d, x) in dst[oy * pw..][..wo].iter_mut().zip(src) {
+                    for (src, dst) in src.chunks_exact(wo).zip(dst.chunks_mut(pw)) {
+                        for (d, x) in dst.iter_mut().zip(src) {
                             *d += *x;
                         }
                     }
