@@ -1,10 +1,25 @@
-//! CPU kernels: im2col, col2im and the three gemm-based passes (forward, weight gradient,
-//! input gradient) over contiguous NCHW buffers, split over threads by samples.
+//! CPU kernels: the forward and the fused backward (input, weight and bias gradients) of an
+//! unpadded convolution over contiguous NCHW buffers, as gemm on im2col patches, split over
+//! threads by samples.
 //!
-//! Each thread walks its samples in chunks; a chunk's patches form one `col` matrix
-//! `[K, S·N]` (K = Cin·Kh·Kw, N = Ho·Wo, S samples side by side), small enough to stay in
-//! cache, so every pass is one gemm per chunk plus a cheap reshuffle between `[Cout, S·N]`
-//! and the NCHW rows `[S, Cout, N]`.
+//! Blocking. The batch is cut into chunks of S samples whose patch matrix `col` `[K, S·N]`
+//! (K = Cin·Kh·Kw, N = Ho·Wo, the S samples side by side) is about 1 MiB of f32, so it stays
+//! in a core's L2 between being written and being read by gemm; workers (candle's thread
+//! count, on rayon's pool) take chunks from a shared queue. Per chunk, with one worker's
+//! reused scratch (no allocation, no zeroing):
+//!
+//! 1. the input is split once into its phase planes ([`to_phases`]: space to depth by the
+//!    stride, u8 pixels converted and scaled here, once per pixel);
+//! 2. [`im2col`] fills `col` with contiguous copies of `Wo` elements, one per output row and
+//!    patch row: after step 1 every stride reads like stride 1;
+//! 3. forward: `mat[Cout, S·N] = weight[Cout, K] · col`, then bias and ReLU on the way into
+//!    the NCHW rows `[S, Cout, N]`;
+//!    backward: the gradient (masked by the ReLU) is copied once into `mat`, and serves all
+//!    three gradients: bias = row sums, `d weight += mat · colᵀ` (a per-worker sum, added up at
+//!    the end), `col = weightᵀ · mat` added back through the phase planes to the input.
+//!
+//! The gemms are the `gemm` crate's (AVX-512 or AVX2+FMA kernels chosen at run time), one
+//! thread each.
 
 use crate::error::{Error, Result};
 use std::cell::RefCell;
