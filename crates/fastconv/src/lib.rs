@@ -1,8 +1,9 @@
 //! Conv2d as im2col + gemm with a hand-written backward, for fast CPU training.
 //!
 //! candle's CPU `conv2d` backward goes through a slow transposed convolution; here the
-//! forward and both gradients are one gemm per cache-sized chunk of samples, split over
-//! candle's thread count. [`conv2d`] is the function, [`Conv2d`] the layer (a drop-in for
+//! forward is one gemm per cache-sized chunk of samples, and the backward one pass that takes
+//! all gradients from one copy of the output gradient per chunk, split over candle's thread
+//! count. [`conv2d`] is the function, [`Conv2d`] the layer (a drop-in for
 //! `candle_nn::Conv2d` without padding). [`conv2d_with`] (and the layer's `with_relu`,
 //! `with_input_scale`) also fuse the ReLU that follows and the `/ 255` of u8 frames into the
 //! op, which saves candle several passes over the activations. Non-CPU devices and dtypes

@@ -1,10 +1,10 @@
-//! The convolution as candle custom ops: a forward op whose `bwd` calls more ops (ReLU mask,
-//! weight, input and bias gradients), all running the kernels of `kernels.rs`.
+//! The convolution as a candle custom op: the forward runs `kernels::forward`, and its `bwd`
+//! computes every gradient (through the fused ReLU) in one pass of `kernels::backward`.
 
 use crate::error::{Error, Result};
-use crate::kernels::{self, Element, Geometry};
+use crate::kernels::{self, Element, Geometry, Wanted};
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, WithDType,
+    CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Storage, Tensor, WithDType,
 };
 
 /// How [`conv2d_with`] convolves.
@@ -142,55 +142,52 @@ fn slice<'a, T: WithDType>(
 }
 
 /// A kernel generic over the input type `I` and the float type `T` (closures cannot be).
-/// `input` is the operand read through `load`, `floats` the others, in op order.
+/// `input` is the operand read through `load`, `floats` the others, in op order; the kernel
+/// turns its typed result into `Out`.
 trait KernelFn {
+    type Out;
     fn run<I: WithDType, T: Element>(
         &self,
         input: &[I],
         load: impl Fn(I) -> T + Copy + Sync,
         floats: &[&[T]],
-    ) -> Vec<T>;
+    ) -> candle_core::Result<Self::Out>;
 }
 
 /// Runs `kernel` with `input` as u8, f32 or f64 and the `floats` all f32 or all f64;
 /// `input` is read as `scale * input` in the float type.
-fn dispatch(
+fn dispatch<K: KernelFn>(
     input: (&CpuStorage, &Layout),
     floats: &[(&CpuStorage, &Layout)],
     scale: f64,
-    kernel: impl KernelFn,
-) -> candle_core::Result<CpuStorage> {
-    fn typed<I: WithDType, T: Element>(
+    kernel: K,
+) -> candle_core::Result<K::Out> {
+    fn typed<I: WithDType, T: Element, K: KernelFn>(
         (s, l): (&CpuStorage, &Layout),
         floats: &[(&CpuStorage, &Layout)],
         scale: f64,
-        kernel: impl KernelFn,
-    ) -> candle_core::Result<Vec<T>> {
+        kernel: K,
+    ) -> candle_core::Result<K::Out> {
         let floats: Vec<&[T]> = floats
             .iter()
             .map(|(s, l)| slice::<T>(s, l))
             .collect::<candle_core::Result<_>>()?;
         let scale = T::from_f64(scale);
         let load = move |x: I| T::from_f64(x.to_f64()) * scale;
-        Ok(kernel.run(slice::<I>(s, l)?, load, &floats))
+        kernel.run(slice::<I>(s, l)?, load, &floats)
     }
-    let float_dtype = floats.first().map(|(s, _)| s);
-    match (input.0, float_dtype) {
-        (CpuStorage::U8(_), Some(CpuStorage::F32(_))) => Ok(CpuStorage::F32(typed::<u8, f32>(
-            input, floats, scale, kernel,
-        )?)),
-        (CpuStorage::U8(_), Some(CpuStorage::F64(_))) => Ok(CpuStorage::F64(typed::<u8, f64>(
-            input, floats, scale, kernel,
-        )?)),
-        (CpuStorage::F32(_), Some(CpuStorage::F32(_)) | None) => {
-            Ok(CpuStorage::F32(typed::<f32, f32>(
-                input, floats, scale, kernel,
-            )?))
+    match (input.0, floats.first().map(|(s, _)| s)) {
+        (CpuStorage::U8(_), Some(CpuStorage::F32(_))) => {
+            typed::<u8, f32, K>(input, floats, scale, kernel)
         }
-        (CpuStorage::F64(_), Some(CpuStorage::F64(_)) | None) => {
-            Ok(CpuStorage::F64(typed::<f64, f64>(
-                input, floats, scale, kernel,
-            )?))
+        (CpuStorage::U8(_), Some(CpuStorage::F64(_))) => {
+            typed::<u8, f64, K>(input, floats, scale, kernel)
+        }
+        (CpuStorage::F32(_), Some(CpuStorage::F32(_))) => {
+            typed::<f32, f32, K>(input, floats, scale, kernel)
+        }
+        (CpuStorage::F64(_), Some(CpuStorage::F64(_))) => {
+            typed::<f64, f64, K>(input, floats, scale, kernel)
         }
         _ => candle_core::bail!("fastconv: u8, f32 or f64 input with f32 or f64 weights expected"),
     }
@@ -201,14 +198,16 @@ struct ConvForward(ConvOptions);
 
 struct Forward(Geometry, bool);
 impl KernelFn for Forward {
+    type Out = CpuStorage;
     fn run<I: WithDType, T: Element>(
         &self,
         input: &[I],
         load: impl Fn(I) -> T + Copy + Sync,
         floats: &[&[T]],
-    ) -> Vec<T> {
+    ) -> candle_core::Result<CpuStorage> {
         let bias = floats.get(1).copied();
-        kernels::forward(&self.0, input, load, floats[0], (bias, self.1))
+        let out = kernels::forward(&self.0, input, load, floats[0], (bias, self.1));
+        Ok(T::to_cpu_storage_owned(out))
     }
 }
 
@@ -224,48 +223,108 @@ impl ConvForward {
         Ok((out, Shape::from((g.batch, g.c_out, g.ho, g.wo))))
     }
 
-    /// The gradient at the convolution's output (before the ReLU), contiguous.
-    fn pre_relu_grad(&self, output: &Tensor, grad_out: &Tensor) -> candle_core::Result<Tensor> {
+    /// The gradients of `input`, `weight` and `bias` (those that track one) from `grad_out`
+    /// `[B, Cout, Ho, Wo]`, in one pass of `kernels::backward` over the batch.
+    fn backward(
+        &self,
+        input: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        output: &Tensor,
+        grad_out: &Tensor,
+    ) -> candle_core::Result<[Option<Tensor>; 3]> {
+        let wanted = Wanted {
+            // Frames fed to the first layer track no gradient: skip their (costly) gradient.
+            input: input.track_op(),
+            weight: weight.track_op(),
+            bias: bias.is_some_and(Tensor::track_op),
+        };
+        if !(wanted.input || wanted.weight || wanted.bias) {
+            return Ok([None, None, None]);
+        }
+        let g = Geometry::new(input.dims(), weight.dims(), self.0.stride)
+            .map_err(candle_core::Error::wrap)?;
+        let expected = [g.batch, g.c_out, g.ho, g.wo];
+        if grad_out.dims() != expected {
+            candle_core::bail!(
+                "fastconv: gradient of shape {:?}, expected {expected:?}",
+                grad_out.dims()
+            )
+        }
         let grad_out = grad_out.contiguous()?;
-        if self.0.relu {
-            grad_out.apply_op2_no_bwd(output, &ReluGrad)
-        } else {
-            Ok(grad_out)
+        // Read locks, as candle's own ops take them (candle holds none while it calls `bwd`).
+        let input = input.storage_and_layout();
+        let weight = weight.storage_and_layout();
+        let grad_out = grad_out.storage_and_layout();
+        let output = self.0.relu.then(|| output.storage_and_layout());
+        let mut floats = vec![(cpu(&weight.0)?, weight.1), (cpu(&grad_out.0)?, grad_out.1)];
+        if let Some((storage, layout)) = &output {
+            floats.push((cpu(storage)?, layout));
         }
-    }
-
-    fn input_grad(
-        &self,
-        input: &Tensor,
-        weight: &Tensor,
-        grad_out: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        // Frames fed to the first layer track no gradient: skip their (costly) gradient.
-        if !input.track_op() {
-            return Ok(None);
-        }
-        let op = ConvInputGrad {
-            opts: self.0,
-            input_shape: input.dims4()?,
+        let kernel = Backward {
+            g,
+            wanted,
+            scale: self.0.input_scale,
         };
-        let grad = weight.apply_op2_no_bwd(grad_out, &op)?;
-        Ok(Some(grad.to_dtype(input.dtype())?))
+        let [d_input, d_weight, d_bias] = dispatch(
+            (cpu(&input.0)?, input.1),
+            &floats,
+            self.0.input_scale,
+            kernel,
+        )?;
+        // d input in the input's dtype (u8 frames, which never track, aside).
+        let in_dtype = input.0.dtype();
+        let d_input = d_input.map(|d| d.to_dtype(in_dtype)).transpose()?;
+        Ok([d_input, d_weight, d_bias])
     }
+}
 
-    fn weight_grad(
+/// The CPU storage in `storage` (the op runs on CPU tensors only).
+fn cpu(storage: &Storage) -> candle_core::Result<&CpuStorage> {
+    match storage {
+        Storage::Cpu(s) => Ok(s),
+        _ => candle_core::bail!("fastconv: CPU tensors expected"),
+    }
+}
+
+/// `(input, weight, grad_out[, relu output]) -> [d input, d weight, d bias]`.
+struct Backward {
+    g: Geometry,
+    wanted: Wanted,
+    /// The factor the forward read the input with.
+    scale: f64,
+}
+
+impl KernelFn for Backward {
+    type Out = [Option<Tensor>; 3];
+    fn run<I: WithDType, T: Element>(
         &self,
-        input: &Tensor,
-        weight: &Tensor,
-        grad_out: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        if !weight.track_op() {
-            return Ok(None);
-        }
-        let op = ConvWeightGrad {
-            opts: self.0,
-            weight_shape: weight.dims4()?,
+        input: &[I],
+        load: impl Fn(I) -> T + Copy + Sync,
+        floats: &[&[T]],
+    ) -> candle_core::Result<[Option<Tensor>; 3]> {
+        let g = &self.g;
+        let relu_out = floats.get(2).copied();
+        let scale = T::from_f64(self.scale);
+        let grads = kernels::backward(
+            g,
+            input,
+            load,
+            floats[0],
+            floats[1],
+            relu_out,
+            scale,
+            self.wanted,
+        );
+        let tensor = |v: Option<Vec<T>>, shape: &[usize]| {
+            v.map(|v| Tensor::from_vec(v, shape, &Device::Cpu))
+                .transpose()
         };
-        Ok(Some(input.apply_op2_no_bwd(grad_out, &op)?))
+        Ok([
+            tensor(grads.input, &[g.batch, g.c_in, g.h, g.w])?,
+            tensor(grads.weight, &[g.c_out, g.c_in, g.kh, g.kw])?,
+            tensor(grads.bias, &[g.c_out])?,
+        ])
     }
 }
 
@@ -291,11 +350,8 @@ impl CustomOp2 for ConvForward {
         output: &Tensor,
         grad_out: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad_out = self.pre_relu_grad(output, grad_out)?;
-        Ok((
-            self.input_grad(input, weight, &grad_out)?,
-            self.weight_grad(input, weight, &grad_out)?,
-        ))
+        let [d_input, d_weight, _] = self.backward(input, weight, None, output, grad_out)?;
+        Ok((d_input, d_weight))
     }
 }
 
@@ -331,172 +387,8 @@ impl CustomOp3 for ConvForward {
         output: &Tensor,
         grad_out: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad_out = self.pre_relu_grad(output, grad_out)?;
-        let grad_b = if bias.track_op() {
-            Some(grad_out.apply_op1_no_bwd(&ConvBiasGrad)?)
-        } else {
-            None
-        };
-        Ok((
-            self.input_grad(input, weight, &grad_out)?,
-            self.weight_grad(input, weight, &grad_out)?,
-            grad_b,
-        ))
+        let [d_input, d_weight, d_bias] =
+            self.backward(input, weight, Some(bias), output, grad_out)?;
+        Ok((d_input, d_weight, d_bias))
     }
-}
-
-/// `(grad, relu output) -> grad where the output is positive`.
-struct ReluGrad;
-
-impl CustomOp2 for ReluGrad {
-    fn name(&self) -> &'static str {
-        "fastconv-relu-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        if l1.dims() != l2.dims() {
-            candle_core::bail!(
-                "fastconv: relu grad {:?} vs output {:?}",
-                l1.dims(),
-                l2.dims()
-            )
-        }
-        struct Mask;
-        impl KernelFn for Mask {
-            fn run<I: WithDType, T: Element>(
-                &self,
-                _: &[I],
-                _: impl Fn(I) -> T + Copy + Sync,
-                floats: &[&[T]],
-            ) -> Vec<T> {
-                kernels::relu_grad(floats[0], floats[1])
-            }
-        }
-        let out = dispatch((s1, l1), &[(s1, l1), (s2, l2)], 1.0, Mask)?;
-        Ok((out, l1.shape().clone()))
-    }
-}
-
-/// `grad_out -> grad_bias`.
-struct ConvBiasGrad;
-
-impl CustomOp1 for ConvBiasGrad {
-    fn name(&self) -> &'static str {
-        "fastconv-conv2d-bias-grad"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (b, c_out, ho, wo) = l.shape().dims4()?;
-        // Any geometry with this output shape sums the same way.
-        let g = Geometry::new(&[b, 1, ho, wo], &[c_out, 1, 1, 1], 1)
-            .map_err(candle_core::Error::wrap)?;
-        struct BiasGrad(Geometry);
-        impl KernelFn for BiasGrad {
-            fn run<I: WithDType, T: Element>(
-                &self,
-                _: &[I],
-                _: impl Fn(I) -> T + Copy + Sync,
-                floats: &[&[T]],
-            ) -> Vec<T> {
-                kernels::bias_grad(&self.0, floats[0])
-            }
-        }
-        let out = dispatch((s, l), &[(s, l)], 1.0, BiasGrad(g))?;
-        Ok((out, Shape::from(c_out)))
-    }
-}
-
-/// `(input, grad_out) -> grad_weight`.
-struct ConvWeightGrad {
-    opts: ConvOptions,
-    weight_shape: (usize, usize, usize, usize),
-}
-
-impl CustomOp2 for ConvWeightGrad {
-    fn name(&self) -> &'static str {
-        "fastconv-conv2d-weight-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let w = self.weight_shape;
-        let g = Geometry::new(l1.dims(), &[w.0, w.1, w.2, w.3], self.opts.stride)
-            .map_err(candle_core::Error::wrap)?;
-        check_grad_shape(&g, l2)?;
-        struct WeightGrad(Geometry);
-        impl KernelFn for WeightGrad {
-            fn run<I: WithDType, T: Element>(
-                &self,
-                input: &[I],
-                load: impl Fn(I) -> T + Copy + Sync,
-                floats: &[&[T]],
-            ) -> Vec<T> {
-                kernels::weight_grad(&self.0, input, load, floats[0])
-            }
-        }
-        let out = dispatch((s1, l1), &[(s2, l2)], self.opts.input_scale, WeightGrad(g))?;
-        Ok((out, Shape::from(w)))
-    }
-}
-
-/// `(weight, grad_out) -> grad_input` (in the weight's dtype).
-struct ConvInputGrad {
-    opts: ConvOptions,
-    input_shape: (usize, usize, usize, usize),
-}
-
-impl CustomOp2 for ConvInputGrad {
-    fn name(&self) -> &'static str {
-        "fastconv-conv2d-input-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let i = self.input_shape;
-        let g = Geometry::new(&[i.0, i.1, i.2, i.3], l1.dims(), self.opts.stride)
-            .map_err(candle_core::Error::wrap)?;
-        check_grad_shape(&g, l2)?;
-        struct InputGrad(Geometry, f64);
-        impl KernelFn for InputGrad {
-            fn run<I: WithDType, T: Element>(
-                &self,
-                _: &[I],
-                _: impl Fn(I) -> T + Copy + Sync,
-                floats: &[&[T]],
-            ) -> Vec<T> {
-                let scale = T::from_f64(self.1);
-                kernels::input_grad(&self.0, floats[0], floats[1], scale)
-            }
-        }
-        let kernel = InputGrad(g, self.opts.input_scale);
-        let out = dispatch((s1, l1), &[(s1, l1), (s2, l2)], 1.0, kernel)?;
-        Ok((out, Shape::from(i)))
-    }
-}
-
-fn check_grad_shape(g: &Geometry, grad_out: &Layout) -> candle_core::Result<()> {
-    let expected = [g.batch, g.c_out, g.ho, g.wo];
-    if grad_out.dims() != expected {
-        candle_core::bail!(
-            "fastconv: gradient of shape {:?}, expected {expected:?}",
-            grad_out.dims()
-        )
-    }
-    Ok(())
 }

@@ -131,6 +131,43 @@ fn nature_cnn_layers_match_candle_f64() {
 }
 
 #[test]
+fn single_frame_first_layer_matches_candle_at_several_batches() {
+    // Recurrent training feeds [B, 1, 84, 84]; batches that fill chunks exactly, leave a
+    // remainder, or are smaller than one chunk, all gradients, with and without the ReLU.
+    for (i, batch) in [1, 3, 13, 24].into_iter().enumerate() {
+        let seed = 50 + i as u64;
+        check_maybe_relu(
+            [batch, 1, 84, 84],
+            [32, 1, 8, 8],
+            4,
+            DType::F32,
+            seed,
+            i % 2 == 0,
+        );
+        check_maybe_relu(
+            [batch, 1, 84, 84],
+            [32, 1, 8, 8],
+            4,
+            DType::F64,
+            seed,
+            i % 2 == 1,
+        );
+    }
+}
+
+#[test]
+fn nature_cnn_layers_match_candle_at_several_batches() {
+    // Different batches through the same threads: the reused scratch of a larger geometry
+    // must not leak into a smaller one.
+    for batch in [9, 1, 4] {
+        for (i, (mut input, weight, stride)) in NATURE.into_iter().enumerate() {
+            input[0] = batch;
+            check_maybe_relu(input, weight, stride, DType::F32, 60 + i as u64, true);
+        }
+    }
+}
+
+#[test]
 fn fused_relu_matches_candle_conv_then_relu() {
     for (i, (input, weight, stride)) in NATURE.into_iter().enumerate() {
         check_maybe_relu(input, weight, stride, DType::F64, 20 + i as u64, true);
