@@ -158,11 +158,15 @@ def main():
         if cleanrl:
             theirs = [c[1][0] for c in cleanrl]
             lo, hi = min(theirs), max(theirs)
-            inside = lo <= statistics.mean(ours) <= hi if len(theirs) > 1 else min(ours) <= lo <= max(ours)
-            lines.append(f"CleanRL: {', '.join(f'{t:.2f}' for t in theirs)}. "
-                         + ("Our seed mean lies within CleanRL's spread." if len(theirs) > 1 and inside else
-                            "CleanRL's run lies within our seeds' range." if inside else
-                            "**They disagree**: see the closing note of issue 14."))
+            mean_ours = statistics.mean(ours)
+            line = (f"CleanRL: {', '.join(f'{t:.2f}' for t in theirs)}, mean "
+                    f"{statistics.mean(theirs):.2f}. Our seed mean lies "
+                    f"{'within' if lo <= mean_ours <= hi else 'outside'} CleanRL's range")
+            if len(ours) > 1 and len(theirs) > 1:
+                se = (statistics.variance(ours) / len(ours)
+                      + statistics.variance(theirs) / len(theirs)) ** 0.5
+                line += f"; Welch's t of the difference = {(mean_ours - statistics.mean(theirs)) / se:.2f}"
+            lines.append(line + ".")
     else:
         lines.append("(the check sweep has not finished)")
     open(os.path.join(HERE, "README.md"), "w").write("\n".join(lines) + "\n")
