@@ -792,15 +792,7 @@ impl Brims {
             .to_vec1::<T>()?;
         let tensors = self.fused_weights();
         let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
-        let slices = guards
-            .iter()
-            .map(|(storage, layout)| match &**storage {
-                candle_core::Storage::Cpu(cpu) => {
-                    crate::kernels::contiguous_slice::<T>(cpu, layout)
-                }
-                _ => candle_core::bail!("brims: the fused step runs on the CPU only"),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let slices = crate::kernels::cpu_slices::<T, _>(&guards, "brims")?;
         let weights = brims_seq::layer_weights(&self.sizes, &slices)?;
         let plan = brims_seq::Plan {
             sizes: &self.sizes,

@@ -1,8 +1,8 @@
 //! Small CPU kernels shared by the fused recurrent ops ([`crate::lstm_seq`], [`crate::brims_seq`]).
 
-use std::ops::Range;
+use std::ops::{Deref, Range};
 
-use candle_core::{bail, CpuStorage, Layout, Result, WithDType};
+use candle_core::{bail, CpuStorage, Layout, Result, Storage, WithDType};
 
 /// The float types the fused op runs on.
 pub(crate) trait Real: WithDType + std::ops::Neg<Output = Self> {
@@ -39,43 +39,29 @@ pub(crate) fn contiguous_slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) 
     }
 }
 
+/// The values of CPU tensors a fused step reads in place, from their storage guards
+/// (`Tensor::storage_and_layout`, held by the caller while it uses the slices); `op` names the
+/// step in the error for a tensor off the CPU or not contiguous.
+pub(crate) fn cpu_slices<'a, T: WithDType, G: Deref<Target = Storage>>(
+    guards: &'a [(G, &Layout)],
+    op: &str,
+) -> Result<Vec<&'a [T]>> {
+    guards
+        .iter()
+        .map(|(storage, layout)| match &**storage {
+            Storage::Cpu(cpu) => contiguous_slice::<T>(cpu, layout),
+            _ => bail!("{op}: the fused step runs on the CPU only"),
+        })
+        .collect()
+}
+
 /// `acc[b, cols] += Σ_k a[b, k] · w[k, cols]` for `a [B, K]`, `w [K, N]` row-major.
 ///
 /// Through the `gemm` crate's register-blocked kernels (what candle's matmul uses), on the
 /// calling thread: the BRIMs op parallelises over envs itself.
 pub(crate) fn gemm_acc<T: Real>(acc: &mut [T], a: &[T], w: &[T], batch: usize, k: usize, n: usize) {
-    if batch == 0 || n == 0 || k == 0 {
-        return;
-    }
-    assert!(
-        acc.len() >= batch * n && a.len() >= batch * k && w.len() >= k * n,
-        "gemm_acc: slices smaller than [{batch}, {k}] x [{k}, {n}]"
-    );
-    // SAFETY: the assert above bounds every index gemm reads or writes (all three operands
-    // are dense row-major); `acc` is a unique borrow, so it aliases neither input.
-    unsafe {
-        gemm::gemm(
-            batch,
-            n,
-            k,
-            acc.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            a.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            1,
-            n as isize,
-            T::one(),
-            T::one(),
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
+    // Element (k, col) of `w` at `k·n + col`.
+    gemm_acc_strided(acc, a, w, (batch, k, n), (n, 1), gemm::Parallelism::None);
 }
 
 /// `acc[b, cols] += Σ_k a[b, k] · w[cols, k]` for `a [B, K]` and `w [N, K]` row-major: the
@@ -94,15 +80,33 @@ pub(crate) fn gemm_acc_nt<T: Real>(
     } else {
         gemm::Parallelism::None
     };
+    // Element (k, col) of `wᵀ` at `col·k + k`.
+    gemm_acc_strided(acc, a, w, (batch, k, n), (1, k), parallelism);
+}
+
+/// `acc [B, N] += a [B, K] · W`, both dense row-major, where `W`'s element `(i, j)` is
+/// `w[i · w_row_stride + j · w_col_stride]`: `(n, 1)` for a row-major `[K, N]`, `(1, k)` for
+/// the transpose of a row-major `[N, K]`.
+fn gemm_acc_strided<T: Real>(
+    acc: &mut [T],
+    a: &[T],
+    w: &[T],
+    (batch, k, n): (usize, usize, usize),
+    (w_row_stride, w_col_stride): (usize, usize),
+    parallelism: gemm::Parallelism,
+) {
     if batch == 0 || n == 0 || k == 0 {
         return;
     }
+    let w_last = (k - 1) * w_row_stride + (n - 1) * w_col_stride;
     assert!(
-        acc.len() >= batch * n && a.len() >= batch * k && w.len() >= k * n,
-        "gemm_acc_nt: slices smaller than [{batch}, {k}] x [{n}, {k}]ᵀ"
+        acc.len() >= batch * n && a.len() >= batch * k && w.len() > w_last,
+        "gemm_acc: slices smaller than [{batch}, {k}] x [{k}, {n}] (strides \
+         {w_row_stride}, {w_col_stride})"
     );
-    // SAFETY: as in `gemm_acc`; `w` is read as the `[K, N]` matrix with row stride 1 and
-    // column stride `k`, every index of which the assert bounds.
+    // SAFETY: the assert above bounds every index gemm reads or writes (`acc` and `a` are
+    // dense row-major, `w`'s largest index is `w_last`); `acc` is a unique borrow, so it
+    // aliases neither input.
     unsafe {
         gemm::gemm(
             batch,
@@ -116,8 +120,8 @@ pub(crate) fn gemm_acc_nt<T: Real>(
             1,
             k as isize,
             w.as_ptr(),
-            k as isize,
-            1,
+            w_col_stride as isize,
+            w_row_stride as isize,
             T::one(),
             T::one(),
             false,

@@ -7,7 +7,7 @@ use candle_nn::{Init, VarBuilder};
 use crate::config::LstmConfig;
 use crate::core::{act_by_stepping, Core, CoreState, StepTrace};
 use crate::error::BrimsError;
-use crate::kernels::{contiguous_slice, gemm_acc_nt, Real};
+use crate::kernels::{cpu_slices, gemm_acc_nt, Real};
 use crate::lstm_seq::{cell_forward, fused_supported, lstm_seq};
 
 /// An LSTM cell with PyTorch's gate order `i, f, g, o` and parameter names
@@ -107,8 +107,8 @@ impl Lstm {
     ) -> candle_core::Result<(Tensor, Tensor)> {
         let (batch, n, e) = (keep.len(), self.hidden_size, self.input_size);
         let input = input.detach().contiguous()?;
-        let h = state.parts[0].flatten_all()?.to_vec1::<T>()?;
-        let c = state.parts[1].flatten_all()?.to_vec1::<T>()?;
+        let mut h_prev = state.parts[0].flatten_all()?.to_vec1::<T>()?;
+        let mut c_prev = state.parts[1].flatten_all()?.to_vec1::<T>()?;
         let tensors = [
             &input,
             &self.weight_ih,
@@ -117,18 +117,10 @@ impl Lstm {
             &self.bias_hh,
         ];
         let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
-        let slices = guards
-            .iter()
-            .map(|(storage, layout)| match &**storage {
-                candle_core::Storage::Cpu(cpu) => contiguous_slice::<T>(cpu, layout),
-                _ => candle_core::bail!("lstm: the fused step runs on the CPU only"),
-            })
-            .collect::<candle_core::Result<Vec<_>>>()?;
+        let slices = cpu_slices::<T, _>(&guards, "lstm")?;
         let [x, w_ih, w_hh, b_ih, b_hh] = slices[..] else {
             candle_core::bail!("lstm: five tensors expected");
         };
-        let mut h_prev = h;
-        let mut c_prev = c;
         for (b, &k) in keep.iter().enumerate() {
             let k = T::from_f64(k);
             h_prev[b * n..(b + 1) * n].iter_mut().for_each(|v| *v *= k);
