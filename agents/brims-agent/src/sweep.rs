@@ -148,20 +148,19 @@ fn default_attempts() -> u32 {
     3
 }
 
-/// A config's name without its own Atari game's prefix (`breakout_lstm` → `lstm`); other names
-/// as they are.
+/// A config's name without its own Atari game's prefix (`breakout_lstm` → `lstm`,
+/// `space_invaders_brims` → `brims`); other names as they are.
 fn config_label(cfg: &RunConfig) -> String {
-    let game = match &cfg.env {
-        EnvConfig::Atari { game, .. } => game.to_lowercase(),
-        _ => return cfg.name.clone(),
+    let EnvConfig::Atari { game, .. } = &cfg.env else {
+        return cfg.name.clone();
     };
-    // `Breakout`, `ALE/Breakout-v5` and `roms/breakout.bin` are all `breakout`.
-    let file = game.rsplit('/').next().unwrap_or(&game);
-    let game = file.split(['-', '.']).next().unwrap_or(file);
-    match cfg.name.strip_prefix(&format!("{game}_")) {
-        Some(rest) if !rest.is_empty() => rest.to_string(),
-        _ => cfg.name.clone(),
-    }
+    let key = envs_atari::game_key(game);
+    cfg.name
+        .match_indices('_')
+        .find(|&(at, _)| envs_atari::game_key(&cfg.name[..at]) == key)
+        .map(|(at, _)| &cfg.name[at + 1..])
+        .filter(|rest| !rest.is_empty())
+        .map_or_else(|| cfg.name.clone(), str::to_string)
 }
 
 /// One run of the grid.
@@ -989,6 +988,34 @@ mod tests {
             .runs
             .iter()
             .all(|r| r.config_toml.contains("repeat_action_probability = 0.0")));
+    }
+
+    /// A config written for a game with a two-word name, or for a game given as `ALE/…-v5`,
+    /// is labelled by its core too; a name that does not start with its game stays whole.
+    #[test]
+    fn configs_are_labelled_by_core_whatever_the_game_spelling() {
+        let tmp = tempfile::tempdir().unwrap();
+        let lstm = std::fs::read_to_string(repo_configs().join("breakout_lstm.toml")).unwrap();
+        for (name, game, label) in [
+            ("space_invaders_lstm", "SpaceInvaders", "lstm"),
+            ("breakout_brims", "ALE/Breakout-v5", "brims"),
+            ("my_lstm", "Breakout", "my_lstm"),
+        ] {
+            let config = lstm
+                .replace("name = \"breakout_lstm\"", &format!("name = \"{name}\""))
+                .replace("game = \"Breakout\"", &format!("game = \"{game}\""));
+            write(tmp.path(), &format!("{name}.toml"), &config);
+            let spec = write(
+                tmp.path(),
+                "s.toml",
+                &format!(
+                    "name = \"t\"\ngames = [\"Pong\"]\nconfigs = [\"{name}.toml\"]\nseeds = 1\n"
+                ),
+            );
+            let r = resolve(&spec).unwrap();
+            assert_eq!(r.configs, [label], "{name} on {game}");
+            assert_eq!(r.runs[0].id, format!("Pong-{label}-s1"));
+        }
     }
 
     #[test]

@@ -244,6 +244,17 @@ pub fn reference_scores(game: &str) -> Option<(f64, f64)> {
         .map(|&(_, random, human)| (random, human))
 }
 
+/// The key every spelling of one game shares: `Breakout`, `breakout`, `ALE/Breakout-v5` and
+/// `BreakoutNoFrameskip-v4` are all `breakout`, `space_invaders` and `SpaceInvaders` both
+/// `spaceinvaders`; a ROM path is keyed by its file name (`roms/breakout.bin` → `breakout`).
+pub fn game_key(game: &str) -> String {
+    if looks_like_path(game) {
+        let stem = Path::new(game).file_stem().and_then(|s| s.to_str());
+        return normalize(stem.unwrap_or(game));
+    }
+    normalize(game)
+}
+
 /// A ROM ready to hand to ALE.
 pub(crate) struct Rom {
     /// The name ALE recognises the game by (the ROM file must be `<ale_name>.bin`).
