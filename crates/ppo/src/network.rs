@@ -153,11 +153,25 @@ pub struct ActorCritic {
     device: Device,
 }
 
-/// One layer's parameters to initialise: name prefix, weight shape, gain.
+/// One layer's parameters to initialise: the weight's and the bias's variable names, the
+/// weight's shape, the orthogonal gain.
 struct InitSpec {
-    prefix: String,
+    weight: String,
+    bias: String,
     shape: Vec<usize>,
     gain: f64,
+}
+
+impl InitSpec {
+    /// A candle-nn layer's `<prefix>.weight` and `<prefix>.bias`.
+    fn layer(prefix: &str, shape: Vec<usize>, gain: f64) -> Self {
+        InitSpec {
+            weight: format!("{prefix}.weight"),
+            bias: format!("{prefix}.bias"),
+            shape,
+            gain,
+        }
+    }
 }
 
 impl ActorCritic {
@@ -230,11 +244,7 @@ impl ActorCritic {
                 for (i, &h) in hidden.iter().enumerate() {
                     let prefix = format!("encoder.fc{i}");
                     layers.push(candle_nn::linear(width, h, vb.pp(&prefix))?);
-                    specs.push(InitSpec {
-                        prefix,
-                        shape: vec![h, width],
-                        gain: hidden_gain,
-                    });
+                    specs.push(InitSpec::layer(&prefix, vec![h, width], hidden_gain));
                     width = h;
                 }
                 (
@@ -273,19 +283,15 @@ impl ActorCritic {
                 for (i, (ic, oc, k, s)) in layers.into_iter().enumerate() {
                     let prefix = format!("encoder.conv{i}");
                     convs.push(conv(ic, oc, k, s, vb.pp(&prefix))?);
-                    specs.push(InitSpec {
-                        prefix,
-                        shape: vec![oc, ic, k, k],
-                        gain: hidden_gain,
-                    });
+                    specs.push(InitSpec::layer(&prefix, vec![oc, ic, k, k], hidden_gain));
                 }
                 let flat = 64 * oh * ow;
                 let fc = candle_nn::linear(flat, *hidden, vb.pp("encoder.fc"))?;
-                specs.push(InitSpec {
-                    prefix: "encoder.fc".into(),
-                    shape: vec![*hidden, flat],
-                    gain: hidden_gain,
-                });
+                specs.push(InitSpec::layer(
+                    "encoder.fc",
+                    vec![*hidden, flat],
+                    hidden_gain,
+                ));
                 let convs: [Conv; 3] = convs.try_into().map_err(|_| PpoError::Shape {
                     op: "ActorCritic::new",
                     why: "Nature CNN has three convs".into(),
@@ -308,40 +314,32 @@ impl ActorCritic {
             Some(c) => Some(build_core(c, features, vb.pp("core"))?),
             None => None,
         };
-        let mut lstm_specs = Vec::new();
+        let head_in = core.as_ref().map_or(features, |c| c.output_size());
+        let policy = candle_nn::linear(head_in, n_actions, vb.pp("policy"))?;
+        specs.push(InitSpec::layer("policy", vec![n_actions, head_in], 0.01));
+        let value = candle_nn::linear(head_in, 1, vb.pp("value"))?;
+        specs.push(InitSpec::layer("value", vec![1, head_in], 1.0));
+        // After the heads, so that a seed draws the same weights as before this option existed.
         if let Some(CoreConfig::Lstm(lstm)) = &cfg.core {
             if lstm.weight_init == LstmWeightInit::Orthogonal {
                 // CleanRL's ppo_atari_lstm.py: both weights orthogonal (gain 1), biases 0.
                 let h = lstm.hidden_size;
-                lstm_specs.push(("ih", vec![4 * h, features]));
-                lstm_specs.push(("hh", vec![4 * h, h]));
+                for (part, input) in [("ih", features), ("hh", h)] {
+                    specs.push(InitSpec {
+                        weight: format!("core.weight_{part}"),
+                        bias: format!("core.bias_{part}"),
+                        shape: vec![4 * h, input],
+                        gain: 1.0,
+                    });
+                }
             }
         }
-        let head_in = core.as_ref().map_or(features, |c| c.output_size());
-        let policy = candle_nn::linear(head_in, n_actions, vb.pp("policy"))?;
-        specs.push(InitSpec {
-            prefix: "policy".into(),
-            shape: vec![n_actions, head_in],
-            gain: 0.01,
-        });
-        let value = candle_nn::linear(head_in, 1, vb.pp("value"))?;
-        specs.push(InitSpec {
-            prefix: "value".into(),
-            shape: vec![1, head_in],
-            gain: 1.0,
-        });
         drop(vb); // releases the borrow of `varmap`
         for spec in specs {
             let w = orthogonal(&spec.shape, spec.gain, rng, device)?;
-            varmap.set_one(format!("{}.weight", spec.prefix), w)?;
+            varmap.set_one(spec.weight, w)?;
             let b = Tensor::zeros(spec.shape[0], DType::F32, device)?;
-            varmap.set_one(format!("{}.bias", spec.prefix), b)?;
-        }
-        for (part, shape) in lstm_specs {
-            let w = orthogonal(&shape, 1.0, rng, device)?;
-            varmap.set_one(format!("core.weight_{part}"), w)?;
-            let b = Tensor::zeros(shape[0], DType::F32, device)?;
-            varmap.set_one(format!("core.bias_{part}"), b)?;
+            varmap.set_one(spec.bias, b)?;
         }
         Ok(ActorCritic {
             encoder,
