@@ -9,7 +9,7 @@ run.json, TensorBoard events) or from the sweep's report.md, copied unchanged.
 
 See run.sh for the whole reproduction.
 """
-import argparse, csv, glob, json, os, shutil, statistics, sys
+import argparse, csv, glob, json, os, shutil, statistics, sys, tomllib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "breakout-1m"))
@@ -30,9 +30,8 @@ def read_run(run):
     if not os.path.exists(summary_path):
         return None
     summary = json.load(open(summary_path))
-    config = open(os.path.join(run, "config.toml")).read()
-    total = next(int(l.split("=")[1].replace("_", "")) for l in config.splitlines()
-                 if l.startswith("total_frames"))
+    with open(os.path.join(run, "config.toml"), "rb") as f:
+        total = tomllib.load(f)["total_frames"]
     if summary["interrupted"] or summary["frames"] < total:
         return None
     meta = json.load(open(os.path.join(run, "run.json")))
