@@ -24,6 +24,11 @@ def last20(returns):
     return sum(tail) / len(tail) if tail else float("nan")
 
 
+def range_word(x, values):
+    """Whether `x` lies within the range of `values`: "within" or "outside"."""
+    return "within" if min(values) <= x <= max(values) else "outside"
+
+
 def read_run(run):
     """One of our runs: its episodes, summary and provenance, or None if it has not finished."""
     summary_path = os.path.join(run, "summary.json")
@@ -39,6 +44,7 @@ def read_run(run):
     canary = [v for _, v in scalars(run, "losses/first_ratio_deviation")]
     return dict(
         episodes=episodes, last20=summary["mean_return_last_20"], sps=summary["sps"],
+        step_returns=[(int(e["global_step"]), float(e["episodic_return"])) for e in episodes],
         frames=summary["frames"], wall_h=summary["frames"] / 4 / summary["sps"] / 3600,
         canary_max=max(canary) if canary else float("nan"), updates=len(canary),
         rev=(meta.get("git_revision") or "?")[:7], dirty=meta.get("git_dirty_at_build"),
@@ -46,16 +52,15 @@ def read_run(run):
 
 
 def read_cleanrl(run):
-    """CleanRL's run: (last-20 return, episodes, agent steps, wall seconds, its last logged SPS,
-    its episodes as (agent step, return))."""
-    episodes = scalars(run, "charts/episodic_return")
-    returns = [v for _, v in episodes]
+    """CleanRL's run: its episodes as (agent step, return), their last-20 mean, its agent
+    steps, wall seconds and last logged SPS."""
+    step_returns = scalars(run, "charts/episodic_return")
     sps = scalars(run, "charts/SPS")
     steps = sps[-1][0] if sps else 0
     # CleanRL logs SPS = global_step / (time since start), so wall time = steps / SPS.
     wall = steps / sps[-1][1] if sps and sps[-1][1] > 0 else float("nan")
-    return (last20(returns), len(returns), steps, wall, (sps[-1][1] if sps else float("nan")),
-            episodes)
+    return dict(step_returns=step_returns, last20=last20([v for _, v in step_returns]),
+                steps=steps, wall=wall, sps=sps[-1][1] if sps else float("nan"))
 
 
 def binned_means(episodes, width, total):
@@ -164,21 +169,20 @@ def main():
         lines += ["| run | last-20 return | steps/s |", "|---|---:|---:|"]
         lines += [f"| ours, {rid} | {r['last20']:.2f} | {r['sps']:.0f} |" for rid, r in check]
         cleanrl = [(os.path.basename(os.path.normpath(c)), read_cleanrl(c)) for c in args.cleanrl]
-        for name, (l20, n, steps, wall, sps, _) in cleanrl:
-            lines.append(f"| CleanRL, {name} ({n} episodes, {steps} steps, {wall / 60:.0f} min) "
-                         f"| {l20:.2f} | {sps:.0f} |")
+        for name, c in cleanrl:
+            lines.append(f"| CleanRL, {name} ({len(c['step_returns'])} episodes, {c['steps']} "
+                         f"steps, {c['wall'] / 60:.0f} min) | {c['last20']:.2f} | {c['sps']:.0f} |")
         lines += ["", "These steps/s are not a speed comparison: the runs shared two cores with "
                   "each other and with other work. The same-run comparison is `brims bench train "
                   "--cleanrl-iterations N` ([docs/benchmarks.md](../../benchmarks.md))."]
         lines += ["", f"Ours: mean {statistics.mean(ours):.2f} over {len(ours)} seeds, "
                   f"range {min(ours):.2f}–{max(ours):.2f}."]
         if cleanrl:
-            theirs = [c[1][0] for c in cleanrl]
-            lo, hi = min(theirs), max(theirs)
+            theirs = [c["last20"] for _, c in cleanrl]
             mean_ours = statistics.mean(ours)
             line = (f"CleanRL: {', '.join(f'{t:.2f}' for t in theirs)}, mean "
                     f"{statistics.mean(theirs):.2f}. Our seed mean lies "
-                    f"{'within' if lo <= mean_ours <= hi else 'outside'} CleanRL's range")
+                    f"{range_word(mean_ours, theirs)} CleanRL's range")
             if len(ours) > 1 and len(theirs) > 1:
                 se = (statistics.variance(ours) / len(ours)
                       + statistics.variance(theirs) / len(theirs)) ** 0.5
@@ -188,10 +192,9 @@ def main():
             # 50k agent steps (~200 episodes a bin late in training) show whether the two
             # implementations learn alike over the whole budget, not only at its last moment.
             width, total = 50_000, 250_000
-            ours_curves = [(rid, binned_means([(int(e["global_step"]), float(e["episodic_return"]))
-                                               for e in r["episodes"]], width, total))
-                           for rid, r in check]
-            their_curves = [(name, binned_means(c[5], width, total)) for name, c in cleanrl]
+            ours_curves = [(rid, binned_means(r["step_returns"], width, total)) for rid, r in check]
+            their_curves = [(name, binned_means(c["step_returns"], width, total))
+                            for name, c in cleanrl]
             lines += ["", f"The same runs' mean return per {width // 1000}k agent steps (all "
                       "episodes ending in the bin):", "",
                       "| run | " + " | ".join(f"{b * width // 1000}–{(b + 1) * width // 1000}k"
@@ -206,8 +209,7 @@ def main():
                       f"({min(last_ours):.2f}–{max(last_ours):.2f}), CleanRL mean "
                       f"{statistics.mean(last_theirs):.2f} ({min(last_theirs):.2f}–"
                       f"{max(last_theirs):.2f}); our mean lies "
-                      f"{'within' if min(last_theirs) <= statistics.mean(last_ours) <= max(last_theirs) else 'outside'}"
-                      " CleanRL's range."]
+                      f"{range_word(statistics.mean(last_ours), last_theirs)} CleanRL's range."]
     else:
         lines.append("(the check sweep has not finished)")
     open(os.path.join(HERE, "README.md"), "w").write("\n".join(lines) + "\n")
