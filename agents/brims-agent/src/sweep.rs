@@ -4,7 +4,8 @@
 //!
 //! A sweep is a directory:
 //! - `sweep.json`: the spec as resolved (every run's effective config). Running the command
-//!   again with a spec that resolves differently is refused, naming what differs.
+//!   again with a spec that adds games, configs or seeds adds their runs; one that changes or
+//!   drops a run the directory has is refused, naming what differs.
 //! - `manifest.json`: each run's state, attempts and last error (a record; the run
 //!   directories are the truth about progress, so a lost manifest is rebuilt from them).
 //! - `configs/<run>.toml`: the config each run trains; `runs/<run>/`: its run directory;
@@ -370,15 +371,17 @@ fn duplicates(what: &str, items: impl Iterator<Item = String>) -> anyhow::Result
     Ok(())
 }
 
-/// What differs between the spec a directory was made with and the one given now.
+/// Why the spec given now cannot open a directory made with `old`; empty when it can.
+///
+/// A sweep may grow: the new spec may add games, configs or seeds, and their runs join the
+/// grid. Everything else must match, and every run the directory already has must still be in
+/// the spec with the same effective config, so no finished or checkpointed run is orphaned or
+/// silently reinterpreted.
 fn spec_differences(old: &ResolvedSpec, new: &ResolvedSpec) -> Vec<String> {
     let mut out = Vec::new();
     let show = |x: &dyn std::fmt::Debug| format!("{x:?}");
     let fields = [
         ("name", show(&old.name), show(&new.name)),
-        ("games", show(&old.games), show(&new.games)),
-        ("configs", show(&old.configs), show(&new.configs)),
-        ("seeds", show(&old.seeds), show(&new.seeds)),
         (
             "total_frames",
             show(&old.total_frames),
@@ -396,20 +399,40 @@ fn spec_differences(old: &ResolvedSpec, new: &ResolvedSpec) -> Vec<String> {
             out.push(format!("{name}: {a} → {b}"));
         }
     }
+    let dropped = |what: &str, old: Vec<String>, new: Vec<String>| {
+        let gone: Vec<String> = old.into_iter().filter(|x| !new.contains(x)).collect();
+        (!gone.is_empty()).then(|| {
+            format!(
+                "{what} {} dropped (a sweep can grow, not shrink)",
+                gone.join(", ")
+            )
+        })
+    };
+    let seeds = |s: &[u64]| s.iter().map(u64::to_string).collect::<Vec<_>>();
+    out.extend(dropped("games", old.games.clone(), new.games.clone()));
+    out.extend(dropped("configs", old.configs.clone(), new.configs.clone()));
+    out.extend(dropped("seeds", seeds(&old.seeds), seeds(&new.seeds)));
     if out.is_empty() {
-        for (a, b) in old.runs.iter().zip(&new.runs) {
-            if a.config_toml != b.config_toml {
-                out.push(format!("the config of run {} changed", a.id));
+        let new_runs: BTreeMap<&str, &PlannedRun> =
+            new.runs.iter().map(|r| (r.id.as_str(), r)).collect();
+        for run in &old.runs {
+            match new_runs.get(run.id.as_str()) {
+                None => out.push(format!("run {} is no longer in the spec", run.id)),
+                Some(now) if now.config_toml != run.config_toml => {
+                    out.push(format!("the config of run {} changed", run.id))
+                }
+                Some(_) => {}
             }
         }
     }
     out
 }
 
-/// Opens (or creates) the sweep directory for `spec`; refuses a directory of another spec.
+/// Opens (or creates) the sweep directory for `spec`, adding the runs of any games, configs or
+/// seeds the spec gained; refuses a directory of another spec.
 fn open_sweep(spec: &ResolvedSpec, dir: &Path) -> anyhow::Result<Manifest> {
     let spec_path = dir.join(SPEC_FILE);
-    if spec_path.exists() {
+    let new_runs: Vec<&PlannedRun> = if spec_path.exists() {
         let old: ResolvedSpec = read_json(&spec_path)?;
         let diff = spec_differences(&old, spec);
         if !diff.is_empty() {
@@ -419,6 +442,22 @@ fn open_sweep(spec: &ResolvedSpec, dir: &Path) -> anyhow::Result<Manifest> {
                 diff.join("; ")
             );
         }
+        let old_ids: BTreeSet<&str> = old.runs.iter().map(|r| r.id.as_str()).collect();
+        let added: Vec<&PlannedRun> = spec
+            .runs
+            .iter()
+            .filter(|r| !old_ids.contains(r.id.as_str()))
+            .collect();
+        if !added.is_empty() {
+            let ids: Vec<&str> = added.iter().map(|r| r.id.as_str()).collect();
+            eprintln!(
+                "the spec grew: adding {} run(s) to {}: {}",
+                added.len(),
+                dir.display(),
+                ids.join(", ")
+            );
+        }
+        added
     } else {
         if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
             bail!(
@@ -430,7 +469,12 @@ fn open_sweep(spec: &ResolvedSpec, dir: &Path) -> anyhow::Result<Manifest> {
             std::fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
         }
-        for run in &spec.runs {
+        spec.runs.iter().collect()
+    };
+    if !new_runs.is_empty() {
+        // Configs first, then the spec that lists them: a crash between the two leaves the old
+        // spec, and the rerun writes the same configs again.
+        for run in &new_runs {
             run_dir::write_atomic(&config_path(dir, &run.id), run.config_toml.as_bytes())?;
         }
         run_dir::write_atomic(&spec_path, serde_json::to_string_pretty(spec)?.as_bytes())?;
@@ -1050,5 +1094,63 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not a sweep"));
+    }
+
+    /// More seeds (or games, or configs) for an existing sweep: their runs join the grid and the
+    /// runs it had keep their state; dropping a seed or changing a run's config is refused.
+    #[test]
+    fn a_sweep_grows_but_does_not_shrink_or_change() {
+        let tmp = tempfile::tempdir().unwrap();
+        let lstm = std::fs::read_to_string(repo_configs().join("cartpole_lstm.toml")).unwrap();
+        write(tmp.path(), "c.toml", &lstm);
+        let spec = |seeds: &str| {
+            let path = write(
+                tmp.path(),
+                "s.toml",
+                &format!(
+                    "name = \"t\"\nconfigs = [\"c.toml\"]\nseeds = {seeds}\ntotal_frames = 4096\n"
+                ),
+            );
+            resolve(&path).unwrap()
+        };
+        let dir = tmp.path().join("sweep");
+        let one = spec("1");
+        let mut manifest = open_sweep(&one, &dir).unwrap();
+        // The first run is recorded with an attempt, as a failed try would leave it.
+        manifest.runs[0].attempts = 1;
+        manifest.runs[0].error = Some("error: boom".into());
+        save_manifest(&dir, &manifest).unwrap();
+
+        let three = spec("[1, 2, 3]");
+        let manifest = open_sweep(&three, &dir).unwrap();
+        let ids: Vec<&str> = manifest.runs.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["cartpole_lstm-s1", "cartpole_lstm-s2", "cartpole_lstm-s3"]
+        );
+        assert_eq!(manifest.runs[0].attempts, 1, "the old run keeps its record");
+        assert_eq!(manifest.runs[2].state, RunState::Pending);
+        let stored: ResolvedSpec = read_json(&dir.join(SPEC_FILE)).unwrap();
+        assert_eq!(stored, three);
+        let config3 = std::fs::read_to_string(config_path(&dir, "cartpole_lstm-s3")).unwrap();
+        assert_eq!(config3, three.runs[2].config_toml);
+        // The grown spec opens it again, unchanged.
+        assert_eq!(open_sweep(&three, &dir).unwrap().runs.len(), 3);
+
+        let err = open_sweep(&spec("2"), &dir).unwrap_err().to_string();
+        assert!(err.contains("seeds 3 dropped"), "{err}");
+        // The same spec file, but the config it names was edited: refused, naming the runs.
+        write(
+            tmp.path(),
+            "c.toml",
+            &lstm.replace("learning_rate = 1e-3", "learning_rate = 2e-3"),
+        );
+        let err = open_sweep(&spec("[1, 2, 3]"), &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the config of run cartpole_lstm-s1 changed"),
+            "{err}"
+        );
     }
 }
