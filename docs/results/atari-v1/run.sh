@@ -18,7 +18,8 @@ mkdir -p "$out"
 cargo build --release --bin brims
 brims=target/release/brims
 
-# 1. The LSTM check: ours and CleanRL's ppo_atari_lstm.py at 250k steps, 3 seeds each.
+# 1. The LSTM check: ours and CleanRL's ppo_atari_lstm.py at 250k steps, 5 seeds each (issue 14
+# asks for 3; seeds 4 and 5 were added because one seed decided the 3-seed verdict).
 $brims sweep configs/sweeps/breakout-cleanrl-check.toml --out "$out/breakout-cleanrl-check" --jobs 2 --quiet
 # CleanRL's script runs through the runner `brims bench train` uses (its env is registered there:
 # CleanRL 1.2.0's pinned ale-py has no wheel for Python 3.11); torch on one thread, as each of
@@ -27,7 +28,7 @@ python=${BRIMS_ANCHOR_PYTHON:-.venv-anchors/bin/python}
 cleanrl_runs=()
 if [ -x "$python" ]; then
     runner=$PWD/agents/brims-agent/src/bench/anchors/cleanrl_runner.py
-    for seed in 1 2 3; do
+    for seed in 1 2 3 4 5; do
         dir=$out/cleanrl-250k-s$seed
         if [ ! -d "$dir/runs" ]; then
             mkdir -p "$dir"
