@@ -187,9 +187,13 @@ def main():
         for name, c in cleanrl:
             lines.append(f"| CleanRL, {name} ({len(c['step_returns'])} episodes, {c['steps']} "
                          f"steps, {c['wall'] / 60:.0f} min) | {c['last20']:.2f} | {c['sps']:.0f} |")
+        check_revs = sorted({(r["rev"], r["dirty"]) for _, r in check})
         lines += ["", "These steps/s are not a speed comparison: the runs shared two cores with "
                   "each other and with other work. The same-run comparison is `brims bench train "
-                  "--cleanrl-iterations N` ([docs/benchmarks.md](../../benchmarks.md))."]
+                  "--cleanrl-iterations N` ([docs/benchmarks.md](../../benchmarks.md)). Our runs "
+                  "here were built from commit(s): "
+                  + ", ".join(f"`{r}`" + (" (tree dirty at build)" if d else "")
+                              for r, d in check_revs) + "."]
         if cleanrl:
             theirs = [c["last20"] for _, c in cleanrl]
             lines += ["", f"**All seeds** ({len(ours)} ours, {len(theirs)} CleanRL's): "
@@ -201,6 +205,16 @@ def main():
             if len(ours) > 3 and len(first3_ours) == 3 and len(first3_theirs) == 3:
                 lines += ["", "**Seeds 1–3 only** (the check as issue 14 states it): "
                           + last20_verdict(first3_ours, first3_theirs)]
+                # How tight a 3-seed range is at this noise: CleanRL's later seeds against its
+                # own first three, by the same rule.
+                later_theirs = [c["last20"] for name, c in cleanrl
+                                if name.split("__")[2] not in ("1", "2", "3")]
+                if later_theirs:
+                    lines[-1] += (f" For scale, by the same rule CleanRL's own other seeds "
+                                  f"({', '.join(f'{t:.2f}' for t in later_theirs)}, mean "
+                                  f"{statistics.mean(later_theirs):.2f}) lie "
+                                  f"{range_word(statistics.mean(later_theirs), first3_theirs)} "
+                                  f"its seeds 1–3's range.")
             # The last-20 mean rests on ~20 episodes of ~1,000 a run; the same curves binned by
             # 50k agent steps (~200 episodes a bin late in training) show whether the two
             # implementations learn alike over the whole budget, not only at its last moment.
