@@ -199,16 +199,17 @@ def main():
             lines += ["", f"**All seeds** ({len(ours)} ours, {len(theirs)} CleanRL's): "
                       + last20_verdict(ours, theirs)]
             # The issue's check names 3 seeds; when more ran, its exact form is shown as well.
-            first3_ours = [r["last20"] for rid, r in check if rid.endswith(("-s1", "-s2", "-s3"))]
-            first3_theirs = [c["last20"] for name, c in cleanrl
-                             if name.split("__")[2] in ("1", "2", "3")]
+            # Seeds from the names: ours `Breakout-lstm-s4`, CleanRL's `{env}__{script}__4__{time}`.
+            first3 = {"1", "2", "3"}
+            first3_ours = [r["last20"] for rid, r in check if rid.rsplit("-s", 1)[1] in first3]
+            first3_theirs = [c["last20"] for name, c in cleanrl if name.split("__")[2] in first3]
             if len(ours) > 3 and len(first3_ours) == 3 and len(first3_theirs) == 3:
                 lines += ["", "**Seeds 1–3 only** (the check as issue 14 states it): "
                           + last20_verdict(first3_ours, first3_theirs)]
                 # How tight a 3-seed range is at this noise: CleanRL's later seeds against its
                 # own first three, by the same rule.
                 later_theirs = [c["last20"] for name, c in cleanrl
-                                if name.split("__")[2] not in ("1", "2", "3")]
+                                if name.split("__")[2] not in first3]
                 if later_theirs:
                     lines[-1] += (f" For scale, by the same rule CleanRL's own other seeds "
                                   f"({', '.join(f'{t:.2f}' for t in later_theirs)}, mean "
