@@ -29,6 +29,12 @@ def range_word(x, values):
     return "within" if min(values) <= x <= max(values) else "outside"
 
 
+def built_from(runs):
+    """The commits our runs' binaries were built from, as the page states them."""
+    revs = sorted({(r["rev"], r["dirty"]) for r in runs})
+    return ", ".join(f"`{rev}`" + (" (tree dirty at build)" if dirty else "") for rev, dirty in revs)
+
+
 def last20_verdict(ours, theirs):
     """One sentence: both sides' last-20 returns, whether our seed mean lies within CleanRL's
     range, and Welch's t of the difference of the means."""
@@ -120,7 +126,6 @@ def main():
         game, core, seed = rid.split("-")
         rows[(game, core, seed)] = r
 
-    revs = sorted({(r["rev"], r["dirty"]) for r in rows.values()})
     lines = [
         "# LSTM vs RIMs vs BRIMs on Atari: Breakout and Pong, 3 seeds, 1M agent steps",
         "",
@@ -132,8 +137,7 @@ def main():
         "docs/results/atari-v1/run.sh OUT` (the commands are in it); this page is written by "
         "`publish.py` from the runs' files.",
         "",
-        "Built from commit(s): " + ", ".join(f"`{r}`" + (" (tree dirty at build)" if d else "")
-                                             for r, d in revs) + ".",
+        "Built from commit(s): " + built_from(rows.values()) + ".",
         "",
     ]
     if unfinished:
@@ -187,13 +191,10 @@ def main():
         for name, c in cleanrl:
             lines.append(f"| CleanRL, {name} ({len(c['step_returns'])} episodes, {c['steps']} "
                          f"steps, {c['wall'] / 60:.0f} min) | {c['last20']:.2f} | {c['sps']:.0f} |")
-        check_revs = sorted({(r["rev"], r["dirty"]) for _, r in check})
         lines += ["", "These steps/s are not a speed comparison: the runs shared two cores with "
                   "each other and with other work. The same-run comparison is `brims bench train "
                   "--cleanrl-iterations N` ([docs/benchmarks.md](../../benchmarks.md)). Our runs "
-                  "here were built from commit(s): "
-                  + ", ".join(f"`{r}`" + (" (tree dirty at build)" if d else "")
-                              for r, d in check_revs) + "."]
+                  "here were built from commit(s): " + built_from(r for _, r in check) + "."]
         if cleanrl:
             theirs = [c["last20"] for _, c in cleanrl]
             lines += ["", f"**All seeds** ({len(ours)} ours, {len(theirs)} CleanRL's): "
@@ -201,15 +202,16 @@ def main():
             # The issue's check names 3 seeds; when more ran, its exact form is shown as well.
             # Seeds from the names: ours `Breakout-lstm-s4`, CleanRL's `{env}__{script}__4__{time}`.
             first3 = {"1", "2", "3"}
+            their_seed = {name: name.split("__")[2] for name, _ in cleanrl}
             first3_ours = [r["last20"] for rid, r in check if rid.rsplit("-s", 1)[1] in first3]
-            first3_theirs = [c["last20"] for name, c in cleanrl if name.split("__")[2] in first3]
+            first3_theirs = [c["last20"] for name, c in cleanrl if their_seed[name] in first3]
             if len(ours) > 3 and len(first3_ours) == 3 and len(first3_theirs) == 3:
                 lines += ["", "**Seeds 1–3 only** (the check as issue 14 states it): "
                           + last20_verdict(first3_ours, first3_theirs)]
                 # How tight a 3-seed range is at this noise: CleanRL's later seeds against its
                 # own first three, by the same rule.
                 later_theirs = [c["last20"] for name, c in cleanrl
-                                if name.split("__")[2] not in first3]
+                                if their_seed[name] not in first3]
                 if later_theirs:
                     lines[-1] += (f" For scale, by the same rule CleanRL's own other seeds "
                                   f"({', '.join(f'{t:.2f}' for t in later_theirs)}, mean "
