@@ -29,7 +29,8 @@ pub(crate) struct AnalyzeArgs {
     /// Output directory (default: <run dir>/analysis); refused if it exists unless --force.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Replace an existing output directory.
+    /// Replace an earlier analysis: only a directory analyze wrote (it holds the marker file
+    /// `.brims-analysis` and nothing but analyze's files), never a run or any other directory.
     #[arg(long)]
     pub force: bool,
     /// Seed of the episodes (ALE and the action sampling).
@@ -72,23 +73,12 @@ pub(crate) fn run(args: &AnalyzeArgs) -> anyhow::Result<serde_json::Value> {
         );
     };
     let n_layers = core.layers.len();
-    let run_dir = policy
-        .checkpoint
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let out = args.out.clone().unwrap_or_else(|| run_dir.join("analysis"));
-    if out.exists() {
-        if !args.force {
-            bail!(
-                "{} exists; pass --force to replace it, or choose another --out",
-                out.display()
-            );
-        }
-        std::fs::remove_dir_all(&out)
-            .with_context(|| format!("cannot replace {}", out.display()))?;
-    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&policy.checkpoint));
+    // Checked before the episodes are played, so a refusal costs nothing.
+    let replaced = check_out(&out, args.force)?;
     // Sticky actions on, as the standard evaluation protocol (Machado et al. 2018).
     let mut env_cfg = policy.cfg.env.clone();
     if let EnvConfig::Atari { atari, .. } = &mut env_cfg {
@@ -97,7 +87,12 @@ pub(crate) fn run(args: &AnalyzeArgs) -> anyhow::Result<serde_json::Value> {
     let episodes = record(policy.learner.net(), &env_cfg, args)?;
     let action_names = action_names(&env_cfg)?;
     let analysis = analyse(&episodes, n_layers, args.horizon);
+    for file in &replaced {
+        std::fs::remove_file(file).with_context(|| format!("cannot replace {}", file.display()))?;
+    }
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    // The marker first: a directory analyze began to write is one `--force` may replace.
+    crate::run_dir::write_atomic(&out.join(MARKER_FILE), MARKER_TEXT.as_bytes())?;
     draw_raster(&out.join("raster.png"), &episodes[0], &action_names, 600)?;
     let md = markdown(&analysis, &policy.checkpoint, args, &env_cfg);
     crate::run_dir::write_atomic(&out.join("analysis.md"), md.as_bytes())?;
@@ -107,6 +102,79 @@ pub(crate) fn run(args: &AnalyzeArgs) -> anyhow::Result<serde_json::Value> {
     )?;
     print!("{md}");
     Ok(serde_json::json!({"out": out, "layers": n_layers}))
+}
+
+/// The file that marks a directory as written by `brims analyze`: `--force` replaces only a
+/// directory holding it and nothing but analyze's own files.
+const MARKER_FILE: &str = ".brims-analysis";
+const MARKER_TEXT: &str = "written by `brims analyze`; `--force` may replace this directory\n";
+/// Every file analyze writes into its output directory.
+const OUTPUT_FILES: [&str; 4] = [MARKER_FILE, "raster.png", "analysis.md", "analysis.json"];
+
+/// `<run dir>/analysis` for a checkpoint in `<run dir>/checkpoints/`; `analysis` beside a
+/// checkpoint that lives elsewhere.
+fn default_out(checkpoint: &Path) -> PathBuf {
+    let dir = checkpoint.parent().unwrap_or(Path::new("."));
+    let run_dir = match dir.parent() {
+        Some(run) if dir.ends_with(crate::run_dir::CHECKPOINT_DIR) => run,
+        _ => dir,
+    };
+    run_dir.join("analysis")
+}
+
+/// Checks that the analysis may be written to `out`, and returns the files of an earlier
+/// analysis there that `--force` replaces. An existing directory needs `--force`, and even then
+/// only an empty one, or one analyze wrote (its marker file) that holds nothing else, is used: a run directory, the working directory or any other
+/// directory is never emptied.
+fn check_out(out: &Path, force: bool) -> anyhow::Result<Vec<PathBuf>> {
+    if !out.exists() {
+        return Ok(Vec::new());
+    }
+    if !force {
+        bail!(
+            "{} exists; pass --force to replace an earlier analysis, or choose another --out",
+            out.display()
+        );
+    }
+    if !out.is_dir() {
+        bail!(
+            "--out {} exists and is not a directory; choose another --out",
+            out.display()
+        );
+    }
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(out).with_context(|| format!("cannot read {}", out.display()))? {
+        names.push(entry?.file_name().to_string_lossy().into_owned());
+    }
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !names.iter().any(|n| n == MARKER_FILE) {
+        bail!(
+            "--force replaces only a directory `brims analyze` wrote, and {} is not one (no {MARKER_FILE}); \
+             it is left as it is: choose another --out",
+            out.display()
+        );
+    }
+    // write_atomic's temp files (`analysis.tmp`) are analyze's own too.
+    let mut foreign: Vec<&String> = names
+        .iter()
+        .filter(|n| !OUTPUT_FILES.contains(&n.as_str()) && !n.ends_with(".tmp"))
+        .collect();
+    if !foreign.is_empty() {
+        foreign.sort();
+        bail!(
+            "--force replaces only what `brims analyze` wrote, and {} also holds {}; it is left \
+             as it is: choose another --out",
+            out.display(),
+            foreign
+                .iter()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(names.iter().map(|n| out.join(n)).collect())
 }
 
 fn action_names(env_cfg: &EnvConfig) -> anyhow::Result<Vec<String>> {

@@ -129,3 +129,74 @@ fn analyze_writes_the_report_and_refuses_bad_input() {
     train("configs/cartpole_lstm.toml", &lstm, "512");
     fails_with(&["analyze", lstm.to_str().unwrap()], "not a BRIMs agent");
 }
+
+/// All files under `dir` with their contents.
+fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Issue 24 item 1: `--force` replaces an earlier analysis, never a run directory, the
+/// working directory or a directory that holds anything analyze did not write.
+#[test]
+fn force_replaces_only_what_analyze_wrote() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("brims");
+    train("configs/cartpole_brims.toml", &run, "512");
+    let analyze = |cwd: &Path, out: &str| {
+        Command::new(env!("CARGO_BIN_EXE_brims"))
+            .current_dir(cwd)
+            .args(["analyze", run.to_str().unwrap(), "--episodes", "1"])
+            .args(["--max-steps", "20", "--out", out, "--force"])
+            .output()
+            .unwrap()
+    };
+    let refused = |o: &Output, want: &str| {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "succeeded: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(want), "{err}");
+    };
+
+    // The run directory itself.
+    let before = snapshot(&run);
+    refused(&analyze(tmp.path(), run.to_str().unwrap()), "not one");
+    assert_eq!(snapshot(&run), before);
+
+    // The working directory, holding someone's file.
+    let work = tmp.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::write(work.join("notes.txt"), "mine").unwrap();
+    refused(&analyze(&work, "."), "not one");
+    assert_eq!(
+        std::fs::read_to_string(work.join("notes.txt")).unwrap(),
+        "mine"
+    );
+
+    // An earlier analysis is replaced; once it holds a file of someone else's, it is not.
+    let out = tmp.path().join("analysis");
+    for _ in 0..2 {
+        let o = analyze(tmp.path(), out.to_str().unwrap());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(out.join(".brims-analysis").is_file() && out.join("analysis.json").is_file());
+    }
+    std::fs::write(out.join("mine.txt"), "keep").unwrap();
+    refused(&analyze(tmp.path(), out.to_str().unwrap()), "mine.txt");
+    assert_eq!(
+        std::fs::read_to_string(out.join("mine.txt")).unwrap(),
+        "keep"
+    );
+    assert!(out.join("analysis.json").is_file());
+}
