@@ -105,8 +105,9 @@ pub(crate) fn create(
     built
 }
 
-/// An exclusive advisory lock on a run directory, held while the value lives (and released by
-/// the OS when the process dies, so a `kill -9` never leaves a stale lock).
+/// An exclusive advisory lock on a directory (a run's `run.lock`, a sweep's `sweep.lock`),
+/// held while the value lives (and released by the OS when the process dies, so a `kill -9`
+/// never leaves a stale lock).
 pub(crate) struct RunLock {
     _file: std::fs::File,
 }
@@ -114,8 +115,24 @@ pub(crate) struct RunLock {
 impl RunLock {
     /// Locks `dir/run.lock` (creating it), or fails naming the process that holds it.
     pub(crate) fn acquire(dir: &Path) -> anyhow::Result<RunLock> {
+        Self::acquire_file(&dir.join(LOCK_FILE), |holder, path| {
+            format!(
+                "run directory {} is in use: {holder} is training it (it holds {}); \
+                 wait for it to finish or stop it first",
+                dir.display(),
+                path.display()
+            )
+        })
+    }
+
+    /// Locks the file `path` (creating it) and writes this process's pid into it; if another
+    /// process holds it, fails with `in_use(holder, path)`, the holder named by its pid.
+    pub(crate) fn acquire_file(
+        path: &Path,
+        in_use: impl FnOnce(&str, &Path) -> String,
+    ) -> anyhow::Result<RunLock> {
         use std::io::{Seek, Write};
-        let path = dir.join(LOCK_FILE);
+        let path = path.to_path_buf();
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -135,12 +152,7 @@ impl RunLock {
                         Ok(pid) => format!("process {pid}"),
                         Err(_) => "another process".to_string(),
                     };
-                    bail!(
-                        "run directory {} is in use: {holder} is training it (it holds {}); \
-                         wait for it to finish or stop it first",
-                        dir.display(),
-                        path.display()
-                    );
+                    bail!("{}", in_use(&holder, &path));
                 }
                 return Err(err).with_context(|| format!("cannot lock {}", path.display()));
             }

@@ -459,12 +459,7 @@ fn open_sweep(spec: &ResolvedSpec, dir: &Path) -> anyhow::Result<Manifest> {
         }
         added
     } else {
-        if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
-            bail!(
-                "{} exists and is not a sweep directory (no {SPEC_FILE})",
-                dir.display()
-            );
-        }
+        refuse_foreign_dir(dir)?;
         for sub in ["configs", "runs", "logs"] {
             std::fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
@@ -482,6 +477,42 @@ fn open_sweep(spec: &ResolvedSpec, dir: &Path) -> anyhow::Result<Manifest> {
     let manifest = load_manifest(dir, spec)?;
     save_manifest(dir, &manifest)?;
     Ok(manifest)
+}
+
+/// The advisory lock of a sweep directory: `brims sweep SPEC` holds an exclusive `flock` on
+/// it (and writes its pid) while it runs or submits the grid; `status` and `report` only read.
+const LOCK_FILE: &str = "sweep.lock";
+
+/// Refuses a directory that exists, holds something, and is not a sweep directory (no
+/// sweep.json; a lock file a refused start left is not "something").
+fn refuse_foreign_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() && !dir.join(SPEC_FILE).exists() {
+        let mut entries = std::fs::read_dir(dir)?;
+        if entries.any(|e| e.map_or(true, |e| e.file_name() != LOCK_FILE)) {
+            bail!(
+                "{} exists and is not a sweep directory (no {SPEC_FILE})",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Creates the sweep directory if needed and locks it, or fails with one line naming the
+/// process that holds it: two sweeps on one directory would start the same runs, and each
+/// would fail on the other's run locks until it had spent every attempt.
+fn lock_sweep(dir: &Path) -> anyhow::Result<run_dir::RunLock> {
+    refuse_foreign_dir(dir)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    run_dir::RunLock::acquire_file(&dir.join(LOCK_FILE), |holder, path| {
+        format!(
+            "sweep directory {} is in use: {holder} is running it (it holds {}); wait for it \
+             to finish or stop it first (`brims sweep status {}` reads it meanwhile)",
+            dir.display(),
+            path.display(),
+            dir.display()
+        )
+    })
 }
 
 fn config_path(dir: &Path, id: &str) -> PathBuf {
@@ -627,6 +658,9 @@ fn start(spec_path: &Path, args: &SweepRunArgs) -> anyhow::Result<serde_json::Va
     if args.executor == Executor::Slurm {
         crate::sweep_slurm::check_clients()?;
     }
+    // Held until the grid has run (local) or been submitted (Slurm, and waited for with
+    // --wait); Slurm's tasks (`run-one`) lock only their own run directories.
+    let _lock = lock_sweep(&dir)?;
     let mut manifest = open_sweep(&spec, &dir)?;
     let outcome = match args.executor {
         Executor::Local => run_local(&spec, &dir, &mut manifest, args)?,
@@ -724,19 +758,11 @@ fn run_local(
                 let mut command = Command::new(&exe);
                 // Its own process group: a terminal's Ctrl-C reaches the sweep alone, which
                 // forwards one SIGTERM (a second signal makes a run exit without a
-                // checkpoint). If the sweep dies without forwarding (SIGKILL), the kernel
-                // sends the run SIGTERM, so it still checkpoints.
+                // checkpoint). If the sweep dies without forwarding (SIGKILL), the run sees
+                // its stdin (a pipe only the sweep writes) reach end of file and stops as on
+                // one SIGTERM. Not PR_SET_PDEATHSIG: it fires each time the thread that is
+                // the run's parent exits, so a dying multi-threaded sweep could send it twice.
                 command.process_group(0);
-                // SAFETY: prctl(2) is async-signal-safe and touches only the child's own
-                // attributes; nothing else runs between fork and exec.
-                unsafe {
-                    command.pre_exec(|| {
-                        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                        Ok(())
-                    });
-                }
                 let child = command
                     // The same entry point as a Slurm task: new run or continuation.
                     .args(["sweep", "run-one"])
@@ -744,7 +770,9 @@ fn run_local(
                     .arg(&id)
                     .env("RAYON_NUM_THREADS", threads.to_string())
                     .env(train::ACTOR_THREADS_ENV, threads.to_string())
-                    .stdin(Stdio::null())
+                    .env(PARENT_PIPE_ENV, "1")
+                    // The write end stays in `Child` until the run is reaped.
+                    .stdin(Stdio::piped())
                     .stdout(log.try_clone()?)
                     .stderr(log)
                     .spawn()
@@ -854,6 +882,27 @@ fn last_line(path: &Path) -> String {
         .unwrap_or_else(|| "exited with an error and no output".into())
 }
 
+/// Set by the local executor on its runs: stdin is a pipe from the sweep, whose end of file
+/// means the sweep is gone.
+const PARENT_PIPE_ENV: &str = "BRIMS_SWEEP_PARENT_PIPE";
+
+/// Raises `stop` once when stdin reaches end of file (the sweep that started this run died
+/// without stopping it): the run checkpoints as on one SIGTERM. A stop already under way is
+/// left alone, so the run never takes the sweep's death for a second signal.
+fn stop_when_the_sweep_dies(stop: &std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let stop = stop.clone();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        // The sweep never writes: read returns 0 (end of file) once its end is closed.
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        if !stop.swap(true, Ordering::SeqCst) {
+            eprintln!(
+                "the sweep that started this run is gone: stopping, then writing a checkpoint"
+            );
+        }
+    });
+}
+
 /// `brims sweep run-one DIR ID`: trains run `ID` of the sweep in this process (new, or
 /// continued from its checkpoint), as a Slurm task does.
 fn run_one(dir: &Path, id: &str) -> anyhow::Result<serde_json::Value> {
@@ -879,7 +928,11 @@ fn run_one(dir: &Path, id: &str) -> anyhow::Result<serde_json::Value> {
             quiet: true,
         }
     };
-    train::run(&targs)
+    let stop = train::install_stop_signals();
+    if std::env::var_os(PARENT_PIPE_ENV).is_some() {
+        stop_when_the_sweep_dies(&stop);
+    }
+    train::run_with_stop(&targs, &stop)
 }
 
 /// `brims sweep status DIR`.

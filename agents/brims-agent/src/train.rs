@@ -108,13 +108,20 @@ fn actor_threads(threads: usize) -> usize {
 
 /// `brims train`.
 pub(crate) fn run(args: &TrainArgs) -> anyhow::Result<serde_json::Value> {
+    run_with_stop(args, &install_stop_signals())
+}
+
+/// `brims train` stopped by `stop` (the caller installs the signals and may raise it too).
+pub(crate) fn run_with_stop(
+    args: &TrainArgs,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<serde_json::Value> {
     let spec = prepare_run(args)?;
-    let stop = install_stop_signals();
     let limits = Limits {
         seconds: None,
         quiet: args.quiet,
     };
-    let summary = train(&spec, &limits, &stop)?;
+    let summary = train(&spec, &limits, stop)?;
     Ok(serde_json::json!({
         "run_dir": summary.run_dir,
         "frames": summary.frames,

@@ -340,3 +340,119 @@ fn bad_sweeps_are_one_line_errors_and_touch_nothing() {
         "a finished run was touched"
     );
 }
+
+/// A spec of cartpole_lstm × `seeds` seeds that runs far longer than any test waits, with a
+/// checkpoint after every update.
+fn long_spec(dir: &Path, seeds: u64) -> PathBuf {
+    let path = dir.join("long.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"t\"\nconfigs = [\"{}/cartpole_lstm.toml\"]\nseeds = {seeds}\n\
+             total_frames = 10_000_000\noverrides = [\"run.checkpoint_every=1\"]\n",
+            repo().join("configs").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Issue 24 item 2: a sweep killed with SIGKILL stops each of its runs exactly once: each
+/// writes an interrupted summary.json (and its checkpoint, if it made an update) and exits,
+/// and none takes the sweep's death for a second signal (which would exit 130 without a
+/// checkpoint) or dies of a signal before it can catch one.
+#[test]
+fn a_killed_sweep_stops_each_run_once_with_a_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = 4;
+    let spec = long_spec(tmp.path(), runs);
+    let out = tmp.path().join("sweep");
+    let child = brims()
+        .args(["sweep", spec.to_str().unwrap(), "--out"])
+        .arg(&out)
+        .args(["--jobs", &runs.to_string(), "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Reaped(child);
+    // Killed as soon as every run has started: a run may be anywhere in its start-up.
+    let running = || {
+        out.join("manifest.json").exists()
+            && manifest(&out)["runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["state"] == "running")
+                .count()
+                == runs as usize
+    };
+    assert!(wait_until(120, running), "the runs never started");
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
+    for seed in 1..=runs {
+        let id = format!("cartpole_lstm-s{seed}");
+        let summary = out.join("runs").join(&id).join("summary.json");
+        let log = || {
+            std::fs::read_to_string(out.join("logs").join(format!("{id}.log"))).unwrap_or_default()
+        };
+        // The run's last words: "interrupted at … frames" or "interrupted before the first
+        // update", printed once its summary is written.
+        assert!(
+            wait_until(120, || log().contains("interrupted ")
+                || log().contains("second interrupt")),
+            "{id} never stopped (or died without a word): {}",
+            log()
+        );
+        assert!(summary.exists(), "{id} wrote no summary: {}", log());
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        assert_eq!(summary["interrupted"], true, "{id}: {summary}");
+        let log = log();
+        assert!(!log.contains("second interrupt"), "{id}: {log}");
+        assert_eq!(log.matches("stopping").count(), 1, "{id}: {log}");
+    }
+}
+
+/// Issue 24 item 3: while a sweep runs, a second `brims sweep` on its directory is refused
+/// with one line naming the first one's pid, and touches nothing; `sweep status` still reads.
+#[test]
+fn a_second_sweep_on_a_running_sweeps_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = long_spec(tmp.path(), 1);
+    let out = tmp.path().join("sweep");
+    let first = brims()
+        .args(["sweep", spec.to_str().unwrap(), "--out"])
+        .arg(&out)
+        .args(["--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = Reaped(first);
+    assert!(
+        wait_until(120, || some_checkpoint(&out)),
+        "the run never checkpointed"
+    );
+    let before = std::fs::read(out.join("manifest.json")).unwrap();
+    let second = sweep(&spec, &out, &["--quiet"]);
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("in use") && err.contains(&format!("process {}", first.0.id())),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(out.join("manifest.json")).unwrap(), before);
+    let status = brims()
+        .args(["sweep", "status", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    assert!(String::from_utf8_lossy(&status.stdout).contains("cartpole_lstm-s1"));
+    signal(first.0.id(), "-TERM");
+    assert!(wait_exit(&mut first.0, 120).success());
+    let m = manifest(&out);
+    assert_eq!(m["runs"][0]["attempts"], 0, "{m}");
+    assert!(m["runs"][0]["error"].is_null(), "{m}");
+}
