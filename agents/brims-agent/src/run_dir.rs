@@ -278,6 +278,12 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// Held by the unit tests that start processes and by those that check a lock is released:
+/// a child forked on another test's thread holds this process's descriptors, and so its
+/// locks, until it execs.
+#[cfg(test)]
+pub(crate) static SPAWN_GUARD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +302,7 @@ mod tests {
 
     #[test]
     fn existing_dir_is_refused_and_create_locks_and_records() {
+        let _no_forks = SPAWN_GUARD.lock().unwrap_or_else(|e| e.into_inner());
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("run");
         check_new(&dir).unwrap();

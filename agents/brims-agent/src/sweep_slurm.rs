@@ -166,6 +166,112 @@ pub(crate) fn submit(
     Ok(message)
 }
 
+/// `s` as one word of a POSIX shell: in single quotes, each `'` written as `'\''`. Nothing
+/// inside single quotes is special (`$`, `\`, spaces, backquotes), so every path survives.
+pub(crate) fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// A path as a shell word; fails on a path that is not UTF-8 (the script is text).
+fn shell_path(path: &Path) -> anyhow::Result<String> {
+    let text = path.to_str().with_context(|| {
+        format!(
+            "{} is not UTF-8; Slurm's batch script cannot name it",
+            path.display()
+        )
+    })?;
+    Ok(shell_quote(text))
+}
+
+/// One `#SBATCH --name=value` line; a value with a space or a quote would be split or kept
+/// with its quotes by sbatch's own parser, so it is refused (paths go on sbatch's command line).
+fn directive(s: &mut String, name: &str, value: &str) -> anyhow::Result<()> {
+    if value.is_empty()
+        || value
+            .chars()
+            .any(|c| c.is_whitespace() || "'\"\\".contains(c))
+    {
+        bail!("--{name} {value:?}: Slurm values cannot be empty or hold spaces, quotes or backslashes");
+    }
+    writeln!(s, "#SBATCH --{name}={value}")?;
+    Ok(())
+}
+
+/// The batch script of an array job whose task `i` runs line `i + 1` of `runs_file` with
+/// `exe`; every path in it is one quoted shell word.
+fn batch_script(
+    exe: &Path,
+    dir: &Path,
+    runs_file: &Path,
+    count: usize,
+    args: &SweepRunArgs,
+) -> anyhow::Result<String> {
+    let mut s = String::from("#!/bin/bash\n");
+    writeln!(s, "#SBATCH --array=0-{}", count - 1)?;
+    writeln!(s, "#SBATCH --requeue")?;
+    // B: the signal goes to the batch step, which `exec` makes the brims process itself.
+    writeln!(s, "#SBATCH --signal=B:TERM@{TERM_BEFORE_LIMIT_S}")?;
+    if let Some(p) = &args.partition {
+        directive(&mut s, "partition", p)?;
+    }
+    if let Some(t) = &args.time {
+        directive(&mut s, "time", t)?;
+    }
+    if let Some(c) = args.cpus_per_task {
+        writeln!(s, "#SBATCH --cpus-per-task={c}")?;
+    }
+    if let Some(m) = &args.mem {
+        directive(&mut s, "mem", m)?;
+    }
+    if let Some(template) = &args.template {
+        let text = std::fs::read_to_string(template)
+            .with_context(|| format!("cannot read --template {}", template.display()))?;
+        s.push_str(&text);
+        if !text.ends_with('\n') {
+            s.push('\n');
+        }
+    }
+    writeln!(s, "set -eu")?;
+    writeln!(
+        s,
+        "id=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {})",
+        shell_path(runs_file)?
+    )?;
+    writeln!(s, "export RAYON_NUM_THREADS=${{SLURM_CPUS_PER_TASK:-1}}")?;
+    writeln!(
+        s,
+        "export {}=${{SLURM_CPUS_PER_TASK:-1}}",
+        crate::train::ACTOR_THREADS_ENV
+    )?;
+    writeln!(
+        s,
+        "exec {} sweep run-one {} \"$id\" >> {}/\"$id\".log 2>&1",
+        shell_path(exe)?,
+        shell_path(dir)?,
+        shell_path(&dir.join("logs"))?
+    )?;
+    Ok(s)
+}
+
+/// The job id sbatch --parsable printed (`123` or `123;cluster`); an error when sbatch failed
+/// or printed none, so a rejected script is never reported as submitted.
+fn job_id(out: &std::process::Output) -> anyhow::Result<String> {
+    if !out.status.success() {
+        bail!(
+            "sbatch refused the job: {}",
+            crate::config::one_line(String::from_utf8_lossy(&out.stderr).trim())
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let job_id = text
+        .trim()
+        .split(';')
+        .next()
+        .filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_digit()))
+        .with_context(|| format!("sbatch printed no job id: {:?}", text.trim()))?;
+    Ok(job_id.to_string())
+}
+
 /// Writes the batch script for `ids` and submits it; returns the job id.
 fn sbatch(
     spec: &ResolvedSpec,
@@ -179,72 +285,153 @@ fn sbatch(
     let runs_file = slurm_dir.join(format!("array-{stamp}.runs"));
     crate::run_dir::write_atomic(&runs_file, (ids.join("\n") + "\n").as_bytes())?;
     let exe = std::env::current_exe().context("cannot find the brims executable")?;
-    let mut s = String::from("#!/bin/bash\n");
-    writeln!(s, "#SBATCH --job-name=brims-{}", spec.name)?;
-    writeln!(s, "#SBATCH --array=0-{}", ids.len() - 1)?;
-    writeln!(s, "#SBATCH --output={}/%A_%a.out", slurm_dir.display())?;
-    writeln!(s, "#SBATCH --requeue")?;
-    // B: the signal goes to the batch step, which `exec` makes the brims process itself.
-    writeln!(s, "#SBATCH --signal=B:TERM@{TERM_BEFORE_LIMIT_S}")?;
-    if let Some(p) = &args.partition {
-        writeln!(s, "#SBATCH --partition={p}")?;
-    }
-    if let Some(t) = &args.time {
-        writeln!(s, "#SBATCH --time={t}")?;
-    }
-    if let Some(c) = args.cpus_per_task {
-        writeln!(s, "#SBATCH --cpus-per-task={c}")?;
-    }
-    if let Some(m) = &args.mem {
-        writeln!(s, "#SBATCH --mem={m}")?;
-    }
-    if let Some(template) = &args.template {
-        let text = std::fs::read_to_string(template)
-            .with_context(|| format!("cannot read --template {}", template.display()))?;
-        s.push_str(&text);
-        if !text.ends_with('\n') {
-            s.push('\n');
-        }
-    }
-    writeln!(s, "set -eu")?;
-    writeln!(
-        s,
-        "id=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" '{}')",
-        runs_file.display()
-    )?;
-    writeln!(s, "export RAYON_NUM_THREADS=${{SLURM_CPUS_PER_TASK:-1}}")?;
-    writeln!(
-        s,
-        "export {}=${{SLURM_CPUS_PER_TASK:-1}}",
-        crate::train::ACTOR_THREADS_ENV
-    )?;
-    writeln!(
-        s,
-        "exec '{}' sweep run-one '{}' \"$id\" >> '{}/logs/'\"$id\".log 2>&1",
-        exe.display(),
-        dir.display(),
-        dir.display()
-    )?;
+    let script_text = batch_script(&exe, dir, &runs_file, ids.len(), args)?;
     let script = slurm_dir.join(format!("array-{stamp}.sbatch"));
-    crate::run_dir::write_atomic(&script, s.as_bytes())?;
+    crate::run_dir::write_atomic(&script, script_text.as_bytes())?;
+    // A script bash cannot parse would be accepted by sbatch and fail on the node.
+    let checked = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .context("cannot run bash -n on the batch script")?;
+    if !checked.status.success() {
+        bail!(
+            "the batch script {} does not parse: {}",
+            script.display(),
+            crate::config::one_line(String::from_utf8_lossy(&checked.stderr).trim())
+        );
+    }
+    // The job name and the output path go on the command line, not as #SBATCH lines: sbatch
+    // takes them as they are there, whatever characters they hold.
     let out = Command::new("sbatch")
         .arg("--parsable")
+        .arg(format!("--job-name=brims-{}", spec.name))
+        .arg(format!("--output={}/%A_%a.out", slurm_dir.display()))
         .arg(&script)
         .current_dir(dir)
         .output()
         .context("cannot run sbatch")?;
-    if !out.status.success() {
-        bail!(
-            "sbatch refused the job: {}",
-            crate::config::one_line(String::from_utf8_lossy(&out.stderr).trim())
+    job_id(&out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    /// What `sh -c 'printf %s WORD'` prints for the shell word `word`.
+    fn through_sh(word: &str) -> String {
+        let _spawning = crate::run_dir::SPAWN_GUARD
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf %s {word}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{word}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    const HOSTILE: [&str; 6] = [
+        "/data/it's mine",
+        "/a b/c  d",
+        "/cost/$HOME/${x}/$(id)",
+        "/back\\slash\\n/`uname`",
+        "/quotes/\"q\"/''",
+        "plain",
+    ];
+
+    #[test]
+    fn shell_quote_round_trips_hostile_paths() {
+        for path in HOSTILE {
+            assert_eq!(through_sh(&shell_quote(path)), path, "{path}");
+        }
+    }
+
+    fn args() -> SweepRunArgs {
+        SweepRunArgs {
+            spec: None,
+            out: None,
+            executor: crate::sweep::Executor::Slurm,
+            jobs: 1,
+            partition: Some("debug".into()),
+            time: Some("01:00:00".into()),
+            cpus_per_task: Some(2),
+            mem: None,
+            template: None,
+            wait: false,
+            quiet: true,
+        }
+    }
+
+    /// The script parses, and run with a stand-in for brims in a directory named with an
+    /// apostrophe, a space, `$` and a backslash, the task gets its sweep directory and run id
+    /// intact and writes its log there.
+    #[test]
+    fn the_batch_script_survives_hostile_paths() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("it's a $weep\\dir");
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        let runs_file = dir.join("array.runs");
+        std::fs::write(&runs_file, "run-a\nrun-b\n").unwrap();
+        let exe = dir.join("fake brims's");
+        std::fs::write(&exe, "#!/bin/sh\nprintf '%s\\n' \"$@\"\n").unwrap();
+        std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let script = batch_script(&exe, &dir, &runs_file, 2, &args()).unwrap();
+        let _spawning = crate::run_dir::SPAWN_GUARD
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let path = tmp.path().join("job.sbatch");
+        std::fs::write(&path, &script).unwrap();
+        let parsed = Command::new("bash").arg("-n").arg(&path).status().unwrap();
+        assert!(parsed.success(), "{script}");
+        let ran = Command::new("bash")
+            .arg(&path)
+            .env("SLURM_ARRAY_TASK_ID", "1")
+            .status()
+            .unwrap();
+        assert!(ran.success(), "{script}");
+        let log = std::fs::read_to_string(dir.join("logs").join("run-b.log")).unwrap();
+        assert_eq!(
+            log,
+            format!("sweep\nrun-one\n{}\nrun-b\n", dir.display()),
+            "{script}"
         );
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let job_id = text
-        .trim()
-        .split(';')
-        .next()
-        .filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_digit()))
-        .with_context(|| format!("sbatch printed no job id: {text:?}"))?;
-    Ok(job_id.to_string())
+
+    #[test]
+    fn values_sbatch_would_split_are_refused() {
+        let mut bad = args();
+        bad.partition = Some("gpu big".into());
+        let err = batch_script(Path::new("/b"), Path::new("/d"), Path::new("/r"), 1, &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--partition"), "{err}");
+    }
+
+    #[test]
+    fn a_rejected_submission_is_an_error() {
+        let output = |code: i32, stdout: &str, stderr: &str| std::process::Output {
+            status: std::process::ExitStatus::from_raw(code << 8),
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: stderr.as_bytes().to_vec(),
+        };
+        assert_eq!(job_id(&output(0, "4242\n", "")).unwrap(), "4242");
+        assert_eq!(job_id(&output(0, "4242;cluster\n", "")).unwrap(), "4242");
+        let err = job_id(&output(
+            1,
+            "",
+            "sbatch: error: Batch job submission failed\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("refused") && err.contains("submission failed"),
+            "{err}"
+        );
+        let err = job_id(&output(0, "", "")).unwrap_err().to_string();
+        assert!(err.contains("no job id"), "{err}");
+    }
 }
