@@ -217,7 +217,10 @@ fn finished_run(spec: &RunSpec) -> anyhow::Result<Option<RunSummary>> {
     let Some(latest) = ppo::latest_checkpoint(&spec.dir.join(run_dir::CHECKPOINT_DIR))? else {
         return Ok(None);
     };
-    let header = ppo::read_header(&latest)?;
+    // An unreadable newest header is not a finished run: the resume falls back past it.
+    let Ok(header) = ppo::read_header(&latest) else {
+        return Ok(None);
+    };
     if header.global_step < total_steps(&spec.cfg) {
         return Ok(None);
     }
@@ -249,6 +252,8 @@ struct Driver<'a, T: Element + ObsElement> {
     start_step: u64,
     /// The newest checkpoint on disk and the update it holds.
     last_checkpoint: Option<(u64, PathBuf)>,
+    /// The effective config as TOML, recorded in every checkpoint's header.
+    config_toml: String,
     /// The run directory's lock, held until the driver is dropped.
     _lock: run_dir::RunLock,
 }
@@ -276,14 +281,19 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         };
         let checkpoint_dir = dir.join(run_dir::CHECKPOINT_DIR);
         let latest = if spec.resume {
-            ppo::latest_checkpoint(&checkpoint_dir)?
+            // Under the lock no one else writes here: a temp file is a write a kill cut short.
+            for stale in ppo::remove_temp_files(&checkpoint_dir)? {
+                eprintln!(
+                    "removed {}, left by a checkpoint write that was cut short",
+                    stale.display()
+                );
+            }
+            crate::eval::load_newest(&checkpoint_dir, &device).context("cannot resume the run")?
         } else {
             None
         };
         let (learner, clock, last_checkpoint) = match latest {
-            Some(latest) => {
-                let learner = Learner::resume(&latest, &device)
-                    .with_context(|| format!("cannot resume from {}", latest.display()))?;
+            Some((latest, learner)) => {
                 if learner.network_config() != &cfg.network {
                     bail!(
                         "{}: the checkpoint's network differs from the run's config",
@@ -291,6 +301,12 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
                     );
                 }
                 check_spaces(&learner, &latest, &cfg.env, &obs_shape, n_actions)?;
+                crate::eval::check_same_env(
+                    &latest,
+                    crate::eval::embedded_config(&latest)?.as_ref(),
+                    &cfg.env,
+                    &dir.join(run_dir::CONFIG_FILE),
+                )?;
                 let clock = ppo::read_header(&latest)?.clock.unwrap_or_default();
                 let updates = learner.updates();
                 (learner, clock, Some((updates, latest)))
@@ -373,6 +389,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             clock,
             start_step: step,
             last_checkpoint,
+            config_toml: cfg.to_toml()?,
             _lock: lock,
         })
     }
@@ -523,10 +540,12 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
     /// Writes a checkpoint of the learner with the run's `clock`.
     fn checkpoint(&mut self, clock: RunClock) -> anyhow::Result<PathBuf> {
         let dir = self.dir.join(run_dir::CHECKPOINT_DIR);
-        let path = self.learner.save_checkpoint_with_clock(
+        // The effective config travels inside the header: the checkpoint describes itself.
+        let path = self.learner.save_checkpoint_described(
             &dir,
             self.cfg.run.keep_checkpoints,
             Some(clock),
+            Some(&self.config_toml),
         )?;
         self.last_checkpoint = Some((self.learner.updates(), path.clone()));
         Ok(path)

@@ -1000,3 +1000,172 @@ fn eval_and_resume_refuse_another_games_checkpoint_and_non_finite_weights() {
         assert!(err.contains("non-finite"), "{err}");
     }
 }
+
+/// Issue 24 item 4: a truncated newest checkpoint is passed over, with one line naming it and
+/// why, by eval and by --resume, which continue from the newest one that loads; a temp file a
+/// kill left in checkpoints/ is removed by the resume.
+#[test]
+fn a_truncated_newest_checkpoint_falls_back_to_the_one_before_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    // 3 updates of 8 envs × 32 steps, a checkpoint after each.
+    run_ok(&mut train(
+        CARTPOLE,
+        &run,
+        &[
+            "total_frames=768",
+            "ppo.num_envs=8",
+            "ppo.num_steps=32",
+            "run.checkpoint_every=1",
+            "run.keep_checkpoints=3",
+            "actors.threads=1",
+        ],
+    ));
+    edit(
+        &run.join("config.toml"),
+        "total_frames = 768",
+        "total_frames = 1024",
+    );
+    let all = checkpoints(&run);
+    assert_eq!(all.len(), 3, "{all:?}");
+    let (older, newest) = (&all[1], &all[2]);
+    let tensors = newest.with_extension("safetensors");
+    let bytes = std::fs::read(&tensors).unwrap();
+    std::fs::write(&tensors, &bytes[..bytes.len() / 2]).unwrap();
+    let stale = run.join("checkpoints/ckpt-00000004.safetensors.tmp");
+    std::fs::write(&stale, &bytes[..100]).unwrap();
+
+    let out = brims()
+        .args(["eval", "--episodes", "1", "--checkpoint"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let note: Vec<&str> = stderr.lines().filter(|l| l.contains("using")).collect();
+    assert_eq!(note.len(), 1, "{stderr}");
+    let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        note[0].contains(&name(older)) && note[0].contains(&name(newest)),
+        "{stderr}"
+    );
+    assert!(note[0].contains("truncated"), "{stderr}");
+    assert!(stale.exists(), "eval holds no lock: it must not clean up");
+
+    let out = brims()
+        .args(["train", "--resume", "--quiet", "--run-dir"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("removed") && stderr.contains("ckpt-00000004.safetensors.tmp"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("resuming from {}", older.display())),
+        "{stderr}"
+    );
+    assert!(!stale.exists());
+    assert_eq!(last_json(&out)["frames"], 1024);
+    // Updates 3 and 4 were (re)written: every checkpoint on disk loads again.
+    for header in checkpoints(&run) {
+        run_ok(
+            brims()
+                .args(["eval", "--episodes", "1", "--checkpoint"])
+                .arg(&header),
+        );
+    }
+    assert_one_timeline(&run);
+}
+
+/// Issue 24 item 11: a checkpoint says which game it was trained on, so a Breakout checkpoint
+/// is refused by a run on Atlantis (also 4 actions); it carries its config, so a copy outside
+/// its run directory evaluates; a checkpoint without the embedded config (an older build's)
+/// still evaluates from its run's config.toml.
+#[test]
+fn checkpoints_describe_themselves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("breakout");
+    run_ok(&mut train(
+        "configs/smoke.toml",
+        &run,
+        &[
+            "total_frames=64",
+            "ppo.num_envs=2",
+            "ppo.num_steps=8",
+            "ppo.num_minibatches=1",
+            "actors.threads=1",
+        ],
+    ));
+    let header = checkpoints(&run).pop().unwrap();
+
+    let atlantis = tmp.path().join("atlantis");
+    copy_dir(&run, &atlantis);
+    edit(
+        &atlantis.join("config.toml"),
+        "game = \"Breakout\"",
+        "game = \"Atlantis\"",
+    );
+    edit(
+        &atlantis.join("config.toml"),
+        "total_frames = 64",
+        "total_frames = 128",
+    );
+    let mut resume = brims();
+    resume
+        .args(["train", "--resume", "--quiet", "--run-dir"])
+        .arg(&atlantis);
+    let mut eval_atlantis = brims();
+    eval_atlantis
+        .args(["eval", "--episodes", "1", "--checkpoint"])
+        .arg(&atlantis);
+    for mut cmd in [resume, eval_atlantis] {
+        let err = run_err(&mut cmd);
+        assert!(
+            err.contains("trained on Breakout") && err.contains("Atlantis"),
+            "{err}"
+        );
+    }
+
+    // Copied out of its run directory: both files, evaluated through the tensors file.
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let tensors = header.with_extension("safetensors");
+    for file in [&header, &tensors] {
+        std::fs::copy(file, elsewhere.join(file.file_name().unwrap())).unwrap();
+    }
+    let json = run_ok(
+        brims()
+            .args(["eval", "--episodes", "1", "--checkpoint"])
+            .arg(elsewhere.join(tensors.file_name().unwrap())),
+    );
+    assert_eq!(json["episodes"], 1);
+
+    // Without the embedded config (as an older build wrote it): from ../config.toml as before,
+    // and refused with one line outside a run directory.
+    let strip = |path: &Path| {
+        let text = std::fs::read_to_string(path).unwrap();
+        let at = text
+            .find(",\n  \"run_config\"")
+            .expect("an embedded config");
+        std::fs::write(path, format!("{}\n}}", &text[..at])).unwrap();
+        ppo::read_header(path).unwrap();
+    };
+    strip(&header);
+    let old_copy = elsewhere.join(header.file_name().unwrap());
+    strip(&old_copy);
+    let json = run_ok(
+        brims()
+            .args(["eval", "--episodes", "1", "--checkpoint"])
+            .arg(&header),
+    );
+    assert_eq!(json["episodes"], 1);
+    let err = run_err(
+        brims()
+            .args(["eval", "--episodes", "1", "--checkpoint"])
+            .arg(&old_copy),
+    );
+    assert!(err.contains("records no run config"), "{err}");
+}

@@ -48,6 +48,11 @@ pub struct CheckpointHeader {
     /// checkpoints written without it); a resumed run adds to it, so its speed covers the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock: Option<RunClock>,
+    /// The effective config of the run that wrote it (the driver's TOML, opaque here), so a
+    /// checkpoint copied out of its run directory still says what it was trained on (absent
+    /// in checkpoints written without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_config: Option<String>,
 }
 
 /// Wall-clock totals of a run up to a checkpoint, kept by the driver across resumes.
@@ -71,16 +76,26 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PpoError + '_ {
     }
 }
 
+/// The suffix of the checkpoint writer's temp files (`ckpt-<update>.safetensors.tmp`).
+const TEMP_SUFFIX: &str = ".tmp";
+
 /// Writes `path` via `path.tmp`: `fill` writes the temp file, which is fsynced and renamed.
+/// A failed write removes its temp file (a full disk must not keep a 15 MB leftover); one that
+/// a kill cut short is removed by [`remove_temp_files`] when the run continues.
 fn write_atomic(path: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(TEMP_SUFFIX);
     let tmp = PathBuf::from(tmp);
-    fill(&tmp)?;
-    File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))?;
+    let written = fill(&tmp).and_then(|()| {
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&tmp))?;
+        fs::rename(&tmp, path).map_err(io(path))
+    });
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
     if let Some(dir) = path.parent() {
         // Make the rename durable; not every platform can open a directory, so best effort.
         if let Ok(d) = File::open(dir) {
@@ -110,6 +125,26 @@ pub fn list_checkpoints(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// Removes the checkpoint writer's temp files from `dir` (`ckpt-*.tmp`: writes that a kill or
+/// a crash cut short; a complete checkpoint never needs one). Call it only while holding the
+/// run's lock, so no other process is writing there. Returns the files removed.
+pub fn remove_temp_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    if !dir.exists() {
+        return Ok(removed);
+    }
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("ckpt-") && name.ends_with(TEMP_SUFFIX) && path.is_file() {
+            fs::remove_file(&path).map_err(io(&path))?;
+            removed.push(path);
+        }
+    }
+    removed.sort();
+    Ok(removed)
 }
 
 /// The newest checkpoint header in `dir`, if any.

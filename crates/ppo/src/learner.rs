@@ -305,6 +305,18 @@ impl Learner {
         keep: usize,
         clock: Option<RunClock>,
     ) -> Result<PathBuf> {
+        self.save_checkpoint_described(dir, keep, clock, None)
+    }
+
+    /// [`Learner::save_checkpoint_with_clock`], also recording the run's effective config
+    /// (`run_config`, e.g. its TOML) in the header, so the checkpoint describes itself.
+    pub fn save_checkpoint_described(
+        &self,
+        dir: &Path,
+        keep: usize,
+        clock: Option<RunClock>,
+        run_config: Option<&str>,
+    ) -> Result<PathBuf> {
         let mut tensors = self.adam.state_tensors();
         for (name, t) in self.parameters() {
             tensors.insert(format!("model.{name}"), t);
@@ -322,6 +334,7 @@ impl Learner {
             tensors_file: String::new(),
             tensors_bytes: 0,
             clock,
+            run_config: run_config.map(str::to_string),
         };
         checkpoint::write(dir, header, &tensors, keep)
     }

@@ -31,7 +31,8 @@ mod sampler;
 
 pub use brims::{CoreConfig, CoreState};
 pub use checkpoint::{
-    latest_checkpoint, list_checkpoints, read_header, CheckpointHeader, RunClock, FORMAT_VERSION,
+    latest_checkpoint, list_checkpoints, read_header, remove_temp_files, CheckpointHeader,
+    RunClock, FORMAT_VERSION,
 };
 pub use config::{PpoConfig, PpoPlan};
 pub use error::{PpoError, Result};

@@ -100,3 +100,60 @@ fn the_clock_travels_with_the_checkpoint() {
         .unwrap();
     assert_eq!(ppo::read_header(&header).unwrap().clock, Some(clock));
 }
+
+/// Names of the files in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Issue 24 item 4: a checkpoint write that fails removes its temp file, and the temp files a
+/// kill left behind are removed by `remove_temp_files` (and nothing else is).
+#[test]
+fn failed_and_interrupted_writes_leave_no_temp_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = learner();
+    // The tensors' final name is taken by a directory: the rename fails after the temp file
+    // was written.
+    std::fs::create_dir(dir.path().join("ckpt-00000000.safetensors")).unwrap();
+    assert!(saved.save_checkpoint(dir.path(), 2).is_err());
+    assert_eq!(names(dir.path()), vec!["ckpt-00000000.safetensors"]);
+    std::fs::remove_dir(dir.path().join("ckpt-00000000.safetensors")).unwrap();
+
+    let header = saved.save_checkpoint(dir.path(), 2).unwrap();
+    let before = names(dir.path());
+    // What a kill -9 during a write leaves.
+    for stale in ["ckpt-00000001.safetensors.tmp", "ckpt-00000001.json.tmp"] {
+        std::fs::write(dir.path().join(stale), b"partial").unwrap();
+    }
+    std::fs::write(dir.path().join("notes.tmp"), b"not ours").unwrap();
+    let removed = ppo::remove_temp_files(dir.path()).unwrap();
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    let mut expected = before.clone();
+    expected.push("notes.tmp".into());
+    expected.sort();
+    assert_eq!(names(dir.path()), expected);
+    ppo::read_header(&header).unwrap();
+}
+
+/// Issue 24 item 11: the run's config travels in the header; headers without it still load.
+#[test]
+fn the_run_config_travels_with_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = learner();
+    let header = saved
+        .save_checkpoint_described(dir.path(), 2, None, Some("name = \"x\"\n"))
+        .unwrap();
+    assert_eq!(
+        ppo::read_header(&header).unwrap().run_config.as_deref(),
+        Some("name = \"x\"\n")
+    );
+    let old = saved.save_checkpoint(dir.path(), 2).unwrap();
+    let text = std::fs::read_to_string(&old).unwrap();
+    assert!(!text.contains("run_config"), "{text}");
+    assert_eq!(ppo::read_header(&old).unwrap().run_config, None);
+}
