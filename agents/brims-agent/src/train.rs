@@ -300,10 +300,10 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             .iter()
             .map(|(_, t)| t.elem_count())
             .sum();
-        let obs_size: usize = obs_shape.iter().product();
         crate::preflight::check(
             cfg,
-            (obs_size * std::mem::size_of::<T>()) as u64,
+            &obs_shape,
+            std::mem::size_of::<T>() as u64,
             params as u64,
         )?;
 
