@@ -383,6 +383,9 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         let started = Instant::now();
         let start_step = self.learner.global_step();
         let (mut rollout_secs, mut update_secs) = (0.0, 0.0);
+        // This process's time up to the end of its last update: the time of a rollout dropped
+        // at a stop (or of a process stopped before its first update) is lost work, not counted.
+        let mut worked_secs = 0.0;
         let mut rollout = Rollout::new::<T>(num_steps, num_envs, &self.obs_shape);
         let mut interrupted = false;
 
@@ -414,6 +417,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             let t2 = Instant::now();
             rollout_secs += (t1 - t0).as_secs_f64();
             update_secs += (t2 - t1).as_secs_f64();
+            worked_secs = (t2 - started).as_secs_f64();
 
             let global_step = self.learner.global_step();
             let sps = (global_step - start_step) as f64 / started.elapsed().as_secs_f64();
@@ -424,7 +428,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
                 progress.set_mean_return(mean);
             }
             if self.learner.updates() % self.cfg.run.checkpoint_every == 0 {
-                let clock = self.clock_now(started, rollout_secs, update_secs);
+                let clock = self.clock_now(worked_secs, rollout_secs, update_secs);
                 let path = self.checkpoint(clock)?;
                 progress.println(&format!("checkpoint {}", path.display()));
             }
@@ -435,7 +439,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             None => self.learner.updates() > 0,
         };
         if unsaved {
-            let clock = self.clock_now(started, rollout_secs, update_secs);
+            let clock = self.clock_now(worked_secs, rollout_secs, update_secs);
             let path = self.checkpoint(clock)?;
             progress.println(&format!("checkpoint {}", path.display()));
         }
@@ -443,7 +447,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         if self.trace_cores && !interrupted {
             self.log_activity_image()?;
         }
-        let clock = self.clock_now(started, rollout_secs, update_secs);
+        let clock = self.clock_now(worked_secs, rollout_secs, update_secs);
         let summary = RunSummary {
             run_dir: self.dir.clone(),
             frames: self.learner.global_step() * self.frames_per_step,
@@ -486,12 +490,13 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         Ok(summary)
     }
 
-    /// The run's time so far: what the resumed checkpoint recorded plus this process's.
-    fn clock_now(&self, started: Instant, rollout_secs: f64, update_secs: f64) -> RunClock {
+    /// The run's time so far: what the resumed checkpoint recorded plus this process's
+    /// `worked_secs` (its time up to the end of its last update).
+    fn clock_now(&self, worked_secs: f64, rollout_secs: f64, update_secs: f64) -> RunClock {
         let steps_here = self.learner.global_step() - self.start_step;
         RunClock {
             steps: self.clock.steps + steps_here,
-            wall_secs: self.clock.wall_secs + started.elapsed().as_secs_f64(),
+            wall_secs: self.clock.wall_secs + worked_secs,
             rollout_secs: self.clock.rollout_secs + rollout_secs,
             update_secs: self.clock.update_secs + update_secs,
         }
