@@ -188,7 +188,7 @@ pub(crate) fn train(
                 "{} is finished ({} of {} frames); nothing to do",
                 spec.dir.display(),
                 summary.frames,
-                spec.cfg.total_frames
+                spec.cfg.budget().frames
             );
             return Ok(summary);
         }
@@ -199,11 +199,6 @@ pub(crate) fn train(
     }
 }
 
-/// Environment steps of a run's budget.
-fn total_steps(cfg: &RunConfig) -> u64 {
-    cfg.total_frames / cfg.env.frames_per_step()
-}
-
 /// The summary of a finished run (its latest checkpoint covers the budget and its summary.json
 /// describes that checkpoint, not an interruption); reads only.
 fn finished_run(spec: &RunSpec) -> anyhow::Result<Option<RunSummary>> {
@@ -211,7 +206,7 @@ fn finished_run(spec: &RunSpec) -> anyhow::Result<Option<RunSummary>> {
         return Ok(None);
     };
     let header = ppo::read_header(&latest)?;
-    if header.global_step < total_steps(&spec.cfg) {
+    if header.global_step < spec.cfg.budget().steps {
         return Ok(None);
     }
     let Ok(text) = std::fs::read_to_string(spec.dir.join(SUMMARY_FILE)) else {
@@ -331,6 +326,10 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
                 &run_dir::metadata(cfg.seed, &spec.config_source),
             )?,
         };
+        // Said once the run starts (a start that fails says only why).
+        if let Some(warning) = cfg.budget_rounding_warning() {
+            eprintln!("{warning}");
+        }
         let step = learner.global_step();
         let kept = run_dir::cut_returns(dir, step)?;
         if spec.resume {
@@ -372,14 +371,14 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
 
     fn run(mut self, limits: &Limits, stop: &Arc<AtomicBool>) -> anyhow::Result<RunSummary> {
         let (num_steps, num_envs) = (self.cfg.ppo.num_steps, self.cfg.ppo.num_envs);
-        let total_steps = total_steps(self.cfg);
+        let budget = self.cfg.budget();
         let param_count: usize = self
             .learner
             .parameters()
             .iter()
             .map(|(_, t)| t.elem_count())
             .sum();
-        let mut progress = Progress::new(self.cfg.total_frames, self.frames_per_step, limits.quiet);
+        let mut progress = Progress::new(budget.frames, self.frames_per_step, limits.quiet);
         let started = Instant::now();
         let start_step = self.learner.global_step();
         let (mut rollout_secs, mut update_secs) = (0.0, 0.0);
@@ -389,7 +388,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         let mut rollout = Rollout::new::<T>(num_steps, num_envs, &self.obs_shape);
         let mut interrupted = false;
 
-        while self.learner.global_step() < total_steps {
+        while self.learner.updates() < budget.updates {
             if stop.load(Ordering::SeqCst) {
                 interrupted = true;
                 break;
