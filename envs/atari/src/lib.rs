@@ -10,7 +10,8 @@
 //! ```
 //!
 //! - Games: the ROMs bundled by the `ale` crate by name ([`list_games`]; `Breakout`,
-//!   `breakout`, `ALE/Breakout-v5`, `BreakoutNoFrameskip-v4` all work), or a ROM file by path.
+//!   `breakout`, `ALE/Breakout-v5`, `BreakoutNoFrameskip-v4` all work; an id only where the
+//!   config has the settings it stands for, see [`id_settings`]), or a ROM file by path.
 //!   User ROMs are checked (size, MD5) before ALE sees them, because ALE calls `exit(1)` on a
 //!   ROM it cannot load. The bundled Defender dump is refused: it hangs ALE's `loadROM`.
 //! - Episodes: with `episodic_life`, a lost life returns `terminated` (a training signal);
