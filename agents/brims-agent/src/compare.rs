@@ -210,11 +210,11 @@ pub(crate) fn finished_summary(
     };
     let summary: RunSummary = serde_json::from_str(&text)
         .with_context(|| format!("{}: malformed summary", path.display()))?;
-    let budget = cfg.total_frames / cfg.env.frames_per_step() * cfg.env.frames_per_step();
+    let budget = cfg.budget().frames;
     Ok(if summary.interrupted {
         Err(format!("interrupted at {} frames", summary.frames))
     } else if summary.frames < budget {
-        Err(format!("{} of {} frames", summary.frames, cfg.total_frames))
+        Err(format!("{} of {budget} frames", summary.frames))
     } else {
         Ok(summary)
     })

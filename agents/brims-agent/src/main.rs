@@ -123,7 +123,7 @@ fn pin_thread_count() {
 fn main() {
     pin_thread_count();
     tune_allocator();
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|err| exit_with_parse_error(&err));
     match run(cli.command) {
         Ok(Some(json)) => println!("{json}"),
         Ok(None) => {}
@@ -137,6 +137,37 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// Prints a command-line parse error as one line (clap's message and its tip, without the
+/// usage block) and exits with clap's code (2); `--help` and `--version` print as usual.
+fn exit_with_parse_error(err: &clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        err.exit();
+    }
+    eprintln!("{}", parse_error_line(&err.render().to_string()));
+    std::process::exit(err.exit_code());
+}
+
+/// clap's rendered error in one line: its message and tips, joined, without the `Usage:` block
+/// and the "For more information, try '--help'" line.
+fn parse_error_line(rendered: &str) -> String {
+    let mut parts = Vec::new();
+    for line in rendered.lines().map(str::trim) {
+        if line.starts_with("Usage:") {
+            break;
+        }
+        if !line.is_empty() && !line.starts_with("For more information") {
+            parts.push(line);
+        }
+    }
+    parts.join("; ")
 }
 
 fn run(command: Command) -> anyhow::Result<Option<serde_json::Value>> {

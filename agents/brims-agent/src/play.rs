@@ -40,10 +40,14 @@ pub(crate) fn run(args: &PlayArgs) -> anyhow::Result<serde_json::Value> {
         return crate::eval::play_trained(checkpoint, &args.game, args.episodes, args.seed);
     }
     // Whole games: no life-loss episodes, no reward clipping needed (scores come from info).
-    let cfg = envs_atari::AtariConfig {
+    let mut cfg = envs_atari::AtariConfig {
         episodic_life: false,
         ..Default::default()
     };
+    // No config table here: a Gymnasium id's settings (e.g. NoFrameskip-v4's) are the game's.
+    if let Some(settings) = envs_atari::id_settings(&args.game)? {
+        settings.apply_to(&mut cfg);
+    }
     let mut env = envs_atari::make_atari(&args.game, &cfg, args.seed)?;
     let n_actions = env
         .action_space()

@@ -105,16 +105,60 @@ impl Default for RunSettings {
     }
 }
 
+/// A run's budget in whole updates: what the learning-rate schedule, the training loop, "is
+/// the run finished", the progress display and summaries all count by ([`RunConfig::budget`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Budget {
+    /// PPO updates ([`ppo::num_iterations`] of the agent steps `total_frames` buys).
+    pub updates: u64,
+    /// Agent steps the updates consume (`updates × num_envs × num_steps`).
+    pub steps: u64,
+    /// Emulator frames of those steps (`steps × frame_skip`): at most `total_frames`.
+    pub frames: u64,
+    /// Emulator frames of one update.
+    pub frames_per_update: u64,
+}
+
 impl RunConfig {
+    /// The run's budget: `total_frames` rounded down to whole updates (CleanRL's
+    /// `total_timesteps // batch_size`). Every user of the budget calls this.
+    pub fn budget(&self) -> Budget {
+        let frames_per_step = self.env.frames_per_step();
+        let batch = self.ppo.num_envs.saturating_mul(self.ppo.num_steps);
+        let updates = ppo::num_iterations(self.total_frames / frames_per_step, batch);
+        let steps_per_update = batch as u64;
+        Budget {
+            updates,
+            steps: updates.saturating_mul(steps_per_update),
+            frames: updates
+                .saturating_mul(steps_per_update)
+                .saturating_mul(frames_per_step),
+            frames_per_update: steps_per_update.saturating_mul(frames_per_step),
+        }
+    }
+
+    /// One line saying how `total_frames` was rounded down to whole updates, when it was.
+    pub fn budget_rounding_warning(&self) -> Option<String> {
+        let b = self.budget();
+        (b.frames != self.total_frames).then(|| {
+            format!(
+                "warning: total_frames = {} is not a whole number of updates ({} frames each: \
+                 ppo.num_envs × ppo.num_steps × frame_skip); training {} updates, {} frames",
+                self.total_frames, b.frames_per_update, b.updates, b.frames
+            )
+        })
+    }
+
     /// Reads a config file, applies `--set` overrides, and checks every value.
     pub fn load(path: &Path, overrides: &[String]) -> anyhow::Result<RunConfig> {
         let mut doc = read_toml(path)?;
         apply_overrides(&mut doc, overrides)?;
-        Self::from_table(doc).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        Self::from_table(doc).map_err(|e| blame(&e.to_string(), path, overrides))
     }
 
     /// Deserialises and validates a config document.
     pub fn from_table(doc: toml::Table) -> anyhow::Result<RunConfig> {
+        refuse_non_finite(&doc, "")?;
         for derived in ["seed", "total_timesteps"] {
             if doc
                 .get("ppo")
@@ -147,14 +191,24 @@ impl RunConfig {
                 self.name
             );
         }
-        if self.total_frames == 0 {
-            bail!("total_frames must be > 0");
-        }
         if self.actors.threads == 0 {
             bail!("actors.threads must be >= 1");
         }
         if self.run.keep_checkpoints == 0 || self.run.checkpoint_every == 0 {
             bail!("run.keep_checkpoints and run.checkpoint_every must be >= 1");
+        }
+        let budget = self.budget();
+        if budget.updates == 0 && budget.frames_per_update > 0 {
+            bail!(
+                "total_frames = {}: less than one update ({} frames: ppo.num_envs × \
+                 ppo.num_steps × frame_skip = {} × {} × {}); raise it to at least {}",
+                self.total_frames,
+                budget.frames_per_update,
+                self.ppo.num_envs,
+                self.ppo.num_steps,
+                self.env.frames_per_step(),
+                budget.frames_per_update
+            );
         }
         self.ppo
             .validate()
@@ -173,6 +227,150 @@ impl RunConfig {
     }
 }
 
+/// The error of a config read from `path` with `overrides`: an unknown key that a `--set`
+/// introduced is put on that `--set`, with the nearest accepted key; one in the file gets the
+/// nearest accepted key too.
+fn blame(message: &str, path: &Path, overrides: &[String]) -> anyhow::Error {
+    let Some(unknown) = UnknownKey::parse(message) else {
+        return anyhow::anyhow!("{}: {message}", path.display());
+    };
+    let full_key = |field: &str| match &unknown.section {
+        Some(section) => format!("{section}.{field}"),
+        None => field.to_string(),
+    };
+    let set = overrides.iter().find(|o| {
+        o.split_once('=').is_some_and(|(key, _)| {
+            let key = key.trim();
+            key == full_key(&unknown.field) || key.rsplit('.').next() == Some(&unknown.field)
+        })
+    });
+    let suggestion = closest(&unknown.field, &unknown.accepted);
+    match set {
+        Some(set) => {
+            let key = set.split_once('=').map_or(set.as_str(), |(k, _)| k.trim());
+            let hint = match suggestion {
+                Some(s) => {
+                    let parent = key.rsplit_once('.').map(|(p, _)| format!("{p}."));
+                    format!("; did you mean `{}{s}`?", parent.unwrap_or_default())
+                }
+                None => String::new(),
+            };
+            anyhow::anyhow!(
+                "--set {set}: unknown key `{key}`{hint} (accepted{}: {})",
+                unknown
+                    .section
+                    .as_ref()
+                    .map_or(String::new(), |s| format!(" in `{s}`")),
+                unknown.accepted_list()
+            )
+        }
+        None => match suggestion {
+            Some(s) => anyhow::anyhow!(
+                "{}: {message}; did you mean `{}`?",
+                path.display(),
+                full_key(s)
+            ),
+            None => anyhow::anyhow!("{}: {message}", path.display()),
+        },
+    }
+}
+
+/// An "unknown field" error of the typed deserialisation, taken apart.
+struct UnknownKey {
+    field: String,
+    accepted: Vec<String>,
+    /// The dotted section it is in (`ppo`, `network.core`), when the message names one.
+    section: Option<String>,
+}
+
+impl UnknownKey {
+    /// Reads serde's ``unknown field `x`, expected one of `a`, `b` in `section` ``.
+    fn parse(message: &str) -> Option<UnknownKey> {
+        let rest = message.split_once("unknown field `")?.1;
+        let (field, rest) = rest.split_once('`')?;
+        let (expected, section) = match rest.rsplit_once(" in `") {
+            Some((expected, section)) => (expected, section.strip_suffix('`')),
+            None => (rest, None),
+        };
+        let accepted = expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect();
+        Some(UnknownKey {
+            field: field.to_string(),
+            accepted,
+            section: section.map(str::to_string),
+        })
+    }
+
+    fn accepted_list(&self) -> String {
+        self.accepted
+            .iter()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The accepted key nearest to `key` (edit distance at most a third of its length, at least
+/// 2), or one that contains it.
+fn closest<'a>(key: &str, accepted: &'a [String]) -> Option<&'a str> {
+    accepted
+        .iter()
+        .map(|c| (edit_distance(key, c), c))
+        .filter(|(d, c)| {
+            *d <= (c.len().max(key.len()) / 3).max(2) || (key.len() >= 4 && c.contains(key))
+        })
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.as_str())
+}
+
+/// Levenshtein distance over bytes.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, &ca) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+/// Refuses any float of the document (and of its arrays) that is NaN or infinite, naming its
+/// key: every float option is meant to be finite, and TOML accepts `nan` and `inf`, which
+/// would otherwise reach the network as NaN weights or an infinite coefficient.
+fn refuse_non_finite(table: &toml::Table, prefix: &str) -> anyhow::Result<()> {
+    fn check(value: &toml::Value, key: &str) -> anyhow::Result<()> {
+        match value {
+            toml::Value::Float(x) if !x.is_finite() => {
+                bail!("{key} = {x}: must be a finite number")
+            }
+            toml::Value::Table(t) => refuse_non_finite(t, key),
+            toml::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, item)| check(item, &format!("{key}[{i}]"))),
+            _ => Ok(()),
+        }
+    }
+    table.iter().try_for_each(|(k, v)| {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        check(v, &key)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,13 +379,13 @@ mod tests {
         RunConfig::from_table(text.parse::<toml::Table>()?)
     }
 
-    const BASE: &str = "name = \"t\"\nseed = 3\ntotal_frames = 1000\n[env]\nkind = \"cartpole\"\n\
+    const BASE: &str = "name = \"t\"\nseed = 3\ntotal_frames = 1024\n[env]\nkind = \"cartpole\"\n\
         [network.encoder]\nkind = \"mlp\"\nhidden = [8]\nactivation = \"tanh\"\n";
 
     #[test]
     fn derived_ppo_keys_are_refused_and_unknown_ones_list_only_settable_keys() {
         let cfg = load(BASE).unwrap();
-        assert_eq!((cfg.ppo.seed, cfg.ppo.total_timesteps), (3, 1000));
+        assert_eq!((cfg.ppo.seed, cfg.ppo.total_timesteps), (3, 1024));
         for derived in ["seed = 1", "total_timesteps = 5"] {
             let err = load(&format!("{BASE}[ppo]\n{derived}\n")).unwrap_err();
             assert!(err.to_string().contains("is derived"), "{err}");
@@ -201,5 +399,85 @@ mod tests {
             !err.contains("`seed`") && !err.contains("`total_timesteps`"),
             "{err}"
         );
+    }
+
+    /// Item 9 of issue 24: a mistyped `--set` key is blamed on the `--set`, with the nearest
+    /// accepted key; one in the file gets the suggestion too.
+    #[test]
+    fn unknown_keys_are_blamed_on_their_set_with_the_nearest_key() {
+        let path = Path::new("c.toml");
+        let message = "unknown field `lerning_rate`, expected one of `learning_rate`, \
+                       `anneal_lr` in `ppo`";
+        let sets = ["seed=2".to_string(), "ppo.lerning_rate=1e-4".to_string()];
+        let err = blame(message, path, &sets).to_string();
+        assert!(
+            err.starts_with(
+                "--set ppo.lerning_rate=1e-4: unknown key `ppo.lerning_rate`; \
+                             did you mean `ppo.learning_rate`?"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("c.toml"), "{err}");
+        let err = blame(message, path, &[]).to_string();
+        assert!(
+            err.starts_with("c.toml: unknown field")
+                && err.ends_with("did you mean `ppo.learning_rate`?"),
+            "{err}"
+        );
+        let err = blame(
+            "unknown field `sed`, expected one of `name`, `seed`",
+            path,
+            &["sed=1".into()],
+        )
+        .to_string();
+        assert!(err.contains("did you mean `seed`?"), "{err}");
+    }
+
+    /// Item 7 of issue 24: NaN and infinite floats are refused wherever they are, naming the key.
+    #[test]
+    fn non_finite_floats_are_refused_naming_the_key() {
+        for (extra, key) in [
+            ("[ppo]\nlearning_rate = nan\n", "ppo.learning_rate = NaN"),
+            ("[ppo]\nvf_coef = inf\n", "ppo.vf_coef = inf"),
+            ("[ppo]\ntarget_kl = -inf\n", "ppo.target_kl = -inf"),
+        ] {
+            let err = load(&format!("{BASE}{extra}")).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("finite"), "{err}");
+        }
+        let brims = BASE.to_string()
+            + "[network.core]\nkind = \"brims\"\nattention_init = \"fan_in\"\n\
+               attention_init_gain = nan\nlayers = [{ hidden_size = 8, modules = 2, active = 1 }]\n";
+        let err = load(&brims).unwrap_err().to_string();
+        assert!(
+            err.contains("network.core.attention_init_gain = NaN"),
+            "{err}"
+        );
+    }
+
+    /// Item 5 of issue 24: the budget is `total_frames` rounded down to whole updates, with a
+    /// warning when it is rounded; a budget under one update is refused.
+    #[test]
+    fn budgets_are_whole_updates_and_under_one_update_is_refused() {
+        // 8 envs × 128 steps = 1024 steps an update; CartPole: a frame a step.
+        let cfg = load(&BASE.replace("total_frames = 1024", "total_frames = 100000")).unwrap();
+        let b = cfg.budget();
+        assert_eq!((b.updates, b.steps, b.frames), (97, 97 * 1024, 97 * 1024));
+        assert_eq!(cfg.ppo.validate().unwrap().num_iterations, b.updates);
+        let warning = cfg.budget_rounding_warning().unwrap();
+        assert!(
+            warning.contains("97 updates") && warning.contains("99328"),
+            "{warning}"
+        );
+        assert_eq!(load(BASE).unwrap().budget_rounding_warning(), None);
+        for short in ["1", "1023"] {
+            let err =
+                load(&BASE.replace("total_frames = 1024", &format!("total_frames = {short}")))
+                    .unwrap_err()
+                    .to_string();
+            assert!(
+                err.contains("less than one update") && err.contains("1024"),
+                "{err}"
+            );
+        }
     }
 }

@@ -211,6 +211,7 @@ pub(crate) struct RunRecord {
     pub attempts: u32,
     pub error: Option<String>,
     pub frames_done: u64,
+    /// The frames the run trains: its budget in whole updates (at most its `total_frames`).
     pub total_frames: u64,
     /// The Slurm task (`JOBID_TASK`) that last ran it.
     #[serde(default)]
@@ -550,6 +551,10 @@ fn load_manifest(dir: &Path, spec: &ResolvedSpec) -> anyhow::Result<Manifest> {
     let by_id: BTreeMap<&str, &RunRecord> = old.runs.iter().map(|r| (r.id.as_str(), r)).collect();
     let mut runs = Vec::new();
     for planned in &spec.runs {
+        // What the run trains: its budget in whole updates, which status shows frames against.
+        let budget_frames = RunConfig::from_table(toml::from_str(&planned.config_toml)?)?
+            .budget()
+            .frames;
         let mut record = by_id
             .get(planned.id.as_str())
             .map(|r| (*r).clone())
@@ -559,12 +564,12 @@ fn load_manifest(dir: &Path, spec: &ResolvedSpec) -> anyhow::Result<Manifest> {
                 attempts: 0,
                 error: None,
                 frames_done: 0,
-                total_frames: planned.total_frames,
+                total_frames: budget_frames,
                 slurm_task: None,
             });
         let progress = run_progress(&run_path(dir, &planned.id))?;
         record.frames_done = progress.frames;
-        record.total_frames = planned.total_frames;
+        record.total_frames = budget_frames;
         if progress.finished {
             record.state = RunState::Done;
             record.error = None;

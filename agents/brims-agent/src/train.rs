@@ -195,7 +195,7 @@ pub(crate) fn train(
                 "{} is finished ({} of {} frames); nothing to do",
                 spec.dir.display(),
                 summary.frames,
-                spec.cfg.total_frames
+                spec.cfg.budget().frames
             );
             return Ok(summary);
         }
@@ -204,11 +204,6 @@ pub(crate) fn train(
         envs::EnvFactory::Frames(make) => Driver::<u8>::new(spec, make)?.run(limits, stop),
         envs::EnvFactory::Vectors(make) => Driver::<f32>::new(spec, make)?.run(limits, stop),
     }
-}
-
-/// Environment steps of a run's budget.
-fn total_steps(cfg: &RunConfig) -> u64 {
-    cfg.total_frames / cfg.env.frames_per_step()
 }
 
 /// The summary of a finished run (its latest checkpoint covers the budget and its summary.json
@@ -221,7 +216,7 @@ fn finished_run(spec: &RunSpec) -> anyhow::Result<Option<RunSummary>> {
     let Ok(header) = ppo::read_header(&latest) else {
         return Ok(None);
     };
-    if header.global_step < total_steps(&spec.cfg) {
+    if header.global_step < spec.cfg.budget().steps {
         return Ok(None);
     }
     let Ok(text) = std::fs::read_to_string(spec.dir.join(SUMMARY_FILE)) else {
@@ -323,10 +318,10 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             .iter()
             .map(|(_, t)| t.elem_count())
             .sum();
-        let obs_size: usize = obs_shape.iter().product();
         crate::preflight::check(
             cfg,
-            (obs_size * std::mem::size_of::<T>()) as u64,
+            &obs_shape,
+            std::mem::size_of::<T>() as u64,
             params as u64,
         )?;
 
@@ -354,6 +349,10 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
                 &run_dir::metadata(cfg.seed, &spec.config_source),
             )?,
         };
+        // Said once the run starts (a start that fails says only why).
+        if let Some(warning) = cfg.budget_rounding_warning() {
+            eprintln!("{warning}");
+        }
         let step = learner.global_step();
         let kept = run_dir::cut_returns(dir, step)?;
         if spec.resume {
@@ -396,21 +395,24 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
 
     fn run(mut self, limits: &Limits, stop: &Arc<AtomicBool>) -> anyhow::Result<RunSummary> {
         let (num_steps, num_envs) = (self.cfg.ppo.num_steps, self.cfg.ppo.num_envs);
-        let total_steps = total_steps(self.cfg);
+        let budget = self.cfg.budget();
         let param_count: usize = self
             .learner
             .parameters()
             .iter()
             .map(|(_, t)| t.elem_count())
             .sum();
-        let mut progress = Progress::new(self.cfg.total_frames, self.frames_per_step, limits.quiet);
+        let mut progress = Progress::new(budget.frames, self.frames_per_step, limits.quiet);
         let started = Instant::now();
         let start_step = self.learner.global_step();
         let (mut rollout_secs, mut update_secs) = (0.0, 0.0);
+        // This process's time up to the end of its last update: the time of a rollout dropped
+        // at a stop (or of a process stopped before its first update) is lost work, not counted.
+        let mut worked_secs = 0.0;
         let mut rollout = Rollout::new::<T>(num_steps, num_envs, &self.obs_shape);
         let mut interrupted = false;
 
-        while self.learner.global_step() < total_steps {
+        while self.learner.updates() < budget.updates {
             if stop.load(Ordering::SeqCst) {
                 interrupted = true;
                 break;
@@ -438,6 +440,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             let t2 = Instant::now();
             rollout_secs += (t1 - t0).as_secs_f64();
             update_secs += (t2 - t1).as_secs_f64();
+            worked_secs = (t2 - started).as_secs_f64();
 
             let global_step = self.learner.global_step();
             let sps = (global_step - start_step) as f64 / started.elapsed().as_secs_f64();
@@ -448,7 +451,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
                 progress.set_mean_return(mean);
             }
             if self.learner.updates() % self.cfg.run.checkpoint_every == 0 {
-                let clock = self.clock_now(started, rollout_secs, update_secs);
+                let clock = self.clock_now(worked_secs, rollout_secs, update_secs);
                 let path = self.checkpoint(clock)?;
                 progress.println(&format!("checkpoint {}", path.display()));
             }
@@ -459,7 +462,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             None => self.learner.updates() > 0,
         };
         if unsaved {
-            let clock = self.clock_now(started, rollout_secs, update_secs);
+            let clock = self.clock_now(worked_secs, rollout_secs, update_secs);
             let path = self.checkpoint(clock)?;
             progress.println(&format!("checkpoint {}", path.display()));
         }
@@ -467,7 +470,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         if self.trace_cores && !interrupted {
             self.log_activity_image()?;
         }
-        let clock = self.clock_now(started, rollout_secs, update_secs);
+        let clock = self.clock_now(worked_secs, rollout_secs, update_secs);
         let summary = RunSummary {
             run_dir: self.dir.clone(),
             frames: self.learner.global_step() * self.frames_per_step,
@@ -510,12 +513,13 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         Ok(summary)
     }
 
-    /// The run's time so far: what the resumed checkpoint recorded plus this process's.
-    fn clock_now(&self, started: Instant, rollout_secs: f64, update_secs: f64) -> RunClock {
+    /// The run's time so far: what the resumed checkpoint recorded plus this process's
+    /// `worked_secs` (its time up to the end of its last update).
+    fn clock_now(&self, worked_secs: f64, rollout_secs: f64, update_secs: f64) -> RunClock {
         let steps_here = self.learner.global_step() - self.start_step;
         RunClock {
             steps: self.clock.steps + steps_here,
-            wall_secs: self.clock.wall_secs + started.elapsed().as_secs_f64(),
+            wall_secs: self.clock.wall_secs + worked_secs,
             rollout_secs: self.clock.rollout_secs + rollout_secs,
             update_secs: self.clock.update_secs + update_secs,
         }

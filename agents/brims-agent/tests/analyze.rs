@@ -126,7 +126,7 @@ fn analyze_writes_the_report_and_refuses_bad_input() {
         1
     );
     let lstm = tmp.path().join("lstm");
-    train("configs/cartpole_lstm.toml", &lstm, "512");
+    train("configs/cartpole_lstm.toml", &lstm, "1024");
     fails_with(&["analyze", lstm.to_str().unwrap()], "not a BRIMs agent");
 }
 

@@ -897,12 +897,14 @@ fn failed_starts_leave_nothing_and_oversized_runs_are_refused_with_numbers() {
     let err = run_err(&mut train(
         "configs/smoke.toml",
         &run,
-        &["ppo.num_envs=1000000"],
+        &["ppo.num_envs=1000000", "total_frames=256000000"],
     ));
     assert!(
         err.contains("memory") && err.contains("GiB") && err.contains("available"),
         "{err}"
     );
+    // The update's minibatch is counted (issue 24, item 6).
+    assert!(err.contains("update") && err.contains("minibatch"), "{err}");
     assert!(!run.exists(), "a refused start left {}", run.display());
 }
 
@@ -1168,4 +1170,188 @@ fn checkpoints_describe_themselves() {
             .arg(&old_copy),
     );
     assert!(err.contains("records no run config"), "{err}");
+}
+
+/// Item 5 of issue 24: a budget that is not a whole number of updates is rounded down (CleanRL's
+/// `total_timesteps // batch_size`) with a one-line warning, and the run that trains it is
+/// finished; a budget under one update is refused before any run directory exists.
+#[test]
+fn budgets_round_down_to_whole_updates_and_under_one_update_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    // 8 envs × 32 steps = 256 frames an update: 868 frames buy 3 updates (768 frames).
+    let out = train(CARTPOLE, &run, &["total_frames=868", "ppo.num_steps=32"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(last_json(&out)["frames"], 768, "{stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("warning"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains("total_frames = 868") && warnings[0].contains("3 updates"),
+        "{stderr}"
+    );
+    let last = checkpoints(&run).pop().unwrap();
+    assert_eq!(json_file(&last)["updates"], 3);
+    // The rounded budget is the whole run: a resume says it is finished.
+    let out = brims()
+        .args(["train", "--resume", "--quiet", "--run-dir"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is finished (768 of 768 frames)"),
+        "{stderr}"
+    );
+
+    for budget in ["total_frames=1", "total_frames=255"] {
+        let fresh = tmp.path().join(budget);
+        let err = run_err(&mut train(CARTPOLE, &fresh, &[budget, "ppo.num_steps=32"]));
+        assert!(
+            err.contains("less than one update") && err.contains("256"),
+            "{err}"
+        );
+        assert!(!fresh.exists(), "a refused start left {}", fresh.display());
+    }
+}
+
+/// Item 8 of issue 24: a resume stopped before its first update adds none of its time to the
+/// run's steps/s (it did no work that was kept).
+#[test]
+fn a_resume_stopped_before_its_first_update_keeps_the_runs_steps_per_second() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    // Two updates of a long (about a second) rollout, a checkpoint after each.
+    let sets = [
+        "total_frames=64000",
+        "ppo.num_envs=2",
+        "ppo.num_minibatches=1",
+        "ppo.num_steps=16000",
+        "ppo.update_epochs=1",
+        "run.checkpoint_every=1",
+    ];
+    run_ok(&mut train(CARTPOLE, &run, &sets));
+    // Make it a run stopped after its first update: drop the second checkpoint and the summary.
+    let last = checkpoints(&run).pop().unwrap();
+    assert!(
+        last.to_string_lossy().contains("ckpt-00000002"),
+        "{}",
+        last.display()
+    );
+    std::fs::remove_file(&last).unwrap();
+    std::fs::remove_file(last.with_extension("safetensors")).unwrap();
+    std::fs::remove_file(run.join("summary.json")).unwrap();
+    let first = json_file(&checkpoints(&run)[0]);
+    let clock = &first["clock"];
+    let sps_at_checkpoint = clock["steps"].as_f64().unwrap() / clock["wall_secs"].as_f64().unwrap();
+
+    let mut child = Reaped(
+        brims()
+            .args(["train", "--resume", "--quiet", "--run-dir"])
+            .arg(&run)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // The resume holds the run's lock (its stop signals are installed by then): stop it.
+    let pid = child.0.id().to_string();
+    assert!(wait_until(60, || std::fs::read_to_string(
+        run.join("run.lock")
+    )
+    .is_ok_and(|s| s.trim() == pid)));
+    signal(child.0.id(), "-INT");
+    let status = wait_exit(&mut child.0, 60);
+    let stderr = read_stderr(&mut child.0);
+    assert!(status.success(), "{stderr}");
+    if checkpoints(&run).len() > 1 {
+        eprintln!("the signal came after the resume's first update (a slow machine): no check");
+        return;
+    }
+    let summary = json_file(&run.join("summary.json"));
+    assert_eq!(summary["interrupted"], true);
+    assert_eq!(summary["frames"], 32000);
+    let sps = summary["sps"].as_f64().unwrap();
+    assert!(
+        (sps - sps_at_checkpoint).abs() <= 1e-9 * sps_at_checkpoint,
+        "summary {sps} steps/s, the checkpoint's {sps_at_checkpoint}: {stderr}"
+    );
+}
+
+/// Item 9 of issue 24: argument errors are one line with clap's exit code 2 (`--help` is not
+/// an error), and a mistyped `--set` key is blamed on the `--set`, with the nearest key.
+#[test]
+fn argument_errors_are_one_line_and_a_mistyped_set_key_gets_a_suggestion() {
+    for (args, want) in [
+        (&["play", "--game", "Pong", "--episodes", "-1"][..], "'-1'"),
+        (
+            &["train", "--confg", "configs/smoke.toml"][..],
+            "'--config'",
+        ),
+        (&["trian"][..], "'trian'"),
+    ] {
+        let out = brims().args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(want),
+            "{stderr}"
+        );
+    }
+    let help = brims().args(["train", "--help"]).output().unwrap();
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).lines().count() > 5);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let err = run_err(&mut train(CARTPOLE, &run, &["ppo.lerning_rate=1e-4"]));
+    assert!(
+        err.starts_with("error: --set ppo.lerning_rate=1e-4: unknown key")
+            && err.contains("did you mean `ppo.learning_rate`?"),
+        "{err}"
+    );
+    assert!(!err.contains(CARTPOLE), "blames the file: {err}");
+    assert!(!run.exists());
+}
+
+/// Items 7 and 12 of issue 24: a NaN or infinite float is refused naming its key, and a
+/// Gymnasium id whose settings the config does not have is refused naming them; neither leaves
+/// a run directory.
+#[test]
+fn non_finite_floats_and_gymnasium_ids_the_config_contradicts_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let err = run_err(&mut train(
+        "configs/breakout_brims.toml",
+        &run,
+        &["network.core.attention_init_gain=nan"],
+    ));
+    assert!(
+        err.contains("network.core.attention_init_gain = NaN") && err.contains("finite"),
+        "{err}"
+    );
+    assert!(!run.exists());
+    let err = run_err(&mut train(CARTPOLE, &run, &["ppo.ent_coef=inf"]));
+    assert!(err.contains("ppo.ent_coef = inf"), "{err}");
+    assert!(!run.exists());
+
+    // smoke.toml keeps the defaults (sticky actions 0.25, 108,000-frame episodes).
+    let err = run_err(&mut train(
+        "configs/smoke.toml",
+        &run,
+        &["env.game=PongNoFrameskip-v4"],
+    ));
+    assert!(
+        err.contains("PongNoFrameskip-v4")
+            && err.contains("repeat_action_probability = 0.0")
+            && err.contains("max_episode_frames = 400000"),
+        "{err}"
+    );
+    assert!(!run.exists());
 }

@@ -231,7 +231,7 @@ fn a_stopped_sweep_signals_each_run_once() {
 #[test]
 fn bad_sweeps_are_one_line_errors_and_touch_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec_a = spec(tmp.path(), 512);
+    let spec_a = spec(tmp.path(), 1024);
     let out = tmp.path().join("sweep");
     let ok = sweep(&spec_a, &out, &["--quiet"]);
     assert!(
@@ -254,7 +254,7 @@ fn bad_sweeps_are_one_line_errors_and_touch_nothing() {
         &other,
         std::fs::read_to_string(&spec_a)
             .unwrap()
-            .replace("512", "1024"),
+            .replace("1024", "2048"),
     )
     .unwrap();
     fails(

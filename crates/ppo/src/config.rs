@@ -82,8 +82,17 @@ pub struct PpoPlan {
     pub minibatch_size: usize,
     /// `num_envs / num_minibatches`: whole env sequences per minibatch.
     pub envs_per_minibatch: usize,
-    /// `total_timesteps / batch_size` (at least 1): the annealing horizon.
+    /// [`num_iterations`]`(total_timesteps, batch_size)`: the updates of the run, and the
+    /// annealing horizon.
     pub num_iterations: u64,
+}
+
+/// The updates a budget of `total_timesteps` agent steps buys at `batch_size` steps an update:
+/// CleanRL's `num_iterations = total_timesteps // batch_size`, rounded down, so the schedule and
+/// the training loop agree and the last update never runs at a learning rate of 0. The one rule
+/// every user of a run's budget goes through.
+pub fn num_iterations(total_timesteps: u64, batch_size: usize) -> u64 {
+    total_timesteps / (batch_size.max(1) as u64)
 }
 
 fn bad(field: &'static str, value: impl std::fmt::Display, why: &str) -> PpoError {
@@ -148,12 +157,20 @@ impl PpoConfig {
             }
         }
         let batch_size = c.num_envs * c.num_steps;
+        let iterations = num_iterations(c.total_timesteps, batch_size);
+        if iterations == 0 {
+            return Err(bad(
+                "total_timesteps",
+                c.total_timesteps,
+                &format!("must be at least one update: num_envs × num_steps = {batch_size}"),
+            ));
+        }
         Ok(PpoPlan {
             config: c.clone(),
             batch_size,
             minibatch_size: batch_size / c.num_minibatches,
             envs_per_minibatch: c.num_envs / c.num_minibatches,
-            num_iterations: (c.total_timesteps / batch_size as u64).max(1),
+            num_iterations: iterations,
         })
     }
 }
@@ -264,6 +281,25 @@ mod tests {
         let cfg: PpoConfig = serde_json::from_str(r#"{"clip_coef": 0.2}"#).unwrap();
         assert_eq!(cfg.clip_coef, 0.2);
         assert_eq!(cfg.num_envs, 8);
+    }
+
+    /// A budget that is not a whole number of updates is rounded down (CleanRL's rule), so
+    /// the last update's learning rate is not 0; a budget under one update is refused.
+    #[test]
+    fn budgets_round_down_to_whole_updates() {
+        let plan = PpoConfig {
+            total_timesteps: 4 * 1024 + 1000,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(plan.num_iterations, 4);
+        assert!(plan.learning_rate_at(plan.num_iterations) > 0.0);
+        let short = PpoConfig {
+            total_timesteps: 1023,
+            ..Default::default()
+        };
+        assert_eq!(field_of(short.validate().unwrap_err()), "total_timesteps");
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub use checkpoint::{
     latest_checkpoint, list_checkpoints, read_header, remove_temp_files, CheckpointHeader,
     RunClock, FORMAT_VERSION,
 };
-pub use config::{PpoConfig, PpoPlan};
+pub use config::{num_iterations, PpoConfig, PpoPlan};
 pub use error::{PpoError, Result};
 pub use init::orthogonal;
 pub use learner::{Learner, UpdateMetrics};

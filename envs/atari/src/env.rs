@@ -173,6 +173,7 @@ pub struct AtariEnv {
 /// preprocessing of `cfg`; `seed` seeds ALE (sticky actions) and the no-op resets.
 pub fn make_atari(game: &str, cfg: &AtariConfig, seed: u64) -> Result<AtariEnv, AtariError> {
     cfg.validate()?;
+    crate::gym_id::check_id(game, cfg)?;
     let rom = resolve(game, cfg.allow_unknown_md5)?;
     let path = rom_file(&rom)?;
     let ale = Ale::new(&path, ale_settings(cfg, seed))?;

@@ -31,6 +31,14 @@ pub enum AtariError {
         #[source]
         source: std::io::Error,
     },
+    /// A Gymnasium/ALE id whose settings the config does not have (or cannot have).
+    #[error("game = \"{id}\": {why}")]
+    GymId {
+        /// The id as given.
+        id: String,
+        /// What the id stands for and what to write instead.
+        why: String,
+    },
     /// A configuration value out of range.
     #[error("invalid Atari setting {what}: {why}")]
     Config {

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! - Games: the ROMs bundled by the `ale` crate by name ([`list_games`]; `Breakout`,
-//!   `breakout`, `ALE/Breakout-v5`, `BreakoutNoFrameskip-v4` all work), or a ROM file by path.
+//!   `breakout`, `ALE/Breakout-v5`, `BreakoutNoFrameskip-v4` all work; an id only where the
+//!   config has the settings it stands for, see [`id_settings`]), or a ROM file by path.
 //!   User ROMs are checked (size, MD5) before ALE sees them, because ALE calls `exit(1)` on a
 //!   ROM it cannot load. The bundled Defender dump is refused: it hangs ALE's `loadROM`.
 //! - Episodes: with `episodic_life`, a lost life returns `terminated` (a training signal);
@@ -29,9 +30,11 @@
 mod ale;
 mod env;
 mod error;
+mod gym_id;
 mod preprocess;
 mod roms;
 
 pub use env::{make_atari, raw_frames_per_sec, AtariConfig, AtariEnv, RawAle, OBS_SIZE};
 pub use error::AtariError;
+pub use gym_id::{id_settings, IdSettings};
 pub use roms::{game_key, list_games, reference_scores};

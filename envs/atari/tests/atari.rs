@@ -275,8 +275,14 @@ fn names_resolve_in_every_accepted_spelling() {
         "ALE/Breakout-v5",
         "BreakoutNoFrameskip-v4",
     ] {
+        // An id needs its settings in the config (NoFrameskip-v4: no sticky actions, ...).
+        let mut cfg = AtariConfig::default();
+        if let Some(settings) = envs_atari::id_settings(name).unwrap() {
+            settings.apply_to(&mut cfg);
+        }
         assert_eq!(env(name, &cfg, 0).game(), "breakout", "{name}");
     }
+    assert!(make_atari("BreakoutNoFrameskip-v4", &cfg, 0).is_err());
     assert_eq!(
         env("ALE/SpaceInvaders-v5", &cfg, 0).game(),
         "space_invaders"
