@@ -65,6 +65,26 @@ impl EnvConfig {
             _ => 1,
         }
     }
+
+    /// The returns an episode can have, `(lowest, highest)`, where known: per Atari game from
+    /// envs_atari's table (Pong [−21, 21]), CartPole-v1 [0, 500] (one point a step, 500
+    /// steps), the memory task [−1, 1]. Report intervals are clamped to it.
+    pub fn return_range(&self) -> Option<(f64, f64)> {
+        match self {
+            EnvConfig::Atari { game, .. } => envs_atari::return_range(game),
+            EnvConfig::Cartpole => Some((0.0, envs_api::CARTPOLE_V1_MAX_STEPS as f64)),
+            EnvConfig::Memory { .. } => Some((-1.0, 1.0)),
+        }
+    }
+
+    /// The env as a report names it: the Atari game, `CartPole-v1` or `memory`.
+    pub fn label(&self) -> String {
+        match self {
+            EnvConfig::Atari { game, .. } => game.clone(),
+            EnvConfig::Cartpole => "CartPole-v1".into(),
+            EnvConfig::Memory { .. } => "memory".into(),
+        }
+    }
 }
 
 /// Actor threads.

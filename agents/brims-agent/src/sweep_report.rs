@@ -16,6 +16,32 @@ pub(crate) struct GameRuns {
     pub game: Option<String>,
     pub configs: Vec<ConfigRuns>,
     pub planned: Vec<(String, usize)>,
+    /// The returns an episode of this game can have, where known (intervals are clamped to it).
+    pub return_range: Option<(f64, f64)>,
+}
+
+/// The return range of a game's runs: the game's, or without games the one every config's env
+/// shares (none if they differ or one is unknown).
+fn return_range_of(spec: &ResolvedSpec, game: &Option<String>) -> Option<(f64, f64)> {
+    if let Some(game) = game {
+        return envs_atari::return_range(game);
+    }
+    let ranges: Vec<Option<(f64, f64)>> = spec
+        .runs
+        .iter()
+        .filter(|r| r.game.is_none())
+        .map(|r| {
+            let table = toml::from_str(&r.config_toml).ok()?;
+            crate::run_config::RunConfig::from_table(table)
+                .ok()?
+                .env
+                .return_range()
+        })
+        .collect();
+    match ranges.first() {
+        Some(first) if ranges.iter().all(|r| r == first) => *first,
+        _ => None,
+    }
 }
 
 /// The finished runs of the sweep in `dir`, by game.
@@ -43,6 +69,7 @@ pub(crate) fn finished_runs(dir: &Path, spec: &ResolvedSpec) -> anyhow::Result<V
             }
         }
         out.push(GameRuns {
+            return_range: return_range_of(spec, &game),
             game,
             configs: finished,
             planned,
@@ -54,6 +81,11 @@ pub(crate) fn finished_runs(dir: &Path, spec: &ResolvedSpec) -> anyhow::Result<V
 /// Writes `report.md` and `curves-<game>.png` into `dir`; returns report.md's path.
 pub(crate) fn write(dir: &Path, spec: &ResolvedSpec) -> anyhow::Result<PathBuf> {
     let games = finished_runs(dir, spec)?;
+    write_games(dir, spec, &games)
+}
+
+/// Writes the report of `games` (the finished runs of `spec`) into `dir`.
+fn write_games(dir: &Path, spec: &ResolvedSpec, games: &[GameRuns]) -> anyhow::Result<PathBuf> {
     let mut md = String::new();
     writeln!(md, "# Sweep `{}`\n", spec.name)?;
     writeln!(
@@ -69,7 +101,7 @@ pub(crate) fn write(dir: &Path, spec: &ResolvedSpec) -> anyhow::Result<PathBuf> 
             format!(", overrides {:?}", spec.overrides)
         }
     )?;
-    for g in &games {
+    for g in games {
         let title = g
             .game
             .clone()
@@ -86,7 +118,11 @@ pub(crate) fn write(dir: &Path, spec: &ResolvedSpec) -> anyhow::Result<PathBuf> 
         if g.configs.is_empty() {
             continue;
         }
-        let comparison = report::compare(&g.configs, ReportOptions::default())?;
+        let options = ReportOptions {
+            return_range: g.return_range,
+            ..ReportOptions::default()
+        };
+        let comparison = report::compare(&g.configs, options)?;
         let file = format!(
             "curves-{}.png",
             g.game.as_deref().unwrap_or("all").to_lowercase()
@@ -104,7 +140,7 @@ pub(crate) fn write(dir: &Path, spec: &ResolvedSpec) -> anyhow::Result<PathBuf> 
             .with_context(|| format!("cannot draw {file}"))?;
         writeln!(md, "\n![learning curves]({file})\n")?;
     }
-    across_games(dir, spec, &games, &mut md)?;
+    across_games(dir, spec, games, &mut md)?;
     let path = dir.join("report.md");
     crate::run_dir::write_atomic(&path, md.as_bytes())?;
     Ok(path)
