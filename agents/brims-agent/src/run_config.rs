@@ -222,4 +222,32 @@ mod tests {
             "{err}"
         );
     }
+
+    /// Issue 24, 17: the quick-start job trained the reference-init BRIMs the README says does
+    /// not learn on Atari. Every Atari BRIMs config, smoke included, sets the Atari options.
+    #[test]
+    fn every_atari_brims_config_sets_the_atari_options() {
+        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let options = |file: &str| {
+            let cfg = RunConfig::load(&configs.join(file), &[]).unwrap();
+            let Some(brims::CoreConfig::Brims(core)) = cfg.network.core else {
+                panic!("{file}: not a BRIMs core");
+            };
+            format!(
+                "{:?} {:?} {} {:?}",
+                core.attention_init, core.lstm_init, core.slot_norm, core.output
+            )
+        };
+        let atari = options("breakout_brims.toml");
+        assert!(atari.contains("FanIn") && atari.contains("true"), "{atari}");
+        for file in [
+            "smoke.toml",
+            "pong_brims.toml",
+            "breakout_rims.toml",
+            "pong_rims.toml",
+            "breakout_brims_no_top_down.toml",
+        ] {
+            assert_eq!(options(file), atari, "{file}");
+        }
+    }
 }

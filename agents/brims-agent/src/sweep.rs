@@ -50,17 +50,22 @@ pub(crate) struct SweepArgs {
 #[derive(Subcommand, Debug, Clone)]
 pub(crate) enum SweepCommand {
     /// The grid with each run's state and progress (frames done / budget).
+    #[command(after_help = "Example:\n  brims sweep status runs/sweep-cartpole")]
     Status {
         /// The sweep directory.
         dir: PathBuf,
     },
     /// Redraw report.md and the plots from the finished runs.
+    #[command(after_help = "Example:\n  brims sweep report runs/sweep-cartpole")]
     Report {
         /// The sweep directory.
         dir: PathBuf,
     },
     /// One run of a sweep: a new run, or its continuation (what each Slurm task executes).
-    #[command(hide = true)]
+    #[command(
+        hide = true,
+        after_help = "Example:\n  brims sweep run-one runs/sweep-cartpole cartpole_lstm-s1"
+    )]
     RunOne {
         /// The sweep directory.
         dir: PathBuf,

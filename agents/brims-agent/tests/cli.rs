@@ -126,6 +126,81 @@ fn cartpole_training_writes_a_complete_run_directory() {
     assert!(json["human_normalized"].is_null());
 }
 
+/// Issue 24, 15: without a terminal (nohup, Slurm, `tee`) `brims train` printed nothing until
+/// it ended. With stderr a pipe it prints plain progress lines; `BRIMS_PROGRESS_SECS=0` makes
+/// one per update, so the test needs no waiting.
+#[test]
+fn training_without_a_terminal_prints_progress_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    // 4 updates of 8 envs × 128 steps; no --quiet.
+    let out = brims()
+        .args([
+            "train",
+            "--config",
+            "configs/cartpole_lstm.toml",
+            "--run-dir",
+        ])
+        .arg(&run)
+        .args(["--set", "total_frames=4096"])
+        .env("BRIMS_PROGRESS_SECS", "0")
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("frames "))
+        .collect();
+    // One per update and the final one.
+    assert_eq!(lines.len(), 5, "{stderr}");
+    assert!(
+        lines[0].starts_with("frames 1024/4096 (25.0%)  SPS "),
+        "{stderr}"
+    );
+    for field in ["SPS ", "return ", "elapsed ", "ETA "] {
+        assert!(lines[3].contains(field), "{field} missing: {}", lines[3]);
+    }
+    assert!(
+        lines[4].starts_with("frames 4096/4096 (100.0%)"),
+        "{stderr}"
+    );
+}
+
+/// Issue 24, 18: `eval --gif` on CartPole played every episode, then failed. It is refused
+/// up front, with one line, before any episode.
+#[test]
+fn eval_gif_of_an_env_without_frames_is_refused_before_playing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    run_ok(&mut train(
+        "configs/cartpole_lstm.toml",
+        &run,
+        &["total_frames=1024"],
+    ));
+    let gif = tmp.path().join("cartpole.gif");
+    let mut cmd = brims();
+    cmd.args(["eval", "--episodes", "3", "--checkpoint"])
+        .arg(&run)
+        .arg("--gif")
+        .arg(&gif);
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("episode"),
+        "played before refusing: {stdout}"
+    );
+    let err = run_err(&mut cmd);
+    assert!(
+        err.contains("--gif needs an env that renders frames"),
+        "{err}"
+    );
+    assert!(err.contains("CartPole-v1"), "{err}");
+    assert!(!gif.exists());
+}
+
 #[test]
 fn ctrl_c_checkpoints_and_exits_zero_then_resume_finishes_the_budget() {
     let tmp = tempfile::tempdir().unwrap();

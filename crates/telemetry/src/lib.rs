@@ -36,4 +36,4 @@ pub use activity::{
 };
 pub use error::TelemetryError;
 pub use logger::{HParamValue, RunLogger};
-pub use progress::Progress;
+pub use progress::{Progress, PROGRESS_SECS_ENV};
