@@ -463,7 +463,7 @@ pub(crate) fn draw_curves(path: &Path, c: &Comparison) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn run(seed: u64, slope: f64, episodes: u64, sps: f64) -> RunCurve {
