@@ -168,6 +168,74 @@ fn training_without_a_terminal_prints_progress_lines() {
     );
 }
 
+/// Issue 24, 16: the activity picture was logged once, at the end, so an interrupted run had
+/// none. It is logged at every checkpoint, and its active cells are the shared active colour.
+#[test]
+fn an_interrupted_brims_run_has_the_activity_picture() {
+    use tfrecord::protobuf::event::What;
+    use tfrecord::protobuf::summary::value::Value;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let mut child = Reaped(
+        train(
+            "configs/cartpole_brims.toml",
+            &run,
+            &[
+                "total_frames=1000000",
+                "run.checkpoint_every=1",
+                "ppo.num_steps=32",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("checkpoint ") {
+            break;
+        }
+    }
+    signal(child.0.id(), "-INT");
+    for _ in lines.by_ref() {}
+    assert!(wait_exit(&mut child.0, 60).success());
+    let summary = json_file(&run.join("summary.json"));
+    assert_eq!(summary["interrupted"], true);
+    let mut images = Vec::new();
+    for entry in std::fs::read_dir(&run).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().contains("tfevents") {
+            continue;
+        }
+        let events = tfrecord::EventIter::open(&path, tfrecord::RecordReaderConfig::default())
+            .unwrap()
+            .map(|e| e.unwrap());
+        for event in events {
+            if let Some(What::Summary(summary)) = event.what {
+                for v in summary.value {
+                    if let (true, Some(Value::Image(img))) =
+                        (v.tag == "brims/module_activity", v.value)
+                    {
+                        images.push(img.encoded_image_string);
+                    }
+                }
+            }
+        }
+    }
+    assert!(!images.is_empty(), "no brims/module_activity image");
+    let decoder = png::Decoder::new(std::io::Cursor::new(&images[0]));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let active = buf[..info.buffer_size()]
+        .chunks(info.color_type.samples())
+        .filter(|p| p[..3] == [255, 192, 32])
+        .count();
+    assert!(active > 50, "{active} pixels of the active colour");
+}
+
 /// Issue 24, 18: `eval --gif` on CartPole played every episode, then failed. It is refused
 /// up front, with one line, before any episode.
 #[test]
