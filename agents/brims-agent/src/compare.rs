@@ -1,5 +1,6 @@
 //! `brims compare`: every config × seed trained (or finished runs read back), then a Markdown
-//! report (final return ± 95% CI, AUC, SPS, parameter count) and learning curves.
+//! report (final return with its 95% bootstrap interval, AUC, SPS, parameter count) and
+//! learning curves.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -131,15 +132,20 @@ fn train_all(args: &CompareArgs, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
+/// `(lowest, highest)` return an episode of an env can have.
+type ReturnRange = (f64, f64);
+/// The run directories of one env, and its return range if known.
+type EnvRuns = (Vec<String>, Option<ReturnRange>);
+
 /// Reads finished runs and groups them by config name, with their env's return range. An
 /// unfinished run (no summary.json, interrupted, or short of its frame budget) is left out with
 /// a warning naming it: a partial seed would bias the final returns and AUC. No finished run at
 /// all is an error, and so are runs of different envs: one axis cannot hold Breakout's and
 /// CartPole's returns (a sweep over games reports each game on its own).
-fn read_runs(dirs: &[PathBuf]) -> anyhow::Result<(Vec<ConfigRuns>, Option<(f64, f64)>)> {
+fn read_runs(dirs: &[PathBuf]) -> anyhow::Result<(Vec<ConfigRuns>, Option<ReturnRange>)> {
     let mut by_name: BTreeMap<String, Vec<RunCurve>> = BTreeMap::new();
     // Env label -> the runs of that env, and its return range.
-    let mut envs: BTreeMap<String, (Vec<String>, Option<(f64, f64)>)> = BTreeMap::new();
+    let mut envs: BTreeMap<String, EnvRuns> = BTreeMap::new();
     let mut left_out = Vec::new();
     for dir in dirs {
         let (cfg, curve) = match finished_curve(dir)? {

@@ -1,5 +1,6 @@
-//! A sweep's report: per game, each config's final return (mean ± 95% CI over seeds), AUC,
-//! steps/s and learning curves, from the finished runs; unfinished runs are counted, not used.
+//! A sweep's report: per game, each config's final return (mean and 95% bootstrap interval over
+//! seeds), AUC, steps/s and learning curves, from the finished runs; unfinished runs are
+//! counted, not used. The same report can be drawn from a published directory of CSVs.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -172,7 +173,10 @@ struct PublishedRun {
     param_count: Option<usize>,
 }
 
-/// The published results file and folder names.
+/// Per config: how many runs the spec has, and the curves of those with a CSV.
+type ConfigCurves = BTreeMap<String, (usize, Vec<RunCurve>)>;
+
+/// The published results file, under the directory.
 const PUBLISHED_RUNS: &str = "runs/runs.json";
 
 /// Writes the report of a published results directory (`runs/runs.json` and `runs/<id>.csv`,
@@ -218,8 +222,7 @@ pub(crate) fn write_published(dir: &Path) -> anyhow::Result<PathBuf> {
         runs,
     };
     // Game -> config -> runs, sorted as runs_by_game sorts a sweep's.
-    let mut by_game: BTreeMap<Option<String>, BTreeMap<String, (usize, Vec<RunCurve>)>> =
-        BTreeMap::new();
+    let mut by_game: BTreeMap<Option<String>, ConfigCurves> = BTreeMap::new();
     for run in &published.runs {
         let entry = by_game
             .entry(run.game.clone())
