@@ -523,6 +523,12 @@ fn markdown(a: &Analysis, checkpoint: &Path, args: &AnalyzeArgs, env: &EnvConfig
     md
 }
 
+/// Active modules in the raster: the colour of every activity picture (TensorBoard, GIF).
+fn active_colour() -> RGBColor {
+    let [r, g, b] = telemetry::ACTIVE_COLOUR;
+    RGBColor(r, g, b)
+}
+
 const ACTION_COLOURS: [RGBColor; 8] = [
     RGBColor(200, 200, 200),
     RGBColor(230, 159, 0),
@@ -586,7 +592,7 @@ fn draw_raster(
                             (x_of(t), y),
                             (x_of(t) + cell_w as i32, y + row_h as i32 - 2),
                         ],
-                        BLACK.filled(),
+                        active_colour().filled(),
                     ))?;
                 }
             }

@@ -1,5 +1,6 @@
 //! `brims compare`: every config × seed trained (or finished runs read back), then a Markdown
-//! report (final return ± 95% CI, AUC, SPS, parameter count) and learning curves.
+//! report (final return with its 95% bootstrap interval, AUC, SPS, parameter count) and
+//! learning curves.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -70,8 +71,8 @@ pub(crate) fn run(args: &CompareArgs) -> anyhow::Result<serde_json::Value> {
         (true, false) => args.runs.clone(),
         (false, true) => train_all(args, &out)?,
     };
-    let runs = read_runs(&run_dirs)?;
-    let (report, plot) = crate::report::write_report(&out, &runs)?;
+    let (runs, return_range) = read_runs(&run_dirs)?;
+    let (report, plot) = crate::report::write_report(&out, &runs, return_range)?;
     println!("report: {}\nplot:   {}", report.display(), plot.display());
     if args.runs.is_empty() {
         println!(
@@ -131,11 +132,20 @@ fn train_all(args: &CompareArgs, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
-/// Reads finished runs and groups them by config name. An unfinished run (no summary.json,
-/// interrupted, or short of its frame budget) is left out with a warning naming it: a partial
-/// seed would bias the final returns and AUC. No finished run at all is an error.
-fn read_runs(dirs: &[PathBuf]) -> anyhow::Result<Vec<ConfigRuns>> {
+/// `(lowest, highest)` return an episode of an env can have.
+type ReturnRange = (f64, f64);
+/// The run directories of one env, and its return range if known.
+type EnvRuns = (Vec<String>, Option<ReturnRange>);
+
+/// Reads finished runs and groups them by config name, with their env's return range. An
+/// unfinished run (no summary.json, interrupted, or short of its frame budget) is left out with
+/// a warning naming it: a partial seed would bias the final returns and AUC. No finished run at
+/// all is an error, and so are runs of different envs: one axis cannot hold Breakout's and
+/// CartPole's returns (a sweep over games reports each game on its own).
+fn read_runs(dirs: &[PathBuf]) -> anyhow::Result<(Vec<ConfigRuns>, Option<ReturnRange>)> {
     let mut by_name: BTreeMap<String, Vec<RunCurve>> = BTreeMap::new();
+    // Env label -> the runs of that env, and its return range.
+    let mut envs: BTreeMap<String, EnvRuns> = BTreeMap::new();
     let mut left_out = Vec::new();
     for dir in dirs {
         let (cfg, curve) = match finished_curve(dir)? {
@@ -148,6 +158,10 @@ fn read_runs(dirs: &[PathBuf]) -> anyhow::Result<Vec<ConfigRuns>> {
         if curve.points.is_empty() {
             bail!("{}: no finished episodes to compare", dir.display());
         }
+        let env = envs
+            .entry(env_key(&cfg.env))
+            .or_insert_with(|| (Vec::new(), cfg.env.return_range()));
+        env.0.push(dir.display().to_string());
         by_name.entry(cfg.name).or_default().push(curve);
     }
     if by_name.is_empty() {
@@ -161,6 +175,18 @@ fn read_runs(dirs: &[PathBuf]) -> anyhow::Result<Vec<ConfigRuns>> {
             list.join(", ")
         );
     }
+    if envs.len() > 1 {
+        let list: Vec<String> = envs
+            .iter()
+            .map(|(env, (runs, _))| format!("{env}: {}", runs.join(", ")))
+            .collect();
+        bail!(
+            "the runs are of {} envs, which one axis cannot compare ({}); give the runs of one \
+             env at a time, or run a sweep over games (`brims sweep`, one figure per game)",
+            envs.len(),
+            list.join("; ")
+        );
+    }
     for (dir, why) in &left_out {
         eprintln!(
             "warning: leaving out {}: unfinished ({why}); finish it with \
@@ -169,10 +195,27 @@ fn read_runs(dirs: &[PathBuf]) -> anyhow::Result<Vec<ConfigRuns>> {
             dir.display()
         );
     }
-    Ok(by_name
+    let return_range = envs.into_values().next().and_then(|(_, range)| range);
+    let runs = by_name
         .into_iter()
         .map(|(name, runs)| ConfigRuns { name, runs })
-        .collect())
+        .collect();
+    Ok((runs, return_range))
+}
+
+/// The env of a run as compare groups them: the Atari game (any spelling of it alike), or the
+/// env's kind.
+fn env_key(env: &crate::run_config::EnvConfig) -> String {
+    match env {
+        crate::run_config::EnvConfig::Atari { game, .. } => {
+            let key = envs_atari::game_key(game);
+            envs_atari::list_games()
+                .into_iter()
+                .find(|name| envs_atari::game_key(name) == key)
+                .map_or(game.clone(), str::to_string)
+        }
+        other => other.label(),
+    }
 }
 
 /// A finished run's config and curve (its episodes, steps/s, parameter count), or why the run
@@ -267,5 +310,56 @@ mod tests {
         std::fs::write(&path, "header\n10,40,x,10\n").unwrap();
         let err = read_returns(&path).unwrap_err().to_string();
         assert!(err.contains(":2: malformed"), "{err}");
+    }
+
+    /// A finished run directory of `config` (a file of configs/) with a few episodes.
+    fn fake_run(dir: &Path, config: &str) -> PathBuf {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let cfg = RunConfig::load(&repo.join(config), &[]).unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::copy(repo.join(config), dir.join(CONFIG_FILE)).unwrap();
+        std::fs::write(
+            dir.join(RETURNS_FILE),
+            "global_step,frames,episodic_return,episodic_length\n10,40,3,10\n20,80,5,10\n",
+        )
+        .unwrap();
+        let summary = RunSummary {
+            run_dir: dir.to_path_buf(),
+            frames: cfg.total_frames,
+            mean_return_last_20: Some(4.0),
+            sps: 1.0,
+            rollout_secs: 1.0,
+            update_secs: 1.0,
+            param_count: 1,
+            interrupted: false,
+        };
+        std::fs::write(
+            dir.join(SUMMARY_FILE),
+            serde_json::to_string(&summary).unwrap(),
+        )
+        .unwrap();
+        dir.to_path_buf()
+    }
+
+    /// Issue 24, 18: `compare --runs` put Breakout and CartPole on one axis without a word.
+    #[test]
+    fn runs_of_different_envs_are_refused_naming_each_env() {
+        let tmp = tempfile::tempdir().unwrap();
+        let breakout = fake_run(&tmp.path().join("smoke-s1"), "smoke.toml");
+        let cartpole = fake_run(&tmp.path().join("cartpole-s1"), "cartpole_lstm.toml");
+        let err = read_runs(&[breakout.clone(), cartpole.clone()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("2 envs"), "{err}");
+        assert!(
+            err.contains("Breakout: ") && err.contains("CartPole-v1: "),
+            "{err}"
+        );
+        // One env alone is compared, with its return range.
+        let (runs, range) = read_runs(&[cartpole]).unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(range, Some((0.0, 500.0)));
+        let (_, range) = read_runs(&[breakout]).unwrap();
+        assert_eq!(range, None, "Breakout has no known bound");
     }
 }

@@ -280,6 +280,13 @@ pub(crate) fn run(args: &EvalArgs) -> anyhow::Result<serde_json::Value> {
         check_writable(gif)?;
     }
     let policy = load_policy(&args.checkpoint)?;
+    // Only Atari envs render frames: say so before playing, not after every episode.
+    if args.gif.is_some() && !matches!(policy.cfg.env, EnvConfig::Atari { .. }) {
+        bail!(
+            "--gif needs an env that renders frames (an Atari game); {} does not: leave out --gif",
+            policy.cfg.env.label()
+        );
+    }
     println!("checkpoint {}", policy.checkpoint.display());
     let episodes = evaluate(
         policy.learner.net(),

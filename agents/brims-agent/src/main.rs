@@ -61,8 +61,12 @@ enum Command {
     /// Play whole games with a random (or trained) agent and print the scores.
     Play(play::PlayArgs),
     /// List every bundled game.
+    #[command(after_help = "Example:\n  brims list-games")]
     ListGames,
     /// Speed benchmarks; the last line printed is a JSON object.
+    #[command(after_help = "Examples:\n  \
+        brims bench env --game Breakout --envs 16 --threads 2 --seconds 10 --json env.json\n  \
+        brims bench train --config configs/breakout_lstm.toml --seconds 60")]
     Bench(BenchCli),
 }
 
@@ -197,4 +201,32 @@ fn run(command: Command) -> anyhow::Result<Option<serde_json::Value>> {
             json
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 24, 18: the README promises every command's `--help` has an example; four had
+    /// none. Walks every subcommand, hidden ones too.
+    #[test]
+    fn every_subcommand_help_has_an_example() {
+        fn walk(cmd: &mut clap::Command, path: &str, missing: &mut Vec<String>) {
+            let help = cmd.render_long_help().to_string();
+            if !help.contains("Example") {
+                missing.push(path.to_string());
+            }
+            for sub in cmd.get_subcommands_mut() {
+                if sub.get_name() != "help" {
+                    let path = format!("{path} {}", sub.get_name());
+                    walk(sub, &path, missing);
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        let mut cli = <Cli as clap::CommandFactory>::command();
+        cli.build();
+        walk(&mut cli, "brims", &mut missing);
+        assert!(missing.is_empty(), "--help without an example: {missing:?}");
+    }
 }

@@ -1,6 +1,10 @@
-//! The `compare` report: per config, final return and area under the curve with 95% confidence
-//! intervals across seeds, SPS and parameter count (report.md), and learning curves with a CI
-//! band per config (curves.png). Pure: it reads no runs and trains nothing.
+//! The `compare` report: per config, final return and area under the curve with 95% bootstrap
+//! intervals across seeds, SPS and parameter count (report.md), and learning curves with an
+//! interval band per config (curves.png). Pure: it reads no runs and trains nothing.
+//!
+//! Intervals are percentile bootstrap intervals of the mean over seeds (rlstats), clamped to
+//! the env's return range where one is known: unlike mean ± t·s they never leave the values a
+//! run can score (with 3 seeds a t interval spans ±2.5 standard deviations, past Pong's ±21).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -40,6 +44,9 @@ pub(crate) struct ReportOptions {
     pub last_episodes: usize,
     /// Points of the common frame grid every curve is interpolated onto.
     pub grid_points: usize,
+    /// The returns an episode of the env can have, `(lowest, highest)`, where known (Pong
+    /// [−21, 21], CartPole [0, 500]); intervals and bands are clamped to it.
+    pub return_range: Option<(f64, f64)>,
 }
 
 impl Default for ReportOptions {
@@ -47,16 +54,17 @@ impl Default for ReportOptions {
         Self {
             last_episodes: 20,
             grid_points: 200,
+            return_range: None,
         }
     }
 }
 
-/// Mean across seeds and the half-width of its 95% confidence interval (Student t, n − 1
-/// degrees of freedom); `None` for a single seed.
+/// Mean across seeds and its 95% percentile bootstrap interval `(lower, upper)` (seeds
+/// resampled with replacement), clamped to the return range; `None` for a single seed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct MeanCi {
     pub mean: f64,
-    pub half_width: Option<f64>,
+    pub interval: Option<(f64, f64)>,
 }
 
 /// What the report says about one config.
@@ -73,9 +81,11 @@ pub(crate) struct ConfigSummary {
     pub param_count: usize,
     /// Per seed: (seed, final return, AUC, SPS).
     pub per_seed: Vec<(u64, f64, f64, f64)>,
-    /// Mean curve on the common grid and its CI half-width at each grid point.
+    /// Mean curve on the common grid and its interval at each grid point (the mean itself
+    /// where there is one seed).
     pub curve_mean: Vec<f64>,
-    pub curve_half_width: Vec<f64>,
+    pub curve_lower: Vec<f64>,
+    pub curve_upper: Vec<f64>,
 }
 
 /// Everything computed for the report, before it is written.
@@ -85,14 +95,22 @@ pub(crate) struct Comparison {
     pub grid: Vec<f64>,
     pub configs: Vec<ConfigSummary>,
     pub last_episodes: usize,
+    /// The return range the intervals were clamped to, if known.
+    pub return_range: Option<(f64, f64)>,
 }
 
-/// Writes `report.md` and `curves.png` into `out_dir` with default options.
+/// Writes `report.md` and `curves.png` into `out_dir` with default options and the env's
+/// return range, if known.
 pub(crate) fn write_report(
     out_dir: &Path,
     runs: &[ConfigRuns],
+    return_range: Option<(f64, f64)>,
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
-    write_report_with(out_dir, runs, ReportOptions::default())
+    let options = ReportOptions {
+        return_range,
+        ..ReportOptions::default()
+    };
+    write_report_with(out_dir, runs, options)
 }
 
 /// Writes `report.md` and `curves.png` into `out_dir` (created if missing); returns their paths.
@@ -169,20 +187,24 @@ pub(crate) fn compare(runs: &[ConfigRuns], options: ReportOptions) -> anyhow::Re
             })
             .collect();
         let aucs: Vec<f64> = on_grid.iter().map(|ys| normalised_auc(&grid, ys)).collect();
+        let range = options.return_range;
         let mut curve_mean = Vec::with_capacity(n);
-        let mut curve_half_width = Vec::with_capacity(n);
+        let mut curve_lower = Vec::with_capacity(n);
+        let mut curve_upper = Vec::with_capacity(n);
         for i in 0..n {
             let column: Vec<f64> = on_grid.iter().map(|ys| ys[i]).collect();
-            let ci = mean_ci(&column);
+            let ci = mean_ci(&column, range)?;
+            let (lower, upper) = ci.interval.unwrap_or((ci.mean, ci.mean));
             curve_mean.push(ci.mean);
-            curve_half_width.push(ci.half_width.unwrap_or(0.0));
+            curve_lower.push(lower);
+            curve_upper.push(upper);
         }
         let sps: Vec<f64> = config.runs.iter().map(|r| r.sps).collect();
         configs.push(ConfigSummary {
             name: config.name.clone(),
             seeds: config.runs.len(),
-            final_return: mean_ci(&finals),
-            auc: mean_ci(&aucs),
+            final_return: mean_ci(&finals, range)?,
+            auc: mean_ci(&aucs, range)?,
             sps: sps.iter().sum::<f64>() / sps.len() as f64,
             param_count: config.runs[0].param_count,
             per_seed: config
@@ -192,13 +214,15 @@ pub(crate) fn compare(runs: &[ConfigRuns], options: ReportOptions) -> anyhow::Re
                 .map(|(r, (&f, &a))| (r.seed, f, a, r.sps))
                 .collect(),
             curve_mean,
-            curve_half_width,
+            curve_lower,
+            curve_upper,
         });
     }
     Ok(Comparison {
         grid,
         configs,
         last_episodes,
+        return_range: options.return_range,
     })
 }
 
@@ -248,40 +272,38 @@ fn normalised_auc(grid: &[f64], ys: &[f64]) -> f64 {
     area / span
 }
 
-fn mean_ci(xs: &[f64]) -> MeanCi {
+/// The resampling of every interval in the report: rliable's 2,000 resamples for curves, 95%,
+/// a fixed seed so a report is a pure function of its runs.
+const BOOTSTRAP: rlstats::Bootstrap = rlstats::Bootstrap {
+    reps: rlstats::MIN_REPS,
+    confidence: 0.95,
+    seed: 0,
+};
+
+/// The mean of `xs` (one value per seed) and its percentile bootstrap interval, clamped to
+/// `range`; no interval for one seed.
+fn mean_ci(xs: &[f64], range: Option<(f64, f64)>) -> anyhow::Result<MeanCi> {
     let n = xs.len();
     let mean = xs.iter().sum::<f64>() / n.max(1) as f64;
     if n < 2 {
-        return MeanCi {
+        return Ok(MeanCi {
             mean,
-            half_width: None,
-        };
+            interval: None,
+        });
     }
-    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-    MeanCi {
+    let rows: Vec<[f64; 1]> = xs.iter().map(|&x| [x]).collect();
+    let scores = rlstats::Scores::from_rows(&rows)?;
+    let ci = rlstats::stratified_bootstrap_ci(&scores, rlstats::mean, &BOOTSTRAP)?;
+    let clamp = |x: f64| range.map_or(x, |(lo, hi)| x.clamp(lo, hi));
+    Ok(MeanCi {
         mean,
-        half_width: Some(t_975(n - 1) * (var / n as f64).sqrt()),
-    }
-}
-
-/// Two-sided 95% quantile of Student's t with `dof` degrees of freedom (`dof >= 1`).
-fn t_975(dof: usize) -> f64 {
-    const TABLE: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-        2.052, 2.048, 2.045, 2.042,
-    ];
-    match dof {
-        0 => f64::NAN,
-        1..=30 => TABLE[dof - 1],
-        // Beyond the table t is close to linear in 1/dof (within 0.002 of the exact value).
-        _ => 1.960 + (2.042 - 1.960) * 30.0 / dof as f64,
-    }
+        interval: Some((clamp(ci.lower), clamp(ci.upper))),
+    })
 }
 
 fn fmt_ci(ci: MeanCi) -> String {
-    match ci.half_width {
-        Some(h) => format!("{:.2} ± {:.2}", ci.mean, h),
+    match ci.interval {
+        Some((lo, hi)) => format!("{:.2} [{lo:.2}, {hi:.2}]", ci.mean),
         None => format!("{:.2} (1 seed, no CI)", ci.mean),
     }
 }
@@ -324,11 +346,16 @@ pub(crate) fn markdown(c: &Comparison) -> String {
         "Final return = mean raw episodic return over each run's last {} episodes. \
          AUC = area under the learning curve (trailing mean over {} episodes) from 0 to {} frames \
          (the shortest run), divided by that length: the mean return over training. \
-         ± is the 95% confidence interval of the mean across seeds (Student t, n − 1 degrees of \
-         freedom). SPS = agent steps per second, summed over the envs.\n",
+         [a, b] is the 95% percentile bootstrap interval of the mean across seeds ({} \
+         resamples of the seeds){}. SPS = agent steps per second, summed over the envs.\n",
         c.last_episodes,
         c.last_episodes,
-        fmt_frames(end)
+        fmt_frames(end),
+        BOOTSTRAP.reps,
+        match c.return_range {
+            Some((lo, hi)) => format!(", within the env's return range [{lo}, {hi}]"),
+            None => String::new(),
+        }
     );
     md.push_str("| config | seeds | final return | AUC (return per frame) | SPS | parameters |\n");
     md.push_str("|---|---:|---:|---:|---:|---:|\n");
@@ -354,19 +381,22 @@ pub(crate) fn markdown(c: &Comparison) -> String {
             );
         }
     }
-    md.push_str("\nLearning curves: curves.png (mean across seeds, shaded 95% CI).\n");
+    md.push_str(
+        "\nLearning curves: curves.png (mean across seeds, shaded 95% bootstrap interval).\n",
+    );
     md
 }
 
-/// Draws the learning curves: mean across seeds with a shaded 95% CI band per config.
+/// Draws the learning curves: mean across seeds with a shaded 95% bootstrap band per config,
+/// each config in its core's colour (rlstats' palette, the same in every figure).
 pub(crate) fn draw_curves(path: &Path, c: &Comparison) -> anyhow::Result<()> {
     let sans = rlstats::font_family();
     let x_max = c.grid.last().copied().unwrap_or(0.0).max(1.0);
     let (mut y_min, mut y_max) = (f64::INFINITY, f64::NEG_INFINITY);
     for s in &c.configs {
-        for (m, h) in s.curve_mean.iter().zip(&s.curve_half_width) {
-            y_min = y_min.min(m - h);
-            y_max = y_max.max(m + h);
+        for (lo, hi) in s.curve_lower.iter().zip(&s.curve_upper) {
+            y_min = y_min.min(*lo);
+            y_max = y_max.max(*hi);
         }
     }
     if !(y_min.is_finite() && y_max.is_finite()) {
@@ -380,7 +410,7 @@ pub(crate) fn draw_curves(path: &Path, c: &Comparison) -> anyhow::Result<()> {
     let mut chart = ChartBuilder::on(&root)
         .caption(
             format!(
-                "Episodic return (trailing mean of {} episodes), mean and 95% CI across seeds",
+                "Episodic return (trailing mean of {} episodes), mean and 95% bootstrap CI across seeds",
                 c.last_episodes
             ),
             (sans, 22),
@@ -402,11 +432,10 @@ pub(crate) fn draw_curves(path: &Path, c: &Comparison) -> anyhow::Result<()> {
         .light_line_style(RGBColor(235, 235, 235))
         .draw()?;
 
-    for (k, s) in c.configs.iter().enumerate() {
-        let colour = rlstats::COLOURS[k % rlstats::COLOURS.len()];
-        let upper = c.grid.iter().zip(&s.curve_mean).zip(&s.curve_half_width);
-        let mut band: Vec<(f64, f64)> = upper.clone().map(|((&x, &m), &h)| (x, m + h)).collect();
-        band.extend(upper.rev().map(|((&x, &m), &h)| (x, m - h)));
+    for s in &c.configs {
+        let colour = rlstats::series_colour(&s.name);
+        let mut band: Vec<(f64, f64)> = c.grid.iter().copied().zip(s.curve_upper.clone()).collect();
+        band.extend(c.grid.iter().copied().zip(s.curve_lower.clone()).rev());
         chart.draw_series(std::iter::once(Polygon::new(
             band,
             colour.mix(0.2).filled(),
@@ -434,7 +463,7 @@ pub(crate) fn draw_curves(path: &Path, c: &Comparison) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn run(seed: u64, slope: f64, episodes: u64, sps: f64) -> RunCurve {
@@ -449,19 +478,69 @@ mod tests {
     }
 
     #[test]
-    fn t_quantiles_match_the_table_and_approach_normal() {
-        assert_eq!(t_975(2), 4.303);
-        assert!((t_975(60) - 2.000).abs() < 0.002);
-        assert!((t_975(120) - 1.980).abs() < 0.002);
+    fn mean_ci_of_three_seeds_is_a_bootstrap_interval_inside_the_seeds() {
+        let ci = mean_ci(&[1.0, 2.0, 3.0], None).unwrap();
+        assert_eq!(ci.mean, 2.0);
+        let (lo, hi) = ci.interval.unwrap();
+        // The resampled means of three seeds lie in [1, 3]; a t interval would be 2 ± 2.48.
+        assert!(
+            (1.0..2.0).contains(&lo) && hi > 2.0 && hi <= 3.0,
+            "{lo} {hi}"
+        );
+        assert_eq!(mean_ci(&[5.0], None).unwrap().interval, None);
+        assert_eq!(
+            mean_ci(&[1.0, 2.0, 3.0], None).unwrap(),
+            ci,
+            "the same seeds, the same interval"
+        );
     }
 
+    /// Issue 24, 14: Pong's band reached −36 and +35 (mean ± t·s of 3 seeds on a game bounded
+    /// by ±21). Bands and table intervals now stay within the return range.
     #[test]
-    fn mean_ci_of_three_seeds() {
-        let ci = mean_ci(&[1.0, 2.0, 3.0]);
-        assert_eq!(ci.mean, 2.0);
-        // s = 1, n = 3: 4.303 / sqrt(3)
-        assert!((ci.half_width.unwrap() - 4.303 / 3f64.sqrt()).abs() < 1e-12);
-        assert_eq!(mean_ci(&[5.0]).half_width, None);
+    fn intervals_and_bands_stay_within_the_return_range() {
+        // Three Pong-like seeds: two lose every point, one wins every point, at the end.
+        let pong = |seed: u64, last: f64| RunCurve {
+            seed,
+            points: (1..=40)
+                .map(|i| (i * 1000, if i > 20 { last } else { -21.0 }))
+                .collect(),
+            sps: 1.0,
+            param_count: 1,
+        };
+        let runs = vec![ConfigRuns {
+            name: "pong_brims".into(),
+            runs: vec![pong(1, -21.0), pong(2, -21.0), pong(3, 21.0)],
+        }];
+        let options = ReportOptions {
+            return_range: Some((-21.0, 21.0)),
+            ..ReportOptions::default()
+        };
+        let c = compare(&runs, options).unwrap();
+        let s = &c.configs[0];
+        let (lo, hi) = s.final_return.interval.unwrap();
+        assert!(
+            (-21.0..=21.0).contains(&lo) && (-21.0..=21.0).contains(&hi),
+            "{lo} {hi}"
+        );
+        assert!(lo <= s.final_return.mean && s.final_return.mean <= hi);
+        assert!(
+            hi > lo,
+            "three different seeds give an interval, not a point"
+        );
+        for ((lower, upper), mean) in s.curve_lower.iter().zip(&s.curve_upper).zip(&s.curve_mean) {
+            assert!(*lower >= -21.0 && *upper <= 21.0, "band [{lower}, {upper}]");
+            assert!(lower <= mean && mean <= upper);
+        }
+        let md = markdown(&c);
+        assert!(
+            md.contains("within the env's return range [-21, 21]"),
+            "{md}"
+        );
+        // Unknown range: the intervals are the bootstrap's own (still inside the seeds here).
+        let free = compare(&runs, ReportOptions::default()).unwrap();
+        let (lo, hi) = free.configs[0].final_return.interval.unwrap();
+        assert!(lo >= -21.0 && hi <= 21.0);
     }
 
     #[test]
@@ -501,6 +580,7 @@ mod tests {
             ReportOptions {
                 last_episodes: 10,
                 grid_points: 51,
+                return_range: None,
             },
         )
         .unwrap();
@@ -513,9 +593,13 @@ mod tests {
         assert!(fast.auc.mean > slow.auc.mean);
         assert_eq!(slow.sps, 200.0);
         assert_eq!(slow.per_seed.len(), 2);
-        assert!(slow.curve_half_width.iter().all(|&h| h >= 0.0));
+        assert!(slow
+            .curve_lower
+            .iter()
+            .zip(&slow.curve_upper)
+            .all(|(lo, hi)| lo <= hi));
         let md = markdown(&c);
-        assert!(md.contains("| slow | 2 | 50.05 ± "), "{md}");
+        assert!(md.contains("| slow | 2 | 50.05 ["), "{md}");
         assert!(md.contains("| 200 | 1,234 |"), "{md}");
     }
 
@@ -548,7 +632,7 @@ mod tests {
                 runs: vec![run(1, 2.0, 40, 80.0)],
             },
         ];
-        let (report, plot) = write_report(dir.path(), &runs).unwrap();
+        let (report, plot) = write_report(dir.path(), &runs, None).unwrap();
         let md = std::fs::read_to_string(&report).unwrap();
         assert!(md.contains("cartpole_brims | 1 |"), "{md}");
         let bytes = std::fs::read(&plot).unwrap();
@@ -557,5 +641,56 @@ mod tests {
         let w = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
         let h = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
         assert_eq!((w, h), PLOT_SIZE);
+    }
+
+    /// How many pixels of the PNG at `path` are exactly `colour`.
+    pub(crate) fn pixels_of(path: &Path, colour: RGBColor) -> usize {
+        let decoder = png::Decoder::new(std::fs::File::open(path).unwrap());
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        buf[..info.buffer_size()]
+            .chunks(info.color_type.samples())
+            .filter(|p| p[..3] == [colour.0, colour.1, colour.2])
+            .count()
+    }
+
+    /// Issue 24, 13: the learning curves colour each config by its core, so BRIMs is the
+    /// same green in a figure of three cores sorted by name and in one of two in another order.
+    #[test]
+    fn curves_colour_each_core_the_same_in_every_figure() {
+        let dir = tempfile::tempdir().unwrap();
+        let configs = |names: &[&str]| -> Vec<ConfigRuns> {
+            names
+                .iter()
+                .enumerate()
+                .map(|(k, name)| ConfigRuns {
+                    name: name.to_string(),
+                    runs: vec![
+                        run(1, 1.0 + k as f64, 40, 1.0),
+                        run(2, 1.5 + k as f64, 40, 1.0),
+                    ],
+                })
+                .collect()
+        };
+        let draw = |file: &str, names: &[&str]| {
+            let c = compare(&configs(names), ReportOptions::default()).unwrap();
+            let path = dir.path().join(file);
+            draw_curves(&path, &c).unwrap();
+            path
+        };
+        // Sorted by name, as `compare --runs` orders them: brims, lstm, rims.
+        let first = draw("first.png", &["brims", "lstm", "rims"]);
+        let second = draw("second.png", &["breakout_lstm", "breakout_brims"]);
+        let colour = rlstats::series_colour;
+        for core in ["lstm", "rims", "brims"] {
+            let n = pixels_of(&first, colour(core));
+            assert!(n > 100, "first figure: {n} pixels of {core}'s colour");
+        }
+        for core in ["lstm", "brims"] {
+            let n = pixels_of(&second, colour(core));
+            assert!(n > 100, "second figure: {n} pixels of {core}'s colour");
+        }
+        assert_eq!(pixels_of(&second, colour("rims")), 0);
     }
 }

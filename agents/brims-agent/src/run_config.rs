@@ -65,6 +65,26 @@ impl EnvConfig {
             _ => 1,
         }
     }
+
+    /// The returns an episode can have, `(lowest, highest)`, where known: per Atari game from
+    /// envs_atari's table (Pong [−21, 21]), CartPole-v1 [0, 500] (one point a step, 500
+    /// steps), the memory task [−1, 1]. Report intervals are clamped to it.
+    pub fn return_range(&self) -> Option<(f64, f64)> {
+        match self {
+            EnvConfig::Atari { game, .. } => envs_atari::return_range(game),
+            EnvConfig::Cartpole => Some((0.0, envs_api::CARTPOLE_V1_MAX_STEPS as f64)),
+            EnvConfig::Memory { .. } => Some((-1.0, 1.0)),
+        }
+    }
+
+    /// The env as a report names it: the Atari game, `CartPole-v1` or `memory`.
+    pub fn label(&self) -> String {
+        match self {
+            EnvConfig::Atari { game, .. } => game.clone(),
+            EnvConfig::Cartpole => "CartPole-v1".into(),
+            EnvConfig::Memory { .. } => "memory".into(),
+        }
+    }
 }
 
 /// Actor threads.
@@ -478,6 +498,34 @@ mod tests {
                 err.contains("less than one update") && err.contains("1024"),
                 "{err}"
             );
+        }
+    }
+
+    /// Issue 24, 17: the quick-start job trained the reference-init BRIMs the README says does
+    /// not learn on Atari. Every Atari BRIMs config, smoke included, sets the Atari options.
+    #[test]
+    fn every_atari_brims_config_sets_the_atari_options() {
+        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let options = |file: &str| {
+            let cfg = RunConfig::load(&configs.join(file), &[]).unwrap();
+            let Some(brims::CoreConfig::Brims(core)) = cfg.network.core else {
+                panic!("{file}: not a BRIMs core");
+            };
+            format!(
+                "{:?} {:?} {} {:?}",
+                core.attention_init, core.lstm_init, core.slot_norm, core.output
+            )
+        };
+        let atari = options("breakout_brims.toml");
+        assert!(atari.contains("FanIn") && atari.contains("true"), "{atari}");
+        for file in [
+            "smoke.toml",
+            "pong_brims.toml",
+            "breakout_rims.toml",
+            "pong_rims.toml",
+            "breakout_brims_no_top_down.toml",
+        ] {
+            assert_eq!(options(file), atari, "{file}");
         }
     }
 }

@@ -50,17 +50,29 @@ pub(crate) struct SweepArgs {
 #[derive(Subcommand, Debug, Clone)]
 pub(crate) enum SweepCommand {
     /// The grid with each run's state and progress (frames done / budget).
+    #[command(after_help = "Example:\n  brims sweep status runs/sweep-cartpole")]
     Status {
         /// The sweep directory.
         dir: PathBuf,
     },
     /// Redraw report.md and the plots from the finished runs.
+    #[command(after_help = "Examples:\n  \
+        brims sweep report runs/sweep-cartpole\n  \
+        brims sweep report --from-csv docs/results/atari-v1")]
     Report {
         /// The sweep directory.
         dir: PathBuf,
+        /// DIR is a published results directory instead (runs/runs.json and one
+        /// runs/<id>.csv of `frames,episodic_return` per run, as docs/results/atari-v1 holds):
+        /// the same report is drawn from those files into DIR/report.
+        #[arg(long)]
+        from_csv: bool,
     },
     /// One run of a sweep: a new run, or its continuation (what each Slurm task executes).
-    #[command(hide = true)]
+    #[command(
+        hide = true,
+        after_help = "Example:\n  brims sweep run-one runs/sweep-cartpole cartpole_lstm-s1"
+    )]
     RunOne {
         /// The sweep directory.
         dir: PathBuf,
@@ -238,8 +250,12 @@ const MANIFEST_FILE: &str = "manifest.json";
 pub(crate) fn run(args: &SweepArgs) -> anyhow::Result<serde_json::Value> {
     match &args.command {
         Some(SweepCommand::Status { dir }) => status(dir),
-        Some(SweepCommand::Report { dir }) => {
-            let report = write_report(dir)?;
+        Some(SweepCommand::Report { dir, from_csv }) => {
+            let report = if *from_csv {
+                crate::sweep_report::write_published(dir)?
+            } else {
+                write_report(dir)?
+            };
             println!("report: {}", report.display());
             Ok(serde_json::json!({"sweep_dir": dir, "report": report}))
         }

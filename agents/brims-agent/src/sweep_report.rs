@@ -1,10 +1,12 @@
-//! A sweep's report: per game, each config's final return (mean ± 95% CI over seeds), AUC,
-//! steps/s and learning curves, from the finished runs; unfinished runs are counted, not used.
+//! A sweep's report: per game, each config's final return (mean and 95% bootstrap interval over
+//! seeds), AUC, steps/s and learning curves, from the finished runs; unfinished runs are
+//! counted, not used. The same report can be drawn from a published directory of CSVs.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 
 use crate::compare::finished_curve;
 use crate::report::{self, ConfigRuns, ReportOptions, RunCurve};
@@ -16,6 +18,32 @@ pub(crate) struct GameRuns {
     pub game: Option<String>,
     pub configs: Vec<ConfigRuns>,
     pub planned: Vec<(String, usize)>,
+    /// The returns an episode of this game can have, where known (intervals are clamped to it).
+    pub return_range: Option<(f64, f64)>,
+}
+
+/// The return range of a game's runs: the game's, or without games the one every config's env
+/// shares (none if they differ or one is unknown).
+fn return_range_of(spec: &ResolvedSpec, game: &Option<String>) -> Option<(f64, f64)> {
+    if let Some(game) = game {
+        return envs_atari::return_range(game);
+    }
+    let ranges: Vec<Option<(f64, f64)>> = spec
+        .runs
+        .iter()
+        .filter(|r| r.game.is_none())
+        .map(|r| {
+            let table = toml::from_str(&r.config_toml).ok()?;
+            crate::run_config::RunConfig::from_table(table)
+                .ok()?
+                .env
+                .return_range()
+        })
+        .collect();
+    match ranges.first() {
+        Some(first) if ranges.iter().all(|r| r == first) => *first,
+        _ => None,
+    }
 }
 
 /// The finished runs of the sweep in `dir`, by game.
@@ -43,6 +71,7 @@ pub(crate) fn finished_runs(dir: &Path, spec: &ResolvedSpec) -> anyhow::Result<V
             }
         }
         out.push(GameRuns {
+            return_range: return_range_of(spec, &game),
             game,
             configs: finished,
             planned,
@@ -54,6 +83,11 @@ pub(crate) fn finished_runs(dir: &Path, spec: &ResolvedSpec) -> anyhow::Result<V
 /// Writes `report.md` and `curves-<game>.png` into `dir`; returns report.md's path.
 pub(crate) fn write(dir: &Path, spec: &ResolvedSpec) -> anyhow::Result<PathBuf> {
     let games = finished_runs(dir, spec)?;
+    write_games(dir, spec, &games)
+}
+
+/// Writes the report of `games` (the finished runs of `spec`) into `dir`.
+fn write_games(dir: &Path, spec: &ResolvedSpec, games: &[GameRuns]) -> anyhow::Result<PathBuf> {
     let mut md = String::new();
     writeln!(md, "# Sweep `{}`\n", spec.name)?;
     writeln!(
@@ -69,7 +103,7 @@ pub(crate) fn write(dir: &Path, spec: &ResolvedSpec) -> anyhow::Result<PathBuf> 
             format!(", overrides {:?}", spec.overrides)
         }
     )?;
-    for g in &games {
+    for g in games {
         let title = g
             .game
             .clone()
@@ -86,7 +120,11 @@ pub(crate) fn write(dir: &Path, spec: &ResolvedSpec) -> anyhow::Result<PathBuf> 
         if g.configs.is_empty() {
             continue;
         }
-        let comparison = report::compare(&g.configs, ReportOptions::default())?;
+        let options = ReportOptions {
+            return_range: g.return_range,
+            ..ReportOptions::default()
+        };
+        let comparison = report::compare(&g.configs, options)?;
         let file = format!(
             "curves-{}.png",
             g.game.as_deref().unwrap_or("all").to_lowercase()
@@ -104,10 +142,157 @@ pub(crate) fn write(dir: &Path, spec: &ResolvedSpec) -> anyhow::Result<PathBuf> 
             .with_context(|| format!("cannot draw {file}"))?;
         writeln!(md, "\n![learning curves]({file})\n")?;
     }
-    across_games(dir, spec, &games, &mut md)?;
+    across_games(dir, spec, games, &mut md)?;
     let path = dir.join("report.md");
     crate::run_dir::write_atomic(&path, md.as_bytes())?;
     Ok(path)
+}
+
+/// `runs/runs.json` of a published results directory: the sweep's spec and, per run, what
+/// its report needs beyond the episodes (which are in `runs/<id>.csv`).
+#[derive(serde::Deserialize)]
+struct PublishedSweep {
+    name: String,
+    configs: Vec<String>,
+    seeds: Vec<u64>,
+    total_frames: u64,
+    overrides: Vec<String>,
+    runs: Vec<PublishedRun>,
+}
+
+/// One run of [`PublishedSweep`] (other fields of the file are for the page, not the report).
+#[derive(serde::Deserialize)]
+struct PublishedRun {
+    id: String,
+    game: Option<String>,
+    config: String,
+    seed: u64,
+    total_frames: u64,
+    /// None for a run that had not finished when the page was published (it has no CSV).
+    sps: Option<f64>,
+    param_count: Option<usize>,
+}
+
+/// Per config: how many runs the spec has, and the curves of those with a CSV.
+type ConfigCurves = BTreeMap<String, (usize, Vec<RunCurve>)>;
+
+/// The published results file, under the directory.
+const PUBLISHED_RUNS: &str = "runs/runs.json";
+
+/// Writes the report of a published results directory (`runs/runs.json` and `runs/<id>.csv`,
+/// as `publish.py` writes them from a finished sweep) into `<dir>/report`: the same report
+/// `brims sweep report` draws from the sweep's run directories, so the page can be redrawn
+/// from what the repository holds. A run without its CSV is counted as unfinished.
+pub(crate) fn write_published(dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join(PUBLISHED_RUNS);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read {} (a published results directory)",
+            path.display()
+        )
+    })?;
+    let published: PublishedSweep =
+        serde_json::from_str(&text).with_context(|| format!("{}: malformed", path.display()))?;
+    let runs: Vec<crate::sweep::PlannedRun> = published
+        .runs
+        .iter()
+        .map(|r| crate::sweep::PlannedRun {
+            id: r.id.clone(),
+            game: r.game.clone(),
+            config: r.config.clone(),
+            seed: r.seed,
+            total_frames: r.total_frames,
+            config_toml: String::new(),
+        })
+        .collect();
+    let mut games: Vec<String> = Vec::new();
+    for game in published.runs.iter().filter_map(|r| r.game.clone()) {
+        if !games.contains(&game) {
+            games.push(game);
+        }
+    }
+    let spec = ResolvedSpec {
+        name: published.name,
+        games,
+        configs: published.configs,
+        seeds: published.seeds,
+        total_frames: Some(published.total_frames),
+        overrides: published.overrides,
+        max_attempts: 0,
+        runs,
+    };
+    // Game -> config -> runs, sorted as runs_by_game sorts a sweep's.
+    let mut by_game: BTreeMap<Option<String>, ConfigCurves> = BTreeMap::new();
+    for run in &published.runs {
+        let entry = by_game
+            .entry(run.game.clone())
+            .or_default()
+            .entry(run.config.clone())
+            .or_default();
+        entry.0 += 1;
+        let csv = dir.join("runs").join(format!("{}.csv", run.id));
+        if !csv.is_file() {
+            continue;
+        }
+        let (Some(sps), Some(param_count)) = (run.sps, run.param_count) else {
+            bail!(
+                "{}: run {} has a CSV but no sps or param_count",
+                path.display(),
+                run.id
+            );
+        };
+        let points = read_episodes_csv(&csv)?;
+        if !points.is_empty() {
+            entry.1.push(RunCurve {
+                seed: run.seed,
+                points,
+                sps,
+                param_count,
+            });
+        }
+    }
+    let games: Vec<GameRuns> = by_game
+        .into_iter()
+        .map(|(game, configs)| GameRuns {
+            return_range: return_range_of(&spec, &game),
+            planned: configs
+                .iter()
+                .map(|(name, (n, _))| (name.clone(), *n))
+                .collect(),
+            configs: configs
+                .into_iter()
+                .filter(|(_, (_, runs))| !runs.is_empty())
+                .map(|(name, (_, runs))| ConfigRuns { name, runs })
+                .collect(),
+            game,
+        })
+        .collect();
+    let out = dir.join("report");
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    write_games(&out, &spec, &games)
+}
+
+/// `(frames, episodic return)` of each row of a published `frames,episodic_return` CSV.
+fn read_episodes_csv(path: &Path) -> anyhow::Result<Vec<(u64, f64)>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, line)| {
+            let parsed = line
+                .split_once(',')
+                .and_then(|(f, r)| {
+                    f.trim()
+                        .parse::<u64>()
+                        .ok()
+                        .zip(r.trim().parse::<f64>().ok())
+                })
+                .filter(|(_, r)| r.is_finite());
+            parsed.with_context(|| format!("{}:{}: malformed line {line:?}", path.display(), i + 2))
+        })
+        .collect()
 }
 
 /// Final return of a run: the mean of its last `k` episodes.
@@ -338,4 +523,90 @@ Sample efficiency: the IQM of each run's trailing {k}-episode {score_name} again
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A published results directory: two games × two cores × two seeds of a few episodes.
+    fn published(dir: &Path, with_pong_brims_s2: bool) {
+        std::fs::create_dir_all(dir.join("runs")).unwrap();
+        let mut runs = Vec::new();
+        for game in ["Breakout", "Pong"] {
+            for (k, core) in ["lstm", "brims"].iter().enumerate() {
+                for seed in [1u64, 2] {
+                    let id = format!("{game}-{core}-s{seed}");
+                    runs.push(serde_json::json!({
+                        "id": id, "game": game, "config": core, "seed": seed,
+                        "total_frames": 4000, "sps": 100.0 + seed as f64, "param_count": 7,
+                        "rev": "abc", "frames": 4000,
+                    }));
+                    if game == "Pong" && *core == "brims" && seed == 2 && !with_pong_brims_s2 {
+                        continue;
+                    }
+                    let base = if game == "Pong" { -21.0 } else { 0.0 };
+                    let rows: String = (1..=30)
+                        .map(|i| {
+                            let r = base + (i as f64 * (k + 1) as f64 * seed as f64 / 10.0);
+                            format!("{},{}\n", i * 100, r.min(21.0))
+                        })
+                        .collect();
+                    std::fs::write(
+                        dir.join(format!("runs/{id}.csv")),
+                        format!("frames,episodic_return\n{rows}"),
+                    )
+                    .unwrap();
+                }
+            }
+        }
+        let doc = serde_json::json!({
+            "name": "pub", "configs": ["lstm", "brims"], "seeds": [1, 2],
+            "total_frames": 4000, "overrides": [], "runs": runs, "updates": 10,
+        });
+        std::fs::write(dir.join(PUBLISHED_RUNS), doc.to_string()).unwrap();
+    }
+
+    /// The final part of issue 24: the published page's report is redrawn from the CSVs the
+    /// repository holds, with the same tables and figures a sweep directory gives.
+    #[test]
+    fn a_published_directory_gives_the_sweep_report() {
+        let tmp = tempfile::tempdir().unwrap();
+        published(tmp.path(), false);
+        let report = write_published(tmp.path()).unwrap();
+        assert_eq!(report, tmp.path().join("report/report.md"));
+        let md = std::fs::read_to_string(&report).unwrap();
+        assert!(md.contains("# Sweep `pub`"), "{md}");
+        assert!(md.contains("## Breakout") && md.contains("## Pong"), "{md}");
+        assert!(md.contains("3 of 4 runs finished"), "{md}");
+        assert!(md.contains("| brims | 2 | "), "{md}");
+        assert!(md.contains("| lstm | 1 | "), "{md}");
+        assert!(
+            md.contains("within the env's return range [-21, 21]"),
+            "{md}"
+        );
+        assert!(
+            md.contains("## Across games (human-normalised score)"),
+            "{md}"
+        );
+        for png in [
+            "curves-breakout.png",
+            "curves-pong.png",
+            "sample-efficiency.png",
+        ] {
+            let path = tmp.path().join("report").join(png);
+            for core in ["lstm", "brims"] {
+                let n = crate::report::tests::pixels_of(&path, rlstats::series_colour(core));
+                assert!(n > 50, "{png}: {n} pixels of {core}'s colour");
+            }
+        }
+        // A CSV cut short is an error naming it.
+        std::fs::write(
+            tmp.path().join("runs/Pong-lstm-s1.csv"),
+            "frames,ep\n10,x\n",
+        )
+        .unwrap();
+        let err = write_published(tmp.path()).unwrap_err().to_string();
+        assert!(err.contains("Pong-lstm-s1.csv:2: malformed"), "{err}");
+    }
 }

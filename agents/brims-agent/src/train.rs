@@ -453,6 +453,11 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             if self.learner.updates() % self.cfg.run.checkpoint_every == 0 {
                 let clock = self.clock_now(worked_secs, rollout_secs, update_secs);
                 let path = self.checkpoint(clock)?;
+                // The activity picture at every checkpoint, so the hierarchy can be watched
+                // forming and an interrupted run has one.
+                if self.trace_cores {
+                    self.log_activity_image()?;
+                }
                 progress.println(&format!("checkpoint {}", path.display()));
             }
         }

@@ -83,6 +83,19 @@ fn analyze_writes_the_report_and_refuses_bad_input() {
     assert!(md.contains("switches less often") && md.contains("raster.png"));
     let png = std::fs::read(out.join("raster.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
+    // Issue 24, 16: active modules are drawn in the colour of every activity picture.
+    let decoder = png::Decoder::new(std::io::Cursor::new(&png));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let active = buf[..info.buffer_size()]
+        .chunks(info.color_type.samples())
+        .filter(|p| p[..3] == telemetry::ACTIVE_COLOUR)
+        .count();
+    assert!(
+        active > 100,
+        "{active} pixels of the active colour in the raster"
+    );
 
     // Bad input: an existing output directory, no episodes, a missing or truncated checkpoint,
     // an LSTM checkpoint.

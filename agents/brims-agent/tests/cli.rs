@@ -126,6 +126,149 @@ fn cartpole_training_writes_a_complete_run_directory() {
     assert!(json["human_normalized"].is_null());
 }
 
+/// Issue 24, 15: without a terminal (nohup, Slurm, `tee`) `brims train` printed nothing until
+/// it ended. With stderr a pipe it prints plain progress lines; `BRIMS_PROGRESS_SECS=0` makes
+/// one per update, so the test needs no waiting.
+#[test]
+fn training_without_a_terminal_prints_progress_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    // 4 updates of 8 envs × 128 steps; no --quiet.
+    let out = brims()
+        .args([
+            "train",
+            "--config",
+            "configs/cartpole_lstm.toml",
+            "--run-dir",
+        ])
+        .arg(&run)
+        .args(["--set", "total_frames=4096"])
+        .env("BRIMS_PROGRESS_SECS", "0")
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("frames "))
+        .collect();
+    // One per update and the final one.
+    assert_eq!(lines.len(), 5, "{stderr}");
+    assert!(
+        lines[0].starts_with("frames 1024/4096 (25.0%)  SPS "),
+        "{stderr}"
+    );
+    for field in ["SPS ", "return ", "elapsed ", "ETA "] {
+        assert!(lines[3].contains(field), "{field} missing: {}", lines[3]);
+    }
+    assert!(
+        lines[4].starts_with("frames 4096/4096 (100.0%)"),
+        "{stderr}"
+    );
+}
+
+/// Issue 24, 16: the activity picture was logged once, at the end, so an interrupted run had
+/// none. It is logged at every checkpoint, and its active cells are the shared active colour.
+#[test]
+fn an_interrupted_brims_run_has_the_activity_picture() {
+    use tfrecord::protobuf::event::What;
+    use tfrecord::protobuf::summary::value::Value;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let mut child = Reaped(
+        train(
+            "configs/cartpole_brims.toml",
+            &run,
+            &[
+                "total_frames=1000000",
+                "run.checkpoint_every=1",
+                "ppo.num_steps=32",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("checkpoint ") {
+            break;
+        }
+    }
+    signal(child.0.id(), "-INT");
+    for _ in lines.by_ref() {}
+    assert!(wait_exit(&mut child.0, 60).success());
+    let summary = json_file(&run.join("summary.json"));
+    assert_eq!(summary["interrupted"], true);
+    let mut images = Vec::new();
+    for entry in std::fs::read_dir(&run).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().contains("tfevents") {
+            continue;
+        }
+        let events = tfrecord::EventIter::open(&path, tfrecord::RecordReaderConfig::default())
+            .unwrap()
+            .map(|e| e.unwrap());
+        for event in events {
+            if let Some(What::Summary(summary)) = event.what {
+                for v in summary.value {
+                    if let (true, Some(Value::Image(img))) =
+                        (v.tag == "brims/module_activity", v.value)
+                    {
+                        images.push(img.encoded_image_string);
+                    }
+                }
+            }
+        }
+    }
+    assert!(!images.is_empty(), "no brims/module_activity image");
+    let decoder = png::Decoder::new(std::io::Cursor::new(&images[0]));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let active = buf[..info.buffer_size()]
+        .chunks(info.color_type.samples())
+        .filter(|p| p[..3] == [255, 192, 32])
+        .count();
+    assert!(active > 50, "{active} pixels of the active colour");
+}
+
+/// Issue 24, 18: `eval --gif` on CartPole played every episode, then failed. It is refused
+/// up front, with one line, before any episode.
+#[test]
+fn eval_gif_of_an_env_without_frames_is_refused_before_playing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    run_ok(&mut train(
+        "configs/cartpole_lstm.toml",
+        &run,
+        &["total_frames=1024"],
+    ));
+    let gif = tmp.path().join("cartpole.gif");
+    let mut cmd = brims();
+    cmd.args(["eval", "--episodes", "3", "--checkpoint"])
+        .arg(&run)
+        .arg("--gif")
+        .arg(&gif);
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("episode"),
+        "played before refusing: {stdout}"
+    );
+    let err = run_err(&mut cmd);
+    assert!(
+        err.contains("--gif needs an env that renders frames"),
+        "{err}"
+    );
+    assert!(err.contains("CartPole-v1"), "{err}");
+    assert!(!gif.exists());
+}
+
 #[test]
 fn ctrl_c_checkpoints_and_exits_zero_then_resume_finishes_the_budget() {
     let tmp = tempfile::tempdir().unwrap();

@@ -53,6 +53,7 @@ pub use bootstrap::{
 pub use error::{Result, StatsError};
 pub use per_task::{auc, human_normalized, t_interval};
 pub use plot::{
-    font_family, plot_performance_profiles, plot_sample_efficiency, Band, COLOURS, FAMILY,
+    core_label, font_family, plot_performance_profiles, plot_sample_efficiency, series_colour,
+    Band, CORE_COLOURS, FAMILY,
 };
 pub use scores::Scores;

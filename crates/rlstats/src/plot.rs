@@ -18,16 +18,88 @@ pub const FAMILY: &str = "rlstats-sans";
 static REGISTER_FONT: Once = Once::new();
 
 const PLOT_SIZE: (u32, u32) = (1024, 640);
-/// Colour-blind-friendly line colours (Okabe–Ito), cycled.
-pub const COLOURS: [RGBColor; 7] = [
-    RGBColor(0, 114, 178),
-    RGBColor(213, 94, 0),
-    RGBColor(0, 158, 115),
-    RGBColor(204, 121, 167),
-    RGBColor(230, 159, 0),
-    RGBColor(86, 180, 233),
-    RGBColor(0, 0, 0),
+/// The colour of each core, the same in every figure of the project (Okabe–Ito, colour-blind
+/// friendly): a series is coloured by its core label ([`core_label`]), never by its position,
+/// so a core keeps its colour whatever the other series are and in whatever order they come.
+pub const CORE_COLOURS: [(&str, RGBColor); 7] = [
+    ("lstm", RGBColor(0, 114, 178)),
+    ("rims", RGBColor(213, 94, 0)),
+    ("brims", RGBColor(0, 158, 115)),
+    ("brims_no_top_down", RGBColor(204, 121, 167)),
+    ("brims_dense", RGBColor(230, 159, 0)),
+    ("brims_one_module", RGBColor(86, 180, 233)),
+    ("lstm_matched", RGBColor(0, 0, 0)),
 ];
+
+/// The core label of a series name: the longest label of [`CORE_COLOURS`] that the name is or
+/// ends with after an `_`, a `-` or a space (`breakout_brims` → `brims`, `cartpole_lstm (3
+/// seeds)` → `lstm`, `breakout_brims_no_top_down` → `brims_no_top_down`); otherwise the name
+/// before any ` (` suffix, as it is.
+pub fn core_label(name: &str) -> &str {
+    let base = name.split(" (").next().unwrap_or(name).trim();
+    CORE_COLOURS
+        .iter()
+        .map(|(label, _)| *label)
+        .filter(|label| {
+            base == *label
+                || base.strip_suffix(label).is_some_and(|head| {
+                    head.ends_with('_') || head.ends_with('-') || head.ends_with(' ')
+                })
+        })
+        .max_by_key(|label| label.len())
+        .unwrap_or(base)
+}
+
+/// The colour of a series: its core's colour from [`CORE_COLOURS`], or for a label outside the
+/// table a colour derived from a hash of the label (the same in every run and every figure)
+/// that keeps clear of the fixed colours.
+pub fn series_colour(name: &str) -> RGBColor {
+    let label = core_label(name);
+    if let Some((_, colour)) = CORE_COLOURS.iter().find(|(l, _)| *l == label) {
+        return *colour;
+    }
+    // FNV-1a: stable across Rust versions and platforms, unlike std's hasher.
+    let hash = label.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mut hue = (hash % 360) as f64;
+    let mut colour = hsv(hue, 0.7, 0.75);
+    // Step round the hue circle until the colour is far from every fixed one (40 steps of 9°
+    // cover the circle; the fixed colours leave most of it free).
+    for _ in 0..40 {
+        if CORE_COLOURS
+            .iter()
+            .all(|(_, fixed)| distance(*fixed, colour) >= 90.0)
+        {
+            break;
+        }
+        hue = (hue + 9.0) % 360.0;
+        colour = hsv(hue, 0.7, 0.75);
+    }
+    colour
+}
+
+fn hsv(hue: f64, saturation: f64, value: f64) -> RGBColor {
+    let c = value * saturation;
+    let h = hue / 60.0;
+    let x = c * (1.0 - (h % 2.0 - 1.0).abs());
+    let (r, g, b) = match h as u32 {
+        0 => (c, x, 0.0),
+        1 => (x, c, 0.0),
+        2 => (0.0, c, x),
+        3 => (0.0, x, c),
+        4 => (x, 0.0, c),
+        _ => (c, 0.0, x),
+    };
+    let m = value - c;
+    let byte = |v: f64| ((v + m) * 255.0).round() as u8;
+    RGBColor(byte(r), byte(g), byte(b))
+}
+
+fn distance(a: RGBColor, b: RGBColor) -> f64 {
+    let d = |x: u8, y: u8| (f64::from(x) - f64::from(y)).powi(2);
+    (d(a.0, b.0) + d(a.1, b.1) + d(a.2, b.2)).sqrt()
+}
 
 /// One labelled curve with a confidence band: `y[i]` is the estimate and interval at `x[i]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -180,8 +252,8 @@ fn draw(path: &Path, bands: &[Band], axes: &Axes) -> Result<()> {
         .draw()
         .map_err(|e| plot_err(&e))?;
 
-    for (k, b) in bands.iter().enumerate() {
-        let colour = COLOURS[k % COLOURS.len()];
+    for b in bands {
+        let colour = series_colour(&b.label);
         let mut outline: Vec<(f64, f64)> =
             b.x.iter().zip(&b.y).map(|(&x, i)| (x, i.upper)).collect();
         outline.extend(b.x.iter().zip(&b.y).rev().map(|(&x, i)| (x, i.lower)));

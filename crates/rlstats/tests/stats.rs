@@ -436,18 +436,72 @@ fn plots_are_drawn_with_every_series_and_bad_input_refused() {
     ));
 }
 
-/// The PNG is 1024 × 640 and holds the first two line colours (Okabe–Ito blue and vermillion).
+/// The PNG is 1024 × 640 and holds the colours of its two cores, LSTM (Okabe–Ito blue) and
+/// BRIMs (bluish green).
 fn assert_has_series_colours(path: &Path) {
+    for colour in [[0u8, 114, 178], [0, 158, 115]] {
+        let n = pixels_of(path, colour);
+        assert!(n > 100, "{}: {n} pixels of {colour:?}", path.display());
+    }
+}
+
+/// How many pixels of a 1024 × 640 PNG are exactly `colour`.
+fn pixels_of(path: &Path, colour: [u8; 3]) -> usize {
     let decoder = png::Decoder::new(std::fs::File::open(path).unwrap());
     let mut reader = decoder.read_info().unwrap();
     let mut buf = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut buf).unwrap();
     assert_eq!((info.width, info.height), (1024, 640));
-    let pixels: Vec<&[u8]> = buf[..info.buffer_size()]
+    buf[..info.buffer_size()]
         .chunks(info.color_type.samples())
-        .collect();
-    for colour in [[0u8, 114, 178], [213, 94, 0]] {
-        let n = pixels.iter().filter(|p| p[..3] == colour).count();
-        assert!(n > 100, "{}: {n} pixels of {colour:?}", path.display());
+        .filter(|p| p[..3] == colour)
+        .count()
+}
+
+fn rgb(c: plotters::style::RGBColor) -> [u8; 3] {
+    [c.0, c.1, c.2]
+}
+
+/// Issue 24, 13: a core has one colour in every figure, whatever the other cores are and in
+/// whatever order they come (before, the n-th series took the n-th colour, so BRIMs was green
+/// in one figure and blue in the next).
+#[test]
+fn a_core_has_the_same_colour_in_every_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Bootstrap {
+        reps: MIN_REPS,
+        ..Bootstrap::default()
+    };
+    let frames = [1e5, 5e5, 1e6];
+    let scores = |v: f64| Scores::from_rows(&[[v], [v + 0.1], [v + 0.3]]).unwrap();
+    let curve = |name: &str, v: f64| {
+        let at = [scores(v * 0.2), scores(v * 0.6), scores(v)];
+        band(name, &frames, &sample_efficiency(&at, iqm, &cfg).unwrap())
+    };
+    let colour = |label: &str| rgb(rlstats::series_colour(label));
+    // Figure 1: all three cores; figure 2: two of them in another order, named as a sweep's
+    // per-game configs are.
+    let first = dir.path().join("first.png");
+    let all = [curve("lstm", 1.0), curve("rims", 2.0), curve("brims", 3.0)];
+    plot_sample_efficiency(&first, &all, "return").unwrap();
+    let second = dir.path().join("second.png");
+    let two = [curve("pong_brims", 3.0), curve("pong_lstm", 1.0)];
+    plot_sample_efficiency(&second, &two, "return").unwrap();
+    for label in ["lstm", "rims", "brims"] {
+        let n = pixels_of(&first, colour(label));
+        assert!(n > 100, "first figure: {n} pixels of {label}'s colour");
     }
+    for label in ["lstm", "brims"] {
+        let n = pixels_of(&second, colour(label));
+        assert!(n > 100, "second figure: {n} pixels of {label}'s colour");
+    }
+    assert_eq!(pixels_of(&second, colour("rims")), 0, "no RIMs in figure 2");
+    assert_eq!(colour("brims"), [0, 158, 115]);
+    assert_eq!(colour("breakout_brims_no_top_down"), [204, 121, 167]);
+    assert_eq!(colour("cartpole_lstm (3 seeds)"), colour("lstm"));
+    // A label outside the table: the same colour every time, none of the fixed ones.
+    let other = rlstats::series_colour("smoke");
+    assert_eq!(other, rlstats::series_colour("smoke"));
+    assert!(rlstats::CORE_COLOURS.iter().all(|(_, c)| *c != other));
+    assert_ne!(other, rlstats::series_colour("transformer"));
 }

@@ -11,7 +11,15 @@ const MAX_WIDTH: usize = 2048;
 /// Height of the separator line between layers.
 const SEPARATOR_PX: usize = 2;
 
-const ACTIVE: [f32; 3] = [255.0, 190.0, 40.0];
+/// The colour of an active module in every activity picture of the project: the TensorBoard
+/// image, the GIF's strip and `brims analyze`'s raster. Each channel is a multiple of 32 (or
+/// 255), so the GIF's colour snapping keeps it exact.
+pub const ACTIVE_COLOUR: [u8; 3] = [255, 192, 32];
+const ACTIVE: [f32; 3] = [
+    ACTIVE_COLOUR[0] as f32,
+    ACTIVE_COLOUR[1] as f32,
+    ACTIVE_COLOUR[2] as f32,
+];
 const INACTIVE: [f32; 3] = [25.0, 25.0, 35.0];
 /// An inactive module that paid little attention to the null input (almost won) is drawn
 /// toward this colour, so near-misses show.
@@ -386,11 +394,19 @@ fn glyph(c: char) -> Option<[u8; 5]> {
         '8' => [7, 5, 7, 5, 7],
         '9' => [7, 5, 7, 1, 7],
         'L' => [4, 4, 4, 4, 7],
+        'A' => [2, 5, 7, 5, 5],
+        'C' => [7, 4, 4, 4, 7],
+        'E' => [7, 4, 6, 4, 7],
+        'F' => [7, 4, 6, 4, 4],
+        'I' => [7, 2, 2, 2, 7],
+        'O' => [7, 5, 5, 5, 7],
+        'T' => [7, 2, 2, 2, 2],
+        'V' => [5, 5, 5, 5, 2],
         _ => return None,
     })
 }
 
-/// Draws `text` (digits and `L`) with its top-left corner at `(x, y)`, clipped to the image.
+/// Draws `text` (digits and the letters of the labels and legend) with its top-left corner at `(x, y)`, clipped to the image.
 fn draw_text(img: &mut RgbImage, x: usize, y: usize, text: &str, colour: [u8; 3]) {
     let (w, h) = (img.width as usize, img.height as usize);
     for (k, c) in text.chars().enumerate() {
@@ -482,8 +498,13 @@ pub fn labelled_activity_image(
     img
 }
 
+/// Height of the legend row under the TensorBoard picture.
+const LEGEND_PX: usize = 9;
+
 /// [`labelled_activity_image`] at [`module_activity_image`]'s natural size plus the gutter
-/// (and the events row with `events`).
+/// (and the events row with `events`), with a legend row under it: an [`ACTIVE_COLOUR`]
+/// swatch labelled `ACTIVE` and an inactive one labelled `OFF` (the gutter names the layers,
+/// `L0` at the bottom, and numbers the modules).
 pub fn labelled_module_activity_image(
     layers: &[ActivityBand],
     events: Option<&StepEvents>,
@@ -491,10 +512,64 @@ pub fn labelled_module_activity_image(
     let natural = module_activity_image(layers);
     let extra_h = if events.is_some() { EVENTS_PX } else { 0 };
     let height = (natural.height as usize + extra_h).max(5 * EVENTS_PX);
-    labelled_activity_image(
-        layers,
-        events,
-        (natural.width as usize + GUTTER_PX).max(5 * GUTTER_PX) as u32,
-        height as u32,
-    )
+    let width = (natural.width as usize + GUTTER_PX).max(5 * GUTTER_PX);
+    let body = labelled_activity_image(layers, events, width as u32, height as u32);
+    let mut img = RgbImage {
+        width: width as u32,
+        height: (height + LEGEND_PX) as u32,
+        rgb: body.rgb,
+    };
+    img.rgb.resize(width * (height + LEGEND_PX) * 3, 0);
+    let inactive = INACTIVE.map(|c| c as u8);
+    let y = height + 2;
+    // Swatch, then its word: ACTIVE at the left, OFF after it.
+    for (x, colour, word) in [(1, ACTIVE_COLOUR, "ACTIVE"), (36, inactive, "OFF")] {
+        for dy in 0..5 {
+            for dx in 0..6 {
+                let (px, py) = (x + dx, y + dy);
+                if px < width {
+                    let i = (py * width + px) * 3;
+                    img.rgb[i..i + 3].copy_from_slice(&colour);
+                }
+            }
+        }
+        draw_text(&mut img, x + 8, y, word, LABEL);
+    }
+    img
+}
+
+#[cfg(test)]
+mod legend_tests {
+    use super::*;
+
+    /// Issue 24, 16: the TensorBoard picture says which colour is "active", and active cells
+    /// are drawn in the one shared colour.
+    #[test]
+    fn the_tensorboard_picture_has_a_legend_and_the_shared_active_colour() {
+        let band = ActivityBand::new(10, 2, (0..20).map(|i| i % 2 == 0).collect()).unwrap();
+        let plain = labelled_activity_image(std::slice::from_ref(&band), None, 56, 30);
+        let img = labelled_module_activity_image(&[band], None);
+        assert_eq!(img.height as usize, 30.max(2 * ROW_PX) + LEGEND_PX);
+        let px = |x: usize, y: usize| {
+            let i = (y * img.width as usize + x) * 3;
+            [img.rgb[i], img.rgb[i + 1], img.rgb[i + 2]]
+        };
+        // Module 0 (active at every step) in the body; the legend's swatch under it.
+        let body_h = img.height as usize - LEGEND_PX;
+        let row = (0..body_h)
+            .find(|&y| px(GUTTER_PX + 1, y) == ACTIVE_COLOUR)
+            .expect("an active cell");
+        assert!(row < body_h);
+        assert_eq!(px(2, body_h + 3), ACTIVE_COLOUR, "legend swatch");
+        // The legend's words are drawn (label pixels right of each swatch).
+        let label_pixels = (0..img.width as usize)
+            .flat_map(|x| (body_h..img.height as usize).map(move |y| (x, y)))
+            .filter(|&(x, y)| px(x, y) == LABEL)
+            .count();
+        assert!(
+            label_pixels > 20,
+            "{label_pixels} label pixels in the legend"
+        );
+        assert_eq!(plain.height, 30, "the GIF strip's layout is unchanged");
+    }
 }

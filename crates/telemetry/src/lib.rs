@@ -32,8 +32,8 @@ pub mod tags;
 
 pub use activity::{
     labelled_activity_image, labelled_module_activity_image, module_activity_image,
-    module_activity_image_sized, ActivityBand, RgbImage, StepEvents, GUTTER_PX,
+    module_activity_image_sized, ActivityBand, RgbImage, StepEvents, ACTIVE_COLOUR, GUTTER_PX,
 };
 pub use error::TelemetryError;
 pub use logger::{HParamValue, RunLogger};
-pub use progress::Progress;
+pub use progress::{Progress, PROGRESS_SECS_ENV};

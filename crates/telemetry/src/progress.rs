@@ -1,11 +1,18 @@
-//! The training progress bar (indicatif), or plain log lines with `quiet`.
+//! The training progress bar (indicatif) on a terminal; plain log lines with `quiet` or when
+//! stderr is not a terminal (nohup, Slurm, `tee`), where a bar would draw nothing.
 
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// In quiet mode, a line is printed at most this often (and at every 10% of progress).
+/// In quiet mode, a line is printed at least this often (and at every 10% of progress).
 const QUIET_INTERVAL: Duration = Duration::from_secs(60);
+/// Without a terminal (and not quiet), a line is printed at least this often.
+const LOG_INTERVAL: Duration = Duration::from_secs(30);
+/// The environment variable that sets the seconds between plain progress lines (both quiet
+/// mode and no terminal); `0` prints a line at every update.
+pub const PROGRESS_SECS_ENV: &str = "BRIMS_PROGRESS_SECS";
 
 /// Frames done / total, SPS, ETA and recent mean return, on stderr.
 ///
@@ -13,9 +20,12 @@ const QUIET_INTERVAL: Duration = Duration::from_secs(60);
 /// emulator frames): the unit of TensorBoard's `charts/SPS` and summary.json's `sps`.
 ///
 /// With `quiet` there is no bar; a plain line goes to stderr at every 10% of the frames and at
-/// least once a minute, which suits logs and CI.
+/// least once a minute, which suits logs and CI. Without `quiet` but with stderr not a
+/// terminal, the same lines come at least every 30 s. [`PROGRESS_SECS_ENV`] sets that interval.
 pub struct Progress {
     bar: Option<ProgressBar>,
+    /// The longest time between two plain lines (no bar).
+    line_interval: Duration,
     total: u64,
     frames_per_step: u64,
     frames: u64,
@@ -30,7 +40,39 @@ impl Progress {
     /// A progress display for `total_frames` environment frames, `frames_per_step` to an agent
     /// step.
     pub fn new(total_frames: u64, frames_per_step: u64, quiet: bool) -> Self {
-        let bar = (!quiet).then(|| {
+        let terminal = std::io::stderr().is_terminal();
+        let default = if quiet { QUIET_INTERVAL } else { LOG_INTERVAL };
+        let line_interval = match std::env::var(PROGRESS_SECS_ENV) {
+            Err(_) => default,
+            Ok(text) => match text.trim().parse::<f64>() {
+                Ok(secs) if secs >= 0.0 && secs.is_finite() => Duration::from_secs_f64(secs),
+                _ => {
+                    eprintln!(
+                        "warning: {PROGRESS_SECS_ENV}={text:?} is not a number of seconds \
+                         (e.g. 30, or 0 for a line at every update); using {}",
+                        default.as_secs()
+                    );
+                    default
+                }
+            },
+        };
+        Self::with_display(
+            total_frames,
+            frames_per_step,
+            !quiet && terminal,
+            line_interval,
+        )
+    }
+
+    /// A progress display with a bar (`bar`) or plain lines at least every `line_interval`
+    /// and at every 10% (`!bar`).
+    pub fn with_display(
+        total_frames: u64,
+        frames_per_step: u64,
+        bar: bool,
+        line_interval: Duration,
+    ) -> Self {
+        let bar = bar.then(|| {
             let bar = ProgressBar::with_draw_target(
                 Some(total_frames),
                 ProgressDrawTarget::stderr_with_hz(4),
@@ -46,6 +88,7 @@ impl Progress {
         let now = Instant::now();
         Self {
             bar,
+            line_interval,
             total: total_frames,
             frames_per_step: frames_per_step.max(1),
             frames: 0,
@@ -68,7 +111,7 @@ impl Progress {
             }
             None => {
                 let decile = (frames.saturating_mul(10)) / self.total.max(1);
-                if decile > self.last_decile || self.last_line.elapsed() >= QUIET_INTERVAL {
+                if decile > self.last_decile || self.last_line.elapsed() >= self.line_interval {
                     self.last_decile = decile;
                     self.last_line = Instant::now();
                     eprintln!("{}", self.line());
@@ -187,7 +230,7 @@ mod tests {
     #[test]
     fn bar_and_quiet_modes_track_state() {
         for quiet in [true, false] {
-            let mut p = Progress::new(100, 4, quiet);
+            let mut p = Progress::with_display(100, 4, !quiet, QUIET_INTERVAL);
             p.update(40, 10.0);
             p.set_mean_return(1.5);
             assert_eq!((p.frames, p.sps, p.mean_return), (40, 10.0, Some(1.5)));

@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
-"""Writes docs/results/atari-v1/ from a finished `brims sweep` of configs/sweeps/atari-v1.toml,
-the LSTM check sweep (configs/sweeps/breakout-cleanrl-check.toml) and CleanRL's own run(s).
-Standard library only; every number comes from the runs' files (summary.json, returns.csv,
-run.json, TensorBoard events) or from the sweep's report.md, copied unchanged.
+"""Writes docs/results/atari-v1/ (this page, report/ and its figures) from the files the
+repository holds: runs/<id>.csv (each run's episodes), runs/runs.json (the sweep's spec and each
+run's steps/s, parameters, provenance) and check.json (the LSTM check against CleanRL).
 
+    python3 docs/results/atari-v1/publish.py                  # redraw from the repository
     python3 docs/results/atari-v1/publish.py --sweep runs/atari-v1 \
         --check runs/breakout-cleanrl-check --cleanrl runs/cleanrl-250k/*/
 
+With --sweep (a finished `brims sweep` of configs/sweeps/atari-v1.toml), --check (the LSTM check
+sweep, configs/sweeps/breakout-cleanrl-check.toml) and --cleanrl (CleanRL's own runs), it first
+rewrites those files from the runs' files (summary.json, returns.csv, run.json, TensorBoard
+events). The report and its figures are drawn by `brims sweep report --from-csv` (the Rust plots,
+with their one palette of core colours and bootstrap bands), never here. Standard library only.
 See run.sh for the whole reproduction.
 """
-import argparse, csv, glob, json, os, shutil, statistics, sys, tomllib
+import argparse, csv, glob, json, os, statistics, subprocess, sys, tomllib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "breakout-1m"))
@@ -96,35 +101,100 @@ def binned_means(episodes, width, total):
     return [s / c if c else float("nan") for s, c in zip(sums, counts)]
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sweep", required=True)
-    ap.add_argument("--check", required=True)
-    ap.add_argument("--cleanrl", nargs="*", default=[])
-    args = ap.parse_args()
-
-    # The sweep's own report and plots, unchanged.
-    report_dir = os.path.join(HERE, "report")
-    os.makedirs(report_dir, exist_ok=True)
-    for src in [os.path.join(args.sweep, "report.md")] + sorted(glob.glob(os.path.join(args.sweep, "*.png"))):
-        shutil.copy(src, report_dir)
-
+def collect(args):
+    """Rewrites runs/<id>.csv, runs/runs.json and check.json from the run directories."""
     runs_dir = os.path.join(HERE, "runs")
     os.makedirs(runs_dir, exist_ok=True)
-    rows, unfinished = {}, []
-    for run in sorted(glob.glob(os.path.join(args.sweep, "runs", "*"))):
-        rid = os.path.basename(run)
-        r = read_run(run)
+    spec = json.load(open(os.path.join(args.sweep, "sweep.json")))
+    facts = []
+    for planned in spec["runs"]:
+        run = os.path.join(args.sweep, "runs", planned["id"])
+        r = read_run(run) if os.path.isdir(run) else None
+        csv_path = os.path.join(runs_dir, f"{planned['id']}.csv")
         if r is None:
-            unfinished.append(rid)
+            # Unfinished: no CSV, so the page and the report count it as not finished.
+            if os.path.exists(csv_path):
+                os.remove(csv_path)
             continue
-        with open(os.path.join(runs_dir, f"{rid}.csv"), "w", newline="") as f:
+        with open(csv_path, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["frames", "episodic_return"])
             for e in r["episodes"]:
                 w.writerow([e["frames"], e["episodic_return"]])
-        game, core, seed = rid.split("-")
-        rows[(game, core, seed)] = r
+        facts.append(dict(id=planned["id"], game=planned["game"], config=planned["config"],
+                          seed=planned["seed"], total_frames=planned["total_frames"],
+                          frames=r["frames"], sps=r["sps"], param_count=r["params"],
+                          rev=r["rev"], dirty=r["dirty"], canary_max=r["canary_max"],
+                          updates=r["updates"]))
+    canaries = [f["canary_max"] for f in facts if f["canary_max"] == f["canary_max"]]
+    doc = dict(note="Written by publish.py from the sweep's run directories.",
+               name=spec["name"], configs=spec["configs"], seeds=spec["seeds"],
+               total_frames=spec["total_frames"], overrides=spec["overrides"],
+               canary_max=max(canaries, default=None),
+               updates=sum(f["updates"] for f in facts), runs=facts)
+    # Planned but unfinished runs stay listed (without a CSV) so the page can name them.
+    finished = {f["id"] for f in facts}
+    doc["runs"] += [dict(id=p["id"], game=p["game"], config=p["config"], seed=p["seed"],
+                         total_frames=p["total_frames"], frames=None, sps=None, param_count=None,
+                         rev=None, dirty=None, canary_max=None, updates=0)
+                    for p in spec["runs"] if p["id"] not in finished]
+    json.dump(doc, open(os.path.join(runs_dir, "runs.json"), "w"), indent=1)
+
+    width, total = 50_000, 250_000
+    ours = []
+    for run in sorted(glob.glob(os.path.join(args.check, "runs", "*"))):
+        r = read_run(run)
+        if r:
+            ours.append(dict(id=os.path.basename(run), last20=r["last20"], sps=r["sps"],
+                             rev=r["rev"], dirty=r["dirty"],
+                             bins=binned_means(r["step_returns"], width, total)))
+    cleanrl = []
+    for c in args.cleanrl:
+        r = read_cleanrl(c)
+        cleanrl.append(dict(name=os.path.basename(os.path.normpath(c)),
+                            episodes=len(r["step_returns"]), steps=r["steps"],
+                            wall_min=r["wall"] / 60, last20=r["last20"], sps=r["sps"],
+                            bins=binned_means(r["step_returns"], width, total)))
+    json.dump(dict(note="Written by publish.py from the check sweep's run directories and "
+                        "CleanRL's runs.", bin_width=width, total_steps=total, ours=ours,
+                   cleanrl=cleanrl),
+              open(os.path.join(HERE, "check.json"), "w"), indent=1)
+
+
+def last20_of_csv(path):
+    """The mean return of a run's last 20 episodes (summary.json's mean_return_last_20)."""
+    return last20([float(row["episodic_return"]) for row in csv.DictReader(open(path))])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sweep", help="a finished sweep directory: rewrite the data files first")
+    ap.add_argument("--check", help="the check sweep's directory (with --sweep)")
+    ap.add_argument("--cleanrl", nargs="*", default=[])
+    ap.add_argument("--brims", default=os.path.join(HERE, "..", "..", "..", "target", "release",
+                                                   "brims"),
+                    help="the brims binary that draws the report (default: target/release/brims)")
+    args = ap.parse_args()
+    if args.sweep:
+        if not args.check:
+            ap.error("--sweep needs --check")
+        collect(args)
+
+    # The report and its figures: the Rust report, drawn from the CSVs.
+    subprocess.run([args.brims, "sweep", "report", "--from-csv", HERE], check=True,
+                   stdout=subprocess.DEVNULL)
+
+    published = json.load(open(os.path.join(HERE, "runs", "runs.json")))
+    rows, unfinished = {}, []
+    for f in published["runs"]:
+        path = os.path.join(HERE, "runs", f"{f['id']}.csv")
+        if not os.path.exists(path):
+            unfinished.append(f["id"])
+            continue
+        rows[(f["game"], f["config"], f"s{f['seed']}")] = dict(
+            last20=last20_of_csv(path), sps=f["sps"], rev=f["rev"], dirty=f["dirty"],
+            wall_h=f["frames"] / 4 / f["sps"] / 3600)
+    check = json.load(open(os.path.join(HERE, "check.json")))
 
     lines = [
         "# LSTM vs RIMs vs BRIMs on Atari: Breakout and Pong, 3 seeds, 1M agent steps",
@@ -135,7 +205,8 @@ def main():
         "(`configs/breakout_brims.toml`). Each run: 1M agent steps (4M emulator frames), the "
         "learning rate annealed over that budget, seeds 1-3. Reproduce with `bash "
         "docs/results/atari-v1/run.sh OUT` (the commands are in it); this page is written by "
-        "`publish.py` from the runs' files.",
+        "`publish.py` from the runs' files as the repository holds them (`runs/`, "
+        "`check.json`; `python3 docs/results/atari-v1/publish.py` redraws it).",
         "",
         "Built from commit(s): " + built_from(rows.values()) + ".",
         "",
@@ -159,7 +230,7 @@ def main():
                          f"{statistics.mean(r['sps'] for r in done):.0f} | "
                          f"{statistics.mean(r['wall_h'] for r in done):.2f} |")
     total_h = sum(r["wall_h"] for r in rows.values())
-    worst = max((r["canary_max"] for r in rows.values()), default=float("nan"))
+    worst = published["canary_max"] if published["canary_max"] is not None else float("nan")
     lines += ["",
               f"Steps/s are whole-run agent steps per second with two runs at a time on a 2-core "
               f"machine (one thread each), so they compare the cores under equal load; "
@@ -167,30 +238,31 @@ def main():
               "",
               f"The acting-vs-replay canary (`losses/first_ratio_deviation`, |ratio − 1| on the "
               f"first minibatch of every update): largest value over all "
-              f"{sum(r['updates'] for r in rows.values())} updates of all runs = {worst:.1e} "
+              f"{published['updates']} updates of all runs = {worst:.1e} "
               f"({'within' if worst <= CANARY_BOUND else 'ABOVE'} the bound {CANARY_BOUND:.0e}).",
               "",
               "The aggregate across games (human-normalised IQM, probability of improvement, "
               "performance profiles, sample efficiency; rliable's methods) is the sweep's own "
-              "report, copied unchanged: [report/report.md](report/report.md). `runs/*.csv` hold "
-              "each run's episodes (frames, raw return).",
+              "report, drawn from `runs/*.csv` by `brims sweep report --from-csv "
+              "docs/results/atari-v1`: [report/report.md](report/report.md). `runs/*.csv` hold "
+              "each run's episodes (frames, raw return), `runs/runs.json` each run's steps/s, "
+              "parameters and provenance. Its figures colour each core as every figure of the "
+              "project does (LSTM blue, RIMs vermillion, BRIMs green), and its intervals are "
+              "bootstrap intervals within the game's possible returns (Pong: ±21).",
               ""]
 
     # The LSTM row against CleanRL at 250k steps.
-    check = []
-    for run in sorted(glob.glob(os.path.join(args.check, "runs", "*"))):
-        r = read_run(run)
-        if r:
-            check.append((os.path.basename(run), r))
+    cleanrl = [(c["name"], c) for c in check["cleanrl"]]
+    width, total = check["bin_width"], check["total_steps"]
+    check = [(r["id"], r) for r in check["ours"]]
     lines += ["## Check: the LSTM against CleanRL's `ppo_atari_lstm.py`, Breakout, 250k agent steps", ""]
     if check:
         ours = [r["last20"] for _, r in check]
         lines += ["| run | last-20 return | steps/s |", "|---|---:|---:|"]
         lines += [f"| ours, {rid} | {r['last20']:.2f} | {r['sps']:.0f} |" for rid, r in check]
-        cleanrl = [(os.path.basename(os.path.normpath(c)), read_cleanrl(c)) for c in args.cleanrl]
         for name, c in cleanrl:
-            lines.append(f"| CleanRL, {name} ({len(c['step_returns'])} episodes, {c['steps']} "
-                         f"steps, {c['wall'] / 60:.0f} min) | {c['last20']:.2f} | {c['sps']:.0f} |")
+            lines.append(f"| CleanRL, {name} ({c['episodes']} episodes, {c['steps']} "
+                         f"steps, {c['wall_min']:.0f} min) | {c['last20']:.2f} | {c['sps']:.0f} |")
         lines += ["", "These steps/s are not a speed comparison: the runs shared two cores with "
                   "each other and with other work. The same-run comparison is `brims bench train "
                   "--cleanrl-iterations N` ([docs/benchmarks.md](../../benchmarks.md)). Our runs "
@@ -221,10 +293,8 @@ def main():
             # The last-20 mean rests on ~20 episodes of ~1,000 a run; the same curves binned by
             # 50k agent steps (~200 episodes a bin late in training) show whether the two
             # implementations learn alike over the whole budget, not only at its last moment.
-            width, total = 50_000, 250_000
-            ours_curves = [(rid, binned_means(r["step_returns"], width, total)) for rid, r in check]
-            their_curves = [(name, binned_means(c["step_returns"], width, total))
-                            for name, c in cleanrl]
+            ours_curves = [(rid, r["bins"]) for rid, r in check]
+            their_curves = [(name, c["bins"]) for name, c in cleanrl]
             lines += ["", f"The same runs' mean return per {width // 1000}k agent steps (all "
                       "episodes ending in the bin):", "",
                       "| run | " + " | ".join(f"{b * width // 1000}–{(b + 1) * width // 1000}k"

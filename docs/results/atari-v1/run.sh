@@ -44,8 +44,8 @@ fi
 
 # 2. The grid.
 $brims sweep configs/sweeps/atari-v1.toml --out "$out/atari-v1" --jobs 2 --quiet
-$brims sweep report "$out/atari-v1"
 
-# 3. The page.
+# 3. The page: publish.py writes runs/*.csv, runs/runs.json and check.json from the runs, then
+# the report (`brims sweep report --from-csv`, the Rust plots) and the page from those files.
 python3 docs/results/atari-v1/publish.py --sweep "$out/atari-v1" \
     --check "$out/breakout-cleanrl-check" --cleanrl "${cleanrl_runs[@]}"

@@ -37,4 +37,4 @@ mod roms;
 pub use env::{make_atari, raw_frames_per_sec, AtariConfig, AtariEnv, RawAle, OBS_SIZE};
 pub use error::AtariError;
 pub use gym_id::{id_settings, IdSettings};
-pub use roms::{game_key, list_games, reference_scores};
+pub use roms::{game_key, list_games, reference_scores, return_range};

@@ -233,6 +233,21 @@ pub fn list_games() -> Vec<&'static str> {
     BUNDLED.iter().map(|(name, _)| *name).collect()
 }
 
+/// The episodic returns a game can score, `(lowest, highest)`, where the rules bound them:
+/// one table, keyed as [`game_key`] keys games. Pong ends when one side has 21 points, so an
+/// episode scores between −21 and +21. Games outside the table have no known bound.
+const RETURN_RANGES: &[(&str, f64, f64)] = &[("pong", -21.0, 21.0)];
+
+/// The range of episodic returns of `game` (any accepted spelling), where the game's rules
+/// bound it (see `RETURN_RANGES`); `None` where no bound is known.
+pub fn return_range(game: &str) -> Option<(f64, f64)> {
+    let key = game_key(game);
+    RETURN_RANGES
+        .iter()
+        .find(|(name, _, _)| *name == key)
+        .map(|&(_, lo, hi)| (lo, hi))
+}
+
 /// The (random, human) reference scores of `game` (any accepted spelling), for
 /// human-normalised scores `(score - random) / (human - random)`; `None` for games outside
 /// the Atari-57 table.
@@ -575,6 +590,8 @@ mod tests {
         assert_eq!(reference_scores("ALE/Pong-v5"), Some((-20.7, 14.6)));
         assert_eq!(reference_scores("space_invaders"), Some((148.0, 1668.7)));
         assert_eq!(reference_scores("Adventure"), None);
+        assert_eq!(return_range("PongNoFrameskip-v4"), Some((-21.0, 21.0)));
+        assert_eq!(return_range("Breakout"), None);
     }
 
     #[test]
