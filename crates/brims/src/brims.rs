@@ -17,11 +17,9 @@ use crate::config::{AttentionInit, BrimsConfig, CoreOutput, LstmInit, TieBreak};
 use crate::core::{act_by_stepping, Core, CoreState, LayerTrace, StepTrace};
 use crate::error::BrimsError;
 use crate::lstm::{check_width, expect_shape, fast_tanh};
+use crate::norm::normalise_rows;
 use crate::sizes::LayerSizes;
 use crate::topk::active_modules;
-
-/// ε of `slot_norm`'s variance (as torch's LayerNorm).
-pub(crate) const SLOT_NORM_EPS: f64 = 1e-5;
 
 /// One BRIMs layer's parameters (its sizes are the [`LayerSizes`] of the same index). Every
 /// weight is stored `[.., in, out]` so a forward `x.matmul(&w)` reads it as stored and its
@@ -386,9 +384,7 @@ impl Brims {
         if !self.cfg.slot_norm {
             return Ok(x.clone());
         }
-        let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
-        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        centred.broadcast_div(&(var + SLOT_NORM_EPS)?.sqrt()?)
+        normalise_rows(x)
     }
 
     /// Spec §4.1, input slots: the keys and values `[B, Hi·(dk + dv)]` of layer `l`'s real

@@ -58,6 +58,12 @@ pub struct LstmConfig {
     /// How the weights start (default: CleanRL's orthogonal).
     #[serde(default)]
     pub weight_init: LstmWeightInit,
+    /// Normalise each input row to zero mean and unit variance (no learned scale) before the
+    /// input projection, as BRIMs' `slot_norm` does to the encoder features it reads. Off by
+    /// default (CleanRL's LSTM); on in the ablation's size-matched LSTM, so "BRIMs only wins by
+    /// its normalisation" can be tested.
+    #[serde(default)]
+    pub input_norm: bool,
 }
 
 /// The LSTM's initial weights.
@@ -85,6 +91,7 @@ impl LstmConfig {
         LstmConfig {
             hidden_size,
             weight_init: LstmWeightInit::default(),
+            input_norm: false,
         }
     }
 

@@ -37,6 +37,7 @@ mod fixture;
 mod kernels;
 mod lstm;
 mod lstm_seq;
+mod norm;
 mod sizes;
 mod topk;
 

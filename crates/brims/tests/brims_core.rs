@@ -36,6 +36,27 @@ fn tiny_cfg() -> BrimsConfig {
     cfg
 }
 
+/// The Pong ablation's cells (configs/pong_brims_dense.toml, pong_brims_one_module.toml) in
+/// small, with the Atari options: every module of both layers active, and one module per layer
+/// (same widths, so one module holds the whole layer and communication reads only itself).
+fn ablation_cells() -> Vec<BrimsConfig> {
+    [
+        vec![layer(8, 4, 4), layer(6, 3, 3)],
+        vec![layer(8, 1, 1), layer(6, 1, 1)],
+    ]
+    .into_iter()
+    .map(|layers| {
+        let mut cfg = tiny_cfg();
+        cfg.layers = layers;
+        cfg.slot_norm = true;
+        cfg.output = CoreOutput::AllLayers;
+        cfg.attention_init = AttentionInit::FanIn;
+        cfg.lstm_init = LstmInit::Module;
+        cfg
+    })
+    .collect()
+}
+
 fn tiny(cfg: &BrimsConfig, dtype: DType) -> (VarMap, Brims) {
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, dtype, &Device::Cpu);
@@ -461,7 +482,8 @@ fn dropout_only_in_training() {
 
 /// The fused sequence pass (one autograd node) and the candle step loop agree on outputs and on
 /// the gradient to every parameter, the input and the start state: one layer (RIMs, its own `h`
-/// as top-down), three layers under both wirings, and a layer with every module active. Three
+/// as top-down), three layers under every wiring, a layer with every module active, and the
+/// Pong ablation's dense and one-module cells. Three
 /// threads split the three envs' rows, whatever this machine's core count.
 #[test]
 fn fused_seq_gradients_match_the_step_loop_in_every_wiring() {
@@ -499,6 +521,7 @@ fn fused_seq_gradients_match_the_step_loop() {
     rims_norm.layers.truncate(1);
     rims_norm.slot_norm = true;
     configs.push(rims_norm);
+    configs.extend(ablation_cells());
     let (steps, batch) = (5, 3);
     let mut resets = vec![0f64; steps * batch];
     resets[batch + 2] = 1.0;
@@ -549,12 +572,15 @@ fn fused_seq_gradients_match_the_step_loop() {
 
 /// `act` (the forward-only fused step acting uses) gives `step_with_reset`'s outputs, state and
 /// trace, in f32 and f64, from random states and from the zero state, where every null score
-/// ties, under both tie-break rules.
+/// ties, under both tie-break rules; for the small two-layer cell and the ablation's cells.
 #[test]
 fn act_matches_the_reference_step_and_trace() {
     for (dtype, tol) in [(DType::F32, 1e-5), (DType::F64, 1e-12)] {
-        for tie_break in [TieBreak::LowestIndex, TieBreak::TorchCpu] {
-            let mut cfg = tiny_cfg();
+        let cells = std::iter::once(tiny_cfg()).chain(ablation_cells());
+        for (base, tie_break) in
+            cells.flat_map(|c| [TieBreak::LowestIndex, TieBreak::TorchCpu].map(|t| (c.clone(), t)))
+        {
+            let mut cfg = base;
             cfg.tie_break = tie_break;
             let (_vm, core) = tiny(&cfg, dtype);
             let x = randn(&[4, E], dtype);

@@ -683,6 +683,7 @@ mod lstm_init_tests {
             core: Some(CoreConfig::Lstm(LstmConfig {
                 hidden_size: 5,
                 weight_init,
+                input_norm: false,
             })),
         };
         let mut varmap = VarMap::new();
