@@ -13,6 +13,7 @@ mod envs;
 mod eval;
 mod gif_writer;
 mod hparams;
+mod lesion;
 mod play;
 mod preflight;
 mod report;
@@ -58,6 +59,9 @@ enum Command {
     /// Module dynamics of a trained BRIMs agent: switch rates, run lengths, event information,
     /// the top-down share, a raster picture.
     Analyze(analyze::AnalyzeArgs),
+    /// Test-time lesions: the score change when the top-down context is replaced, the upper
+    /// layer frozen, modules masked or forced on (BRIMs), or the state reset (LSTM).
+    Lesion(lesion::LesionArgs),
     /// Play whole games with a random (or trained) agent and print the scores.
     Play(play::PlayArgs),
     /// List every bundled game.
@@ -146,6 +150,7 @@ fn run(command: Command) -> anyhow::Result<Option<serde_json::Value>> {
         Command::Compare(args) => compare::run(&args)?,
         Command::Sweep(args) => sweep::run(&args)?,
         Command::Analyze(args) => analyze::run(&args)?,
+        Command::Lesion(args) => lesion::run(&args)?,
         Command::Play(args) => play::run(&args)?,
         Command::ListGames => {
             play::list_games();

@@ -129,3 +129,61 @@ fn analyze_writes_the_report_and_refuses_bad_input() {
     train("configs/cartpole_lstm.toml", &lstm, "512");
     fails_with(&["analyze", lstm.to_str().unwrap()], "not a BRIMs agent");
 }
+
+/// `brims lesion` end to end on a tiny CartPole BRIMs run: one row per condition, the intact
+/// row's change exactly 0, every row over the same number of episodes, the same numbers when
+/// run again (same episode seeds), and an existing output directory refused.
+#[test]
+fn lesion_plays_every_condition_on_the_same_episodes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("cartpole");
+    train("configs/cartpole_brims.toml", &run, "512");
+    let lesion = |out: &Path| {
+        brims(&[
+            "lesion",
+            run.to_str().unwrap(),
+            "--episodes",
+            "10",
+            "--max-steps",
+            "40",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    for out in [&a, &b] {
+        let o = lesion(out);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let read = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("lesions.json")).unwrap()).unwrap()
+    };
+    let (ja, jb) = (read(&a), read(&b));
+    assert_eq!(ja["rows"], jb["rows"], "the same episodes give the same scores");
+    let rows = ja["rows"].as_array().unwrap();
+    let core: toml::Table =
+        toml::from_str(&std::fs::read_to_string(run.join("config.toml")).unwrap()).unwrap();
+    let layers = core["network"]["core"]["layers"].as_array().unwrap();
+    let modules: i64 = layers
+        .iter()
+        .map(|l| l["modules"].as_integer().unwrap())
+        .sum();
+    // intact, 3 top-down, frozen upper (two layers or more), all active, each module masked.
+    let expected = 1 + 3 + usize::from(layers.len() >= 2) + 1 + modules as usize;
+    assert_eq!(rows.len(), expected, "{rows:?}");
+    assert_eq!(rows[0]["condition"], "intact");
+    assert_eq!(rows[0]["change"], 0.0);
+    for r in rows {
+        assert_eq!(r["scores"].as_array().unwrap().len(), 10, "{r}");
+        let (lo, hi) = (
+            r["interval"][0].as_f64().unwrap(),
+            r["interval"][1].as_f64().unwrap(),
+        );
+        let change = r["change"].as_f64().unwrap();
+        assert!(lo <= change + 1e-9 && change <= hi + 1e-9, "{r}");
+    }
+    fails_with(
+        &["lesion", run.to_str().unwrap(), "--out", a.to_str().unwrap()],
+        "exists",
+    );
+}

@@ -283,6 +283,17 @@ fn default_attention_init_std() -> f64 {
 }
 
 impl BrimsConfig {
+    /// The layer whose `h` before the step layer `l`'s top-down slot reads (`None`: the layer
+    /// has no top-down slot), by the `top_down` wiring.
+    pub fn top_down_source(&self, l: usize) -> Option<usize> {
+        let n_layers = self.layers.len();
+        match self.top_down {
+            TopDown::Reference => (l == 0).then_some(n_layers - 1),
+            TopDown::Paper => (l + 1 < n_layers).then_some(l + 1),
+            TopDown::None => None,
+        }
+    }
+
     /// The Atari preset, the core of configs/breakout_brims.toml: a layer of 256 with 8 modules
     /// (4 active) under a layer of 128 with 4 modules (2 active), with what lets BRIMs learn
     /// from CNN features (see `AttentionInit::FanIn`, `LstmInit::Module`, `slot_norm`) and both
