@@ -56,7 +56,7 @@ pub(crate) struct LesionArgs {
 /// What replaces a layer's top-down input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-enum TopDownSource {
+pub(crate) enum TopDownSource {
     Zeros,
     /// The source layer's mean `h` over every step of the intact episodes.
     TimeMean,
@@ -67,7 +67,7 @@ enum TopDownSource {
 /// One test-time condition.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-enum Condition {
+pub(crate) enum Condition {
     Intact,
     TopDown(TopDownSource),
     /// The top layer's `h` and `c` fixed at their value `after` steps past each reset.
@@ -139,7 +139,7 @@ fn conditions(core: &CoreConfig, freeze_after: usize) -> Vec<Condition> {
 }
 
 /// The scores of one condition's episodes, and (intact only) each layer's mean `h`.
-struct Played {
+pub(crate) struct Played {
     scores: Vec<f64>,
     lengths: Vec<usize>,
     layer_means: Vec<Vec<f32>>,
@@ -157,6 +157,38 @@ pub(crate) struct LesionRow {
     verdict: String,
     scores: Vec<f64>,
     mean_length: f64,
+}
+
+/// Which episodes a batched play plays: episode `i` has env seed `seed + i` and its own
+/// action RNG seeded the same, cut after `max_steps`.
+pub(crate) struct PlaySpec {
+    pub episodes: usize,
+    pub seed: u64,
+    pub max_steps: usize,
+    pub freeze_after: usize,
+}
+
+impl From<&LesionArgs> for PlaySpec {
+    fn from(a: &LesionArgs) -> Self {
+        PlaySpec {
+            episodes: a.episodes,
+            seed: a.seed,
+            max_steps: a.max_steps,
+            freeze_after: a.freeze_after,
+        }
+    }
+}
+
+/// One step of one episode as `brims probe` reads it.
+pub(crate) struct RecordedStep {
+    /// Each layer's `h` after the step (what the heads read), bottom first.
+    pub h: Vec<Vec<f32>>,
+    /// The encoder's features of the step's observation.
+    pub features: Vec<f32>,
+    /// The reward the step's action earned (after the env's reward wrapper).
+    pub reward: f32,
+    /// The emulator's RAM before the step (empty without one).
+    pub ram: Vec<u8>,
 }
 
 /// Fewer episodes than this make no claim (as `brims analyze`).
@@ -192,9 +224,10 @@ pub(crate) fn run(args: &LesionArgs) -> anyhow::Result<serde_json::Value> {
     let net = policy.learner.net();
     let conds = conditions(&core, args.freeze_after);
     let factory = EnvFactory::from_config(&env_cfg)?;
+    let spec = PlaySpec::from(args);
     let play = |cond: &Condition, means: &[Vec<f32>]| match &factory {
-        EnvFactory::Frames(make) => play::<u8>(make, net, &core, cond, means, args),
-        EnvFactory::Vectors(make) => play::<f32>(make, net, &core, cond, means, args),
+        EnvFactory::Frames(make) => play::<u8>(make, net, &core, cond, means, &spec, None),
+        EnvFactory::Vectors(make) => play::<f32>(make, net, &core, cond, means, &spec, None),
     };
     let intact = play(&Condition::Intact, &[])?;
     let mut rows = Vec::with_capacity(conds.len());
@@ -287,14 +320,16 @@ struct EnvSlot<T: Element> {
     since_reset: usize,
 }
 
-/// Plays `args.episodes` episodes at once, one env each (a batch of that size), under `cond`.
-fn play<T: Element + ObsElement>(
+/// Plays `args.episodes` episodes at once, one env each (a batch of that size), under `cond`;
+/// with `record`, keeps every step of every episode (`record[i]`: episode `i`).
+pub(crate) fn play<T: Element + ObsElement>(
     make: &MakeEnv<T>,
     net: &ActorCritic,
     core: &CoreConfig,
     cond: &Condition,
     intact_means: &[Vec<f32>],
-    args: &LesionArgs,
+    args: &PlaySpec,
+    mut record: Option<&mut Vec<Vec<RecordedStep>>>,
 ) -> anyhow::Result<Played> {
     let n = args.episodes;
     let mut slots = Vec::with_capacity(n);
@@ -343,6 +378,18 @@ fn play<T: Element + ObsElement>(
         let obs = Tensor::from_vec(flat, shape, net.device())?;
         let acted = net.act_lesioned(&obs, &state, &zeros, &lesion)?;
         state = acted.next_state;
+        let recorded_rows = match record {
+            Some(_) => Some((
+                net.features(&obs)?.to_dtype(DType::F32)?.to_vec2::<f32>()?,
+                state
+                    .parts
+                    .iter()
+                    .step_by(2)
+                    .map(|h| h.to_dtype(DType::F32)?.to_vec2::<f32>())
+                    .collect::<candle_core::Result<Vec<_>>>()?,
+            )),
+            None => None,
+        };
         for (i, slot) in slots.iter_mut().enumerate() {
             resets[i] = false;
             if slot.done {
@@ -350,7 +397,23 @@ fn play<T: Element + ObsElement>(
             }
             let logits = acted.logits.narrow(0, i, 1)?;
             let (actions, _) = ppo::sample_actions(&logits, &mut slot.rng)?;
+            let ram = if record.is_some() {
+                slot.env.ram().unwrap_or_default()
+            } else {
+                vec![]
+            };
             let step = slot.env.step(actions[0] as usize)?;
+            if let (Some(rec), Some((features, hs))) = (record.as_deref_mut(), &recorded_rows) {
+                if rec.len() < n {
+                    rec.resize_with(n, Vec::new);
+                }
+                rec[i].push(RecordedStep {
+                    h: hs.iter().map(|h| h[i].clone()).collect(),
+                    features: features[i].clone(),
+                    reward: step.reward,
+                    ram,
+                });
+            }
             slot.length += 1;
             slot.since_reset += 1;
             slot.score += f64::from(step.reward);

@@ -159,7 +159,10 @@ fn lesion_plays_every_condition_on_the_same_episodes() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("lesions.json")).unwrap()).unwrap()
     };
     let (ja, jb) = (read(&a), read(&b));
-    assert_eq!(ja["rows"], jb["rows"], "the same episodes give the same scores");
+    assert_eq!(
+        ja["rows"], jb["rows"],
+        "the same episodes give the same scores"
+    );
     let rows = ja["rows"].as_array().unwrap();
     let core: toml::Table =
         toml::from_str(&std::fs::read_to_string(run.join("config.toml")).unwrap()).unwrap();
@@ -183,7 +186,81 @@ fn lesion_plays_every_condition_on_the_same_episodes() {
         assert!(lo <= change + 1e-9 && change <= hi + 1e-9, "{r}");
     }
     fails_with(
-        &["lesion", run.to_str().unwrap(), "--out", a.to_str().unwrap()],
+        &[
+            "lesion",
+            run.to_str().unwrap(),
+            "--out",
+            a.to_str().unwrap(),
+        ],
+        "exists",
+    );
+}
+
+/// `brims probe` end to end on a tiny Pong BRIMs run: a probe per target and representation
+/// (the CNN features and both layers), AUCs in [0, 1], every fold scored, and the claim stated.
+#[test]
+fn probe_fits_every_target_on_every_layer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("pong");
+    let o = brims(&[
+        "train",
+        "--config",
+        "configs/smoke.toml",
+        "--run-dir",
+        run.to_str().unwrap(),
+        "--quiet",
+        "--set",
+        "env.game=Pong",
+        "--set",
+        "total_frames=4096",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = tmp.path().join("probes");
+    let o = brims(&[
+        "probe",
+        run.to_str().unwrap(),
+        "--episodes",
+        "4",
+        "--folds",
+        "2",
+        "--max-steps",
+        "700",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("probes.json")).unwrap()).unwrap();
+    let cells = json["cells"].as_array().unwrap();
+    let reps: std::collections::BTreeSet<&str> = cells
+        .iter()
+        .map(|c| c["representation"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reps.into_iter().collect::<Vec<_>>(),
+        ["CNN features", "layer 0 h", "layer 1 h"]
+    );
+    let targets: std::collections::BTreeSet<&str> = cells
+        .iter()
+        .map(|c| c["target"].as_str().unwrap())
+        .collect();
+    // A random Pong agent concedes a point every ~100 steps: every target can be scored.
+    assert_eq!(targets.len(), 5, "{targets:?}");
+    for c in cells {
+        assert_eq!(c["cv"]["folds"], 2, "{c}");
+        if c["score"] == "AUC" {
+            let auc = c["cv"]["mean"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&auc), "{c}");
+        }
+    }
+    assert!(json["claim"].as_str().unwrap().contains("hold"));
+    fails_with(
+        &[
+            "probe",
+            run.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
         "exists",
     );
 }
