@@ -96,13 +96,17 @@ impl ActivityCollector {
 type EnvDynamics = (Option<Vec<bool>>, Vec<usize>);
 
 /// Per layer, how the active set moves while training: the fraction of steps whose active set
-/// differs from the env's previous step, and the mean length of a module's finished runs of
-/// consecutive active steps. Each env is followed separately; a reset starts it afresh.
+/// differs from the env's previous step, and the mean length of a module's runs of consecutive
+/// active steps. Each env is followed separately; a reset starts it afresh. A run cut by a
+/// reset or by the end of the logging window counts with the length it had in the window (a
+/// censored run), as `brims analyze` counts runs cut by a reset or an episode's end: counting
+/// only finished runs made a module that never switches off look like runs of 1.
 #[derive(Default)]
 pub(crate) struct DynamicsTracker {
     /// Per (group, layer): each env's previous mask and its modules' current run lengths.
     envs: std::collections::HashMap<(usize, usize), Vec<EnvDynamics>>,
-    /// Per layer: (switches, transitions, finished run lengths summed, finished runs).
+    /// Per layer: (switches, transitions, run lengths summed, runs), runs cut by a reset or the
+    /// window's end included.
     sums: Vec<(usize, usize, usize, usize)>,
 }
 
@@ -126,7 +130,11 @@ impl DynamicsTracker {
                 let reset = resets.get(e).is_some_and(|&r| r != 0.0);
                 if reset {
                     *prev = None;
-                    runs.fill(0);
+                    for run in runs.iter_mut().filter(|r| **r > 0) {
+                        sums.2 += *run;
+                        sums.3 += 1;
+                        *run = 0;
+                    }
                 }
                 if let Some(p) = prev.as_deref() {
                     sums.1 += 1;
@@ -149,6 +157,17 @@ impl DynamicsTracker {
     /// Per layer `(switch rate, mean run length)` since the last call (NaN where nothing was
     /// seen), and a fresh count (the envs' sequences go on).
     pub(crate) fn take(&mut self) -> Vec<(f64, f64)> {
+        // Runs still going are cut here: counted now, and counted again from 0 in the next
+        // window.
+        for (&(_, l), envs) in self.envs.iter_mut() {
+            for (_, runs) in envs.iter_mut() {
+                for run in runs.iter_mut().filter(|r| **r > 0) {
+                    self.sums[l].2 += *run;
+                    self.sums[l].3 += 1;
+                    *run = 0;
+                }
+            }
+        }
         let ratio = |a: usize, b: usize| {
             if b == 0 {
                 f64::NAN
@@ -203,10 +222,33 @@ mod tests {
         let got = d.take();
         // Transitions (not across resets): 4, switches 2 (t=2, t=5).
         assert!((got[0].0 - 0.5).abs() < 1e-12);
-        // Finished runs: module 0 ran 2 (ended at t=2); module 1 ran 2, cut by the reset at
-        // t=4 (not counted), then 1 ended at t=5: mean (2 + 1) / 2.
+        // Runs: module 0 ran 2 (ended at t=2), then 1 (cut by the window's end at t=5);
+        // module 1 ran 2 (cut by the reset at t=4), then 1 (ended at t=5): mean 6 / 4.
         assert!((got[0].1 - 1.5).abs() < 1e-12, "{got:?}");
         assert!(d.take()[0].0.is_nan());
+    }
+
+    /// A module that never switches off has runs as long as the window (as `brims analyze`
+    /// counts them), not none or runs of 1; the window's end cuts them, and the next window
+    /// counts afresh.
+    #[test]
+    fn runs_cut_by_the_window_or_a_reset_are_counted() {
+        let mut d = DynamicsTracker::default();
+        // Module 0 always on; module 1 on for one step in twenty.
+        for t in 0..20 {
+            d.add(0, &trace(&[true, t == 7], 2), &[0.0]);
+        }
+        let got = d.take();
+        // Runs: module 0 one of 20, module 1 one of 1: (20 + 1) / 2.
+        assert!((got[0].1 - 10.5).abs() < 1e-12, "{got:?}");
+        for _ in 0..5 {
+            d.add(0, &trace(&[true, false], 2), &[0.0]);
+        }
+        // A reset cuts module 0's run of 5; then 3 more steps.
+        for t in 0..3 {
+            d.add(0, &trace(&[true, false], 2), &[f32::from(u8::from(t == 0))]);
+        }
+        assert!((d.take()[0].1 - 4.0).abs() < 1e-12);
     }
 
     #[test]

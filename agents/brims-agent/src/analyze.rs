@@ -39,7 +39,7 @@ pub(crate) struct AnalyzeArgs {
     /// Cut each episode after this many steps.
     #[arg(long, default_value_t = 27_000)]
     pub max_steps: usize,
-    /// Steps ahead for "a life loss / reward within k steps".
+    /// Steps ahead for "a setback / reward within k steps".
     #[arg(long, default_value_t = 10)]
     pub horizon: usize,
 }
@@ -54,9 +54,25 @@ pub(crate) struct Recorded {
     pub actions: Vec<u32>,
     /// A non-zero reward at this step.
     pub rewarded: Vec<bool>,
-    /// A life was lost at this step (the game goes on).
-    pub life_lost: Vec<bool>,
+    /// A setback at this step: a life lost (the game goes on) in games with lives, a point
+    /// conceded (a negative reward) in games without (Pong).
+    pub setbacks: Vec<bool>,
+    /// The game has lives, so a setback is a life lost.
+    pub has_lives: bool,
     pub score: f64,
+}
+
+/// Fewer episodes than this make no claim: a bootstrap over one to a few episodes has (near)
+/// zero width and would say "holds" about noise.
+const MIN_CLAIM_EPISODES: usize = 10;
+
+/// The name of the setback event: a life lost where the game has lives, else a point conceded.
+fn setback_name(has_lives: bool) -> &'static str {
+    if has_lives {
+        "life lost"
+    } else {
+        "point conceded"
+    }
 }
 
 /// `brims analyze`.
@@ -253,7 +269,12 @@ fn recorded(e: crate::eval::Episode) -> anyhow::Result<Recorded> {
         top_down,
         actions: e.actions,
         rewarded: e.events.rewards,
-        life_lost: e.events.life_lost,
+        setbacks: if e.has_lives {
+            e.events.life_lost
+        } else {
+            e.conceded
+        },
+        has_lives: e.has_lives,
         score: e.score,
     })
 }
@@ -272,11 +293,12 @@ pub(crate) struct LayerAnalysis {
     pub max_usage_entropy_bits: f64,
     /// Modules active in under 1% of steps.
     pub idle_modules: Vec<usize>,
-    pub mi_life_loss: stats::MiWithBaseline,
+    /// MI between the active set and "a setback within `horizon` steps".
+    pub mi_setback: stats::MiWithBaseline,
     pub mi_reward: stats::MiWithBaseline,
     pub mi_action: stats::MiWithBaseline,
-    /// Switch rate 1, 2, … steps before a life loss.
-    pub switch_rate_before_life_loss: Vec<f64>,
+    /// Switch rate 1, 2, … steps before a setback (`None`: no setback with that much history).
+    pub switch_rate_before_setback: Vec<Option<f64>>,
     /// Mean attention on the top-down slot (None without one).
     pub top_down_attention: Option<f64>,
 }
@@ -295,7 +317,10 @@ pub(crate) struct Analysis {
     pub episodes: usize,
     pub steps: usize,
     pub mean_score: f64,
-    pub life_losses: usize,
+    /// What a setback is in this game: "life lost" or "point conceded".
+    pub setback_event: &'static str,
+    /// Setbacks over all episodes.
+    pub setbacks: usize,
     pub horizon: usize,
     pub layers: Vec<LayerAnalysis>,
     pub claims: Vec<Claim>,
@@ -312,9 +337,10 @@ const BINS: [(usize, usize); 7] = [
 ];
 
 fn analyse(episodes: &[Recorded], n_layers: usize, horizon: usize) -> Analysis {
-    let life: Vec<Vec<bool>> = episodes.iter().map(|e| e.life_lost.clone()).collect();
+    let setback: Vec<Vec<bool>> = episodes.iter().map(|e| e.setbacks.clone()).collect();
+    let event = setback_name(episodes.iter().any(|e| e.has_lives));
     let rewarded: Vec<Vec<bool>> = episodes.iter().map(|e| e.rewarded.clone()).collect();
-    let life_soon: Vec<Vec<u32>> = life
+    let setback_soon: Vec<Vec<u32>> = setback
         .iter()
         .map(|f| stats::within_next(f, horizon))
         .collect();
@@ -332,8 +358,8 @@ fn analyse(episodes: &[Recorded], n_layers: usize, horizon: usize) -> Analysis {
         let runs = stats::run_lengths(&seqs);
         let usage = stats::usage(&seqs);
         let modules = seqs.first().map_or(0, |s| s.modules);
-        let life_mi = stats::mi_with_baseline(&active, &life_soon, 100, 11 + l as u64);
-        baselines.push(life_mi.baseline_mean);
+        let setback_mi = stats::mi_with_baseline(&active, &setback_soon, 100, 11 + l as u64);
+        baselines.push(setback_mi.baseline_mean);
         let td: Vec<f64> = episodes
             .iter()
             .filter_map(|e| e.top_down[l].as_ref())
@@ -358,10 +384,10 @@ fn analyse(episodes: &[Recorded], n_layers: usize, horizon: usize) -> Analysis {
                 .map(|(j, _)| j)
                 .collect(),
             usage,
-            mi_life_loss: life_mi,
+            mi_setback: setback_mi,
             mi_reward: stats::mi_with_baseline(&active, &reward_soon, 100, 21 + l as u64),
             mi_action: stats::mi_with_baseline(&active, &actions, 100, 31 + l as u64),
-            switch_rate_before_life_loss: stats::switch_rate_before(&seqs, &life, 20),
+            switch_rate_before_setback: stats::switch_rate_before(&seqs, &setback, 20),
             top_down_attention: (!td.is_empty()).then(|| td.iter().sum::<f64>() / td.len() as f64),
         });
         per_layer_seqs.push(seqs);
@@ -383,13 +409,13 @@ fn analyse(episodes: &[Recorded], n_layers: usize, horizon: usize) -> Analysis {
             claim: "the upper layer switches less often than the lower".into(),
             estimate,
             interval,
-            verdict: verdict(interval),
+            verdict: verdict(interval, n),
         });
         // MI above chance, lower minus upper; the chance levels (which grow with the number of
         // possible active sets, so the lower layer's is higher) are taken from the whole data.
         let (base_lower, base_upper) = (baselines[0], baselines[n_layers - 1]);
         let mi_diff = |idx: &[usize]| {
-            let events: Vec<u32> = idx.iter().flat_map(|&i| life_soon[i].clone()).collect();
+            let events: Vec<u32> = idx.iter().flat_map(|&i| setback_soon[i].clone()).collect();
             let a: Vec<u32> = idx.iter().flat_map(|&i| lower[i].active.clone()).collect();
             let b: Vec<u32> = idx.iter().flat_map(|&i| upper[i].active.clone()).collect();
             (stats::mutual_information(&a, &events) - base_lower)
@@ -397,28 +423,51 @@ fn analyse(episodes: &[Recorded], n_layers: usize, horizon: usize) -> Analysis {
         };
         let estimate = mi_diff(&all);
         let interval = stats::bootstrap_episodes(n, 2000, 6, mi_diff);
+        let (mi_lower, mi_upper) = (&layers[0].mi_setback, &layers[n_layers - 1].mi_setback);
+        let setbacks = setback.iter().flatten().filter(|&&x| x).count();
+        let verdict = if setbacks == 0 {
+            format!("no test: no {event} in these episodes")
+        } else if n >= MIN_CLAIM_EPISODES
+            && mi_lower.mi <= mi_lower.baseline_mean
+            && mi_upper.mi <= mi_upper.baseline_mean
+        {
+            format!(
+                "no test: neither layer's MI is above chance (both at or below their chance level), so \
+                 neither layer's activity tells of a {event} coming"
+            )
+        } else {
+            verdict(interval, n)
+        };
         claims.push(Claim {
             claim: format!(
-                "the lower layer's activity carries more information about a life loss within {horizon} steps than the upper's"
+                "the lower layer's activity carries more information about a {event} within {horizon} steps than the upper's"
             ),
             estimate,
             interval,
-            verdict: verdict(interval),
+            verdict,
         });
     }
     Analysis {
         episodes: episodes.len(),
         steps: episodes.iter().map(|e| e.actions.len()).sum(),
         mean_score: episodes.iter().map(|e| e.score).sum::<f64>() / episodes.len().max(1) as f64,
-        life_losses: life.iter().flatten().filter(|&&x| x).count(),
+        setback_event: event,
+        setbacks: setback.iter().flatten().filter(|&&x| x).count(),
         horizon,
         layers,
         claims,
     }
 }
 
-fn verdict((lo, hi): (f64, f64)) -> String {
-    if lo > 0.0 {
+/// The verdict on a difference's bootstrap interval over `episodes` episodes.
+fn verdict((lo, hi): (f64, f64), episodes: usize) -> String {
+    if episodes < MIN_CLAIM_EPISODES {
+        format!(
+            "too few episodes ({episodes}; a claim needs at least {MIN_CLAIM_EPISODES}: pass --episodes)"
+        )
+    } else if !(lo.is_finite() && hi.is_finite()) {
+        "no test: the statistic is undefined on these episodes".into()
+    } else if lo > 0.0 {
         "holds (the 95% interval is above 0)".into()
     } else if hi < 0.0 {
         "does not hold: the opposite (the 95% interval is below 0)".into()
@@ -436,10 +485,22 @@ fn markdown(a: &Analysis, checkpoint: &Path, args: &AnalyzeArgs, env: &EnvConfig
     let _ = writeln!(md, "# Module dynamics of {}\n", checkpoint.display());
     let _ = writeln!(
         md,
-        "{} evaluation episodes of {game} (sticky actions, seed {}), {} steps, mean score {:.1}, {} lives lost. \
-         Layer 0 is the lower layer. Events are \"within the next {} steps\". MI is in bits; chance = the same MI \
-         with each episode's events circularly shifted by a random offset (100 shifts: mean, 95th percentile).\n",
-        a.episodes, args.seed, a.steps, a.mean_score, a.life_losses, a.horizon
+        "{} evaluation episodes of {game} (sticky actions, seed {}), {} steps, mean score {:.1}, {} setbacks \
+         (a setback: a {}{}). Layer 0 is the lower layer. Events are \"within the next {} steps\". MI is in bits; \
+         chance = the same MI with each episode's events circularly shifted by a random offset (100 shifts: mean, \
+         95th percentile).\n",
+        a.episodes,
+        args.seed,
+        a.steps,
+        a.mean_score,
+        a.setbacks,
+        a.setback_event,
+        if a.setback_event == setback_name(true) {
+            ""
+        } else {
+            ", as the game has no lives"
+        },
+        a.horizon
     );
     if !a.claims.is_empty() {
         let _ = writeln!(md, "## Claims\n");
@@ -457,7 +518,7 @@ fn markdown(a: &Analysis, checkpoint: &Path, args: &AnalyzeArgs, env: &EnvConfig
     let _ = writeln!(md, "## Per layer\n");
     let _ = writeln!(
         md,
-        "| layer | modules | switch rate | mean run | usage entropy (bits) | idle modules | MI life loss (chance) | MI reward (chance) | MI action (chance) | top-down attention |"
+        "| layer | modules | switch rate | mean run | usage entropy (bits) | idle modules | MI setback (chance) | MI reward (chance) | MI action (chance) | top-down attention |"
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|");
     for l in &a.layers {
@@ -481,7 +542,11 @@ fn markdown(a: &Analysis, checkpoint: &Path, args: &AnalyzeArgs, env: &EnvConfig
             } else {
                 format!("{:?}", l.idle_modules)
             },
-            mi(&l.mi_life_loss),
+            if a.setbacks == 0 {
+                "— (no setback)".to_string()
+            } else {
+                mi(&l.mi_setback)
+            },
             mi(&l.mi_reward),
             mi(&l.mi_action),
             l.top_down_attention
@@ -502,23 +567,34 @@ fn markdown(a: &Analysis, checkpoint: &Path, args: &AnalyzeArgs, env: &EnvConfig
             usage.join(", ")
         );
     }
-    let _ = writeln!(
-        md,
-        "\nSwitch rate 1, 2, … 10 steps before a life loss (overall rate in the table):\n"
-    );
-    for l in &a.layers {
-        let r: Vec<String> = l
-            .switch_rate_before_life_loss
-            .iter()
-            .take(10)
-            .map(|x| format!("{x:.2}"))
-            .collect();
-        let _ = writeln!(md, "- layer {}: {}", l.layer, r.join(" "));
+    if a.setbacks == 0 {
+        let _ = writeln!(
+            md,
+            "\nNo {} in these episodes: no switch rates before one.",
+            a.setback_event
+        );
+    } else {
+        let _ = writeln!(
+            md,
+            "\nSwitch rate 1, 2, … 10 steps before a {} (overall rate in the table; — where no \
+             setback had that much history):\n",
+            a.setback_event
+        );
+        for l in &a.layers {
+            let r: Vec<String> = l
+                .switch_rate_before_setback
+                .iter()
+                .take(10)
+                .map(|x| x.map_or("—".to_string(), |x| format!("{x:.2}")))
+                .collect();
+            let _ = writeln!(md, "- layer {}: {}", l.layer, r.join(" "));
+        }
     }
     let _ = writeln!(
         md,
         "\n![raster](raster.png)\n\nThe raster: the first 600 steps of episode 1, time left to right; one row per module, the top \
-         layer on top; black = active. Above: green ticks for rewards, red for lives lost. Below: the action taken."
+         layer on top; black = active. Above: green ticks for rewards, red for setbacks ({}). Below: the action taken.",
+        a.setback_event
     );
     md
 }
@@ -573,7 +649,7 @@ fn draw_raster(
                 GREEN.filled(),
             ))?;
         }
-        if e.life_lost[t] {
+        if e.setbacks[t] {
             root.draw(&Rectangle::new(
                 [(x_of(t), ey + 8), (x_of(t) + 1, ey + 15)],
                 RED.filled(),
@@ -632,8 +708,9 @@ fn draw_raster(
     }
     root.draw(&Text::new(
         format!(
-            "steps 0-{} (2 px per step); green: reward, red: life lost",
-            steps - 1
+            "steps 0-{} (2 px per step); green: reward, red: {}",
+            steps - 1,
+            setback_name(e.has_lives)
         ),
         (x0, y + 18),
         font,
@@ -641,4 +718,124 @@ fn draw_raster(
     root.present()
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An episode of `steps` steps of a two-layer core (4 and 2 modules) without lives: the
+    /// lower layer's active set cycles with period `period` (0: never changes), the upper's
+    /// never changes; a point is conceded every 25 steps.
+    fn pong_like(steps: usize, period: usize) -> Recorded {
+        let mut resets = vec![false; steps];
+        resets[0] = true;
+        let lower: Vec<u32> = (0..steps)
+            .map(|t| {
+                if period > 0 && (t / period) % 2 == 1 {
+                    0b1100
+                } else {
+                    0b0011
+                }
+            })
+            .collect();
+        Recorded {
+            layers: vec![
+                LayerSeq {
+                    modules: 4,
+                    active: lower,
+                    resets: resets.clone(),
+                },
+                LayerSeq {
+                    modules: 2,
+                    active: vec![0b01; steps],
+                    resets,
+                },
+            ],
+            top_down: vec![Some(vec![0.3; steps]), None],
+            actions: (0..steps).map(|t| (t % 3) as u32).collect(),
+            rewarded: (0..steps).map(|t| t % 25 == 24).collect(),
+            setbacks: (0..steps).map(|t| t % 25 == 24).collect(),
+            has_lives: false,
+            score: -4.0,
+        }
+    }
+
+    /// Pong has no lives: the setback is a conceded point, counted, named, and never a NaN row.
+    #[test]
+    fn games_without_lives_use_conceded_points() {
+        let episodes: Vec<Recorded> = (0..12).map(|_| pong_like(100, 5)).collect();
+        let a = analyse(&episodes, 2, 10);
+        assert_eq!(a.setback_event, "point conceded");
+        assert_eq!(a.setbacks, 12 * 4);
+        for l in &a.layers {
+            assert!(
+                l.switch_rate_before_setback.iter().all(Option::is_some),
+                "{l:?}"
+            );
+            assert!(l.switch_rate.is_finite() && l.mi_setback.mi.is_finite());
+        }
+        let md = markdown(&a, Path::new("ckpt"), &args(), &EnvConfig::Cartpole);
+        assert!(!md.contains("NaN"), "{md}");
+        assert!(md.contains("point conceded"));
+    }
+
+    /// No setback in any episode: the rows about setbacks say so instead of printing NaN.
+    #[test]
+    fn no_setbacks_print_no_nan_rows() {
+        let mut episodes: Vec<Recorded> = (0..12).map(|_| pong_like(60, 5)).collect();
+        for e in &mut episodes {
+            e.setbacks.fill(false);
+        }
+        let a = analyse(&episodes, 2, 10);
+        assert_eq!(a.setbacks, 0);
+        let md = markdown(&a, Path::new("ckpt"), &args(), &EnvConfig::Cartpole);
+        assert!(!md.contains("NaN"), "{md}");
+        assert!(md.contains("No point conceded in these episodes"), "{md}");
+        assert!(a.claims[1].verdict.contains("no point conceded"));
+    }
+
+    /// Fewer than ten episodes make no claim, however narrow their bootstrap interval.
+    #[test]
+    fn claims_from_few_episodes_are_too_few() {
+        let episodes: Vec<Recorded> = (0..3).map(|_| pong_like(100, 5)).collect();
+        let a = analyse(&episodes, 2, 10);
+        assert!(a
+            .claims
+            .iter()
+            .all(|c| c.verdict.starts_with("too few episodes")));
+        // The switch-rate claim holds on 12 of the same episodes (the upper layer never
+        // switches, the lower every 5 steps).
+        let episodes: Vec<Recorded> = (0..12).map(|_| pong_like(100, 5)).collect();
+        assert!(analyse(&episodes, 2, 10).claims[0]
+            .verdict
+            .starts_with("holds"));
+    }
+
+    /// Activity that never changes carries no information: both MIs sit at chance (0), and the
+    /// claim says so instead of "inconclusive".
+    #[test]
+    fn a_claim_whose_mis_are_both_at_chance_says_so() {
+        let episodes: Vec<Recorded> = (0..12).map(|_| pong_like(100, 0)).collect();
+        let a = analyse(&episodes, 2, 10);
+        assert!(
+            a.claims[1]
+                .verdict
+                .contains("neither layer's MI is above chance"),
+            "{:?}",
+            a.claims[1]
+        );
+    }
+
+    fn args() -> AnalyzeArgs {
+        AnalyzeArgs {
+            checkpoint: "ckpt".into(),
+            episodes: 12,
+            out: None,
+            force: false,
+            seed: 1,
+            max_steps: 100,
+            horizon: 10,
+        }
+    }
 }

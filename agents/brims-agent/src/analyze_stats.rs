@@ -209,12 +209,13 @@ pub(crate) fn bootstrap_episodes(
 }
 
 /// The switch rate at each of the `before` steps preceding a flagged step (index 0 = the
-/// step just before), over every flagged step with that much history in its episode.
+/// step just before), over every flagged step with that much history in its episode; `None`
+/// where no flagged step had that much (no flags at all: every entry).
 pub(crate) fn switch_rate_before(
     seqs: &[LayerSeq],
     flags: &[Vec<bool>],
     before: usize,
-) -> Vec<f64> {
+) -> Vec<Option<f64>> {
     let mut switches = vec![0usize; before];
     let mut counts = vec![0usize; before];
     for (s, f) in seqs.iter().zip(flags) {
@@ -232,13 +233,7 @@ pub(crate) fn switch_rate_before(
     switches
         .iter()
         .zip(&counts)
-        .map(|(&s, &c)| {
-            if c == 0 {
-                f64::NAN
-            } else {
-                s as f64 / c as f64
-            }
-        })
+        .map(|(&s, &c)| (c > 0).then(|| s as f64 / c as f64))
         .collect()
 }
 
@@ -324,8 +319,11 @@ mod tests {
         // Switches at t = 4 and 5, a flag at t = 6: the two steps before it both switched.
         let s = seq(2, &[1, 1, 1, 1, 2, 1, 1]);
         let flags = vec![vec![false, false, false, false, false, false, true]];
-        let r = switch_rate_before(&[s], &flags, 3);
-        assert_eq!(r, vec![1.0, 1.0, 0.0]);
+        let r = switch_rate_before(std::slice::from_ref(&s), &flags, 3);
+        assert_eq!(r, vec![Some(1.0), Some(1.0), Some(0.0)]);
+        // No flag (a game without lives, no life lost): no rate, not NaN.
+        let none = vec![vec![false; 7]];
+        assert_eq!(switch_rate_before(&[s], &none, 2), vec![None, None]);
         let (lo, hi) = bootstrap_episodes(10, 200, 3, |pick| pick.len() as f64);
         assert_eq!((lo, hi), (10.0, 10.0));
     }

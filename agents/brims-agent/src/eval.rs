@@ -49,6 +49,10 @@ pub(crate) struct Episode {
     pub actions: Vec<u32>,
     /// Per step, when recorded: the core state was zeroed before it (episode start, life lost).
     pub resets: Vec<bool>,
+    /// Per step, when recorded: a negative reward (a point conceded, in Pong).
+    pub conceded: Vec<bool>,
+    /// The game reports lives (`info.lives`); Pong, for one, has none.
+    pub has_lives: bool,
 }
 
 /// What an evaluation keeps of its episodes besides their scores.
@@ -476,6 +480,8 @@ fn play_episode<T: Element + ObsElement>(
         events: telemetry::StepEvents::default(),
         actions: Vec::new(),
         resets: Vec::new(),
+        conceded: Vec::new(),
+        has_lives: false,
     };
     loop {
         if max_steps.is_some_and(|m| episode.length >= m) {
@@ -499,6 +505,8 @@ fn play_episode<T: Element + ObsElement>(
             episode.actions.push(acted.actions[0]);
             episode.resets.push(reset);
             episode.events.rewards.push(step.reward != 0.0);
+            episode.conceded.push(step.reward < 0.0);
+            episode.has_lives |= step.info.lives.is_some();
             episode
                 .events
                 .life_lost

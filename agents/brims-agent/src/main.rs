@@ -13,8 +13,11 @@ mod envs;
 mod eval;
 mod gif_writer;
 mod hparams;
+mod lesion;
 mod play;
 mod preflight;
+mod probe;
+mod probe_stats;
 mod report;
 mod run_config;
 mod run_dir;
@@ -58,6 +61,13 @@ enum Command {
     /// Module dynamics of a trained BRIMs agent: switch rates, run lengths, event information,
     /// the top-down share, a raster picture.
     Analyze(analyze::AnalyzeArgs),
+    /// Test-time lesions: the score change when the top-down context is replaced, the upper
+    /// layer frozen, modules masked or forced on (BRIMs), or the state reset (LSTM).
+    Lesion(lesion::LesionArgs),
+    /// Linear probes of what each layer knows: reactive targets (a point conceded soon, the
+    /// ball's next position) and long-horizon ones (return and points over the next 100-200
+    /// steps), per layer and on the CNN features, cross-validated by episode.
+    Probe(probe::ProbeArgs),
     /// Play whole games with a random (or trained) agent and print the scores.
     Play(play::PlayArgs),
     /// List every bundled game.
@@ -181,6 +191,8 @@ fn run(command: Command) -> anyhow::Result<Option<serde_json::Value>> {
         Command::Compare(args) => compare::run(&args)?,
         Command::Sweep(args) => sweep::run(&args)?,
         Command::Analyze(args) => analyze::run(&args)?,
+        Command::Lesion(args) => lesion::run(&args)?,
+        Command::Probe(args) => probe::run(&args)?,
         Command::Play(args) => play::run(&args)?,
         Command::ListGames => {
             play::list_games();

@@ -167,7 +167,7 @@ fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 fn force_replaces_only_what_analyze_wrote() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("brims");
-    train("configs/cartpole_brims.toml", &run, "512");
+    train("configs/cartpole_brims.toml", &run, "1024");
     let analyze = |cwd: &Path, out: &str| {
         Command::new(env!("CARGO_BIN_EXE_brims"))
             .current_dir(cwd)
@@ -212,4 +212,139 @@ fn force_replaces_only_what_analyze_wrote() {
         "keep"
     );
     assert!(out.join("analysis.json").is_file());
+}
+
+/// `brims lesion` end to end on a tiny CartPole BRIMs run: one row per condition, the intact
+/// row's change exactly 0, every row over the same number of episodes, the same numbers when
+/// run again (same episode seeds), and an existing output directory refused.
+#[test]
+fn lesion_plays_every_condition_on_the_same_episodes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("cartpole");
+    train("configs/cartpole_brims.toml", &run, "1024");
+    let lesion = |out: &Path| {
+        brims(&[
+            "lesion",
+            run.to_str().unwrap(),
+            "--episodes",
+            "10",
+            "--max-steps",
+            "40",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    for out in [&a, &b] {
+        let o = lesion(out);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let read = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("lesions.json")).unwrap()).unwrap()
+    };
+    let (ja, jb) = (read(&a), read(&b));
+    assert_eq!(
+        ja["rows"], jb["rows"],
+        "the same episodes give the same scores"
+    );
+    let rows = ja["rows"].as_array().unwrap();
+    let core: toml::Table =
+        toml::from_str(&std::fs::read_to_string(run.join("config.toml")).unwrap()).unwrap();
+    let layers = core["network"]["core"]["layers"].as_array().unwrap();
+    let modules: i64 = layers
+        .iter()
+        .map(|l| l["modules"].as_integer().unwrap())
+        .sum();
+    // intact, 3 top-down, frozen upper (two layers or more), all active, each module masked.
+    let expected = 1 + 3 + usize::from(layers.len() >= 2) + 1 + modules as usize;
+    assert_eq!(rows.len(), expected, "{rows:?}");
+    assert_eq!(rows[0]["condition"], "intact");
+    assert_eq!(rows[0]["change"], 0.0);
+    for r in rows {
+        assert_eq!(r["scores"].as_array().unwrap().len(), 10, "{r}");
+        let (lo, hi) = (
+            r["interval"][0].as_f64().unwrap(),
+            r["interval"][1].as_f64().unwrap(),
+        );
+        let change = r["change"].as_f64().unwrap();
+        assert!(lo <= change + 1e-9 && change <= hi + 1e-9, "{r}");
+    }
+    fails_with(
+        &[
+            "lesion",
+            run.to_str().unwrap(),
+            "--out",
+            a.to_str().unwrap(),
+        ],
+        "exists",
+    );
+}
+
+/// `brims probe` end to end on a tiny Pong BRIMs run: a probe per target and representation
+/// (the CNN features and both layers), AUCs in [0, 1], every fold scored, and the claim stated.
+#[test]
+fn probe_fits_every_target_on_every_layer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("pong");
+    let o = brims(&[
+        "train",
+        "--config",
+        "configs/smoke.toml",
+        "--run-dir",
+        run.to_str().unwrap(),
+        "--quiet",
+        "--set",
+        "env.game=Pong",
+        "--set",
+        "total_frames=4096",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = tmp.path().join("probes");
+    let o = brims(&[
+        "probe",
+        run.to_str().unwrap(),
+        "--episodes",
+        "4",
+        "--folds",
+        "2",
+        "--max-steps",
+        "700",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("probes.json")).unwrap()).unwrap();
+    let cells = json["cells"].as_array().unwrap();
+    let reps: std::collections::BTreeSet<&str> = cells
+        .iter()
+        .map(|c| c["representation"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reps.into_iter().collect::<Vec<_>>(),
+        ["CNN features", "layer 0 h", "layer 1 h"]
+    );
+    let targets: std::collections::BTreeSet<&str> = cells
+        .iter()
+        .map(|c| c["target"].as_str().unwrap())
+        .collect();
+    // A random Pong agent concedes a point every ~100 steps: every target can be scored.
+    assert_eq!(targets.len(), 5, "{targets:?}");
+    for c in cells {
+        assert_eq!(c["cv"]["folds"], 2, "{c}");
+        if c["score"] == "AUC" {
+            let auc = c["cv"]["mean"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&auc), "{c}");
+        }
+    }
+    assert!(json["claim"].as_str().unwrap().contains("hold"));
+    fails_with(
+        &[
+            "probe",
+            run.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "exists",
+    );
 }

@@ -16,12 +16,11 @@ use crate::brims_seq::{self, BrimsSeqOp};
 use crate::config::{AttentionInit, BrimsConfig, CoreOutput, LstmInit, TieBreak};
 use crate::core::{act_by_stepping, Core, CoreState, LayerTrace, StepTrace};
 use crate::error::BrimsError;
+use crate::lesion::{LayerLesion, Lesion};
 use crate::lstm::{check_width, expect_shape, fast_tanh};
+use crate::norm::normalise_rows;
 use crate::sizes::LayerSizes;
 use crate::topk::active_modules;
-
-/// ε of `slot_norm`'s variance (as torch's LayerNorm).
-pub(crate) const SLOT_NORM_EPS: f64 = 1e-5;
 
 /// One BRIMs layer's parameters (its sizes are the [`LayerSizes`] of the same index). Every
 /// weight is stored `[.., in, out]` so a forward `x.matmul(&w)` reads it as stored and its
@@ -364,6 +363,17 @@ impl Brims {
         bottom_kv: Option<Tensor>,
         state: &CoreState,
     ) -> Result<Vec<LayerOut>> {
+        self.step_layers_lesioned(input, bottom_kv, state, &Lesion::default())
+    }
+
+    /// [`step_layers`](Self::step_layers) under `lesion` (the empty lesion: the same step).
+    fn step_layers_lesioned(
+        &self,
+        input: &Tensor,
+        bottom_kv: Option<Tensor>,
+        state: &CoreState,
+        lesion: &Lesion,
+    ) -> Result<Vec<LayerOut>> {
         self.check_input(input).map_err(BrimsError::into_candle)?;
         self.check_state(state)?;
         let mut outs: Vec<LayerOut> = Vec::with_capacity(self.layers.len());
@@ -373,8 +383,11 @@ impl Brims {
                 None => input,
             };
             let projected = bottom_kv.as_ref().filter(|_| l == 0);
-            let kv = self.slot_keys_values(l, below, projected, state)?;
-            let out = self.layer_step(l, &kv, &state.parts[2 * l], &state.parts[2 * l + 1])?;
+            let layer_lesion = lesion.layer(l);
+            let top_down = layer_lesion.and_then(|x| x.top_down.as_ref());
+            let kv = self.slot_keys_values(l, below, projected, top_down, state)?;
+            let (h, c) = (&state.parts[2 * l], &state.parts[2 * l + 1]);
+            let out = self.layer_step(l, &kv, h, c, layer_lesion)?;
             outs.push(out);
         }
         Ok(outs)
@@ -386,20 +399,20 @@ impl Brims {
         if !self.cfg.slot_norm {
             return Ok(x.clone());
         }
-        let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
-        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        centred.broadcast_div(&(var + SLOT_NORM_EPS)?.sqrt()?)
+        normalise_rows(x)
     }
 
     /// Spec §4.1, input slots: the keys and values `[B, Hi·(dk + dv)]` of layer `l`'s real
     /// slots, bottom-up (`below`: the encoder output, or the layer below at this step; or
     /// `projected` already) then top-down (the source layer's `h` in `state`, before the step).
     /// Fused: [`slot_keys_values`](crate::brims_seq::forward::slot_keys_values).
+    /// `top_down` replaces the source layer's `h` (a lesion).
     fn slot_keys_values(
         &self,
         l: usize,
         below: &Tensor,
         projected: Option<&Tensor>,
+        top_down: Option<&Tensor>,
         state: &CoreState,
     ) -> Result<Vec<Tensor>> {
         let w = &self.layers[l];
@@ -409,17 +422,25 @@ impl Brims {
         };
         let mut kv = vec![bottom_up];
         if let Some(src) = self.sizes[l].top_down {
-            kv.push(
-                self.slot_input(&state.parts[2 * src])?
-                    .matmul(&w.inp_kv[1])?,
-            );
+            let source = top_down.unwrap_or(&state.parts[2 * src]);
+            expect_shape("top-down lesion", source, state.parts[2 * src].dims())
+                .map_err(BrimsError::into_candle)?;
+            kv.push(self.slot_input(source)?.matmul(&w.inp_kv[1])?);
         }
         Ok(kv)
     }
 
     /// One layer's step from its slots' keys and values `kv` and its state `h`, `c` (`[B, N]`),
     /// section by section (§§4.2–4.6).
-    fn layer_step(&self, l: usize, kv: &[Tensor], h: &Tensor, c: &Tensor) -> Result<LayerOut> {
+    /// `lesion` masks modules or changes `k` (see [`LayerLesion`]).
+    fn layer_step(
+        &self,
+        l: usize,
+        kv: &[Tensor],
+        h: &Tensor,
+        c: &Tensor,
+        lesion: Option<&LayerLesion>,
+    ) -> Result<LayerOut> {
         let (s, w) = (&self.sizes[l], &self.layers[l]);
         let b = h.dim(0)?;
         let (m, d) = (s.modules, s.module_size);
@@ -427,7 +448,7 @@ impl Brims {
         let h_mb = h.reshape((b, m, d))?.transpose(0, 1)?;
         let c_mb = c.reshape((b, m, d))?.transpose(0, 1)?;
         let attention = self.input_attention(s, w, kv, &h_mb)?;
-        let (active, null_scores) = self.select_active(s, &attention.null)?;
+        let (active, null_scores) = self.select_active(s, &attention.null, lesion)?;
         let (lstm_h, lstm_c) = Self::module_lstms(s, w, &attention.read, &h_mb, &c_mb)?;
         let comm = self.communication(s, w, &lstm_h, &active)?;
         let (h_out, c_out) = Self::commit(s, &active, &comm.h_new, &lstm_c, h, c)?;
@@ -507,11 +528,30 @@ impl Brims {
     /// Spec §4.3, selection: per env (row of `null`, `[B, M]`), the `M − k` modules with the
     /// largest null attention are inactive, on the CPU. Returns the mask and the scores it saw,
     /// `[B·M]` env-major. Fused: [`select_active`](crate::brims_seq::forward::select_active).
-    fn select_active(&self, s: &LayerSizes, null: &Tensor) -> Result<(Vec<bool>, Vec<f64>)> {
+    /// A lesion's masked modules score `+∞` (never among the `k` least null-attending), and
+    /// its `active` replaces `k`; `k` is at most the unmasked count.
+    fn select_active(
+        &self,
+        s: &LayerSizes,
+        null: &Tensor,
+        lesion: Option<&LayerLesion>,
+    ) -> Result<(Vec<bool>, Vec<f64>)> {
         let null_scores: Vec<f64> = null.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+        let masked: &[usize] = lesion.map_or(&[], |x| &x.masked_modules);
+        if let Some(&j) = masked.iter().find(|&&j| j >= s.modules) {
+            candle_core::bail!("lesion: module {j} does not exist ({} modules)", s.modules);
+        }
+        let k = lesion
+            .and_then(|x| x.active)
+            .unwrap_or(s.active)
+            .min(s.modules.saturating_sub(masked.len()));
         let mut active = Vec::with_capacity(null_scores.len());
         for row in null_scores.chunks(s.modules) {
-            active.extend(active_modules(row, s.active, self.cfg.tie_break));
+            let mut row = row.to_vec();
+            for &j in masked {
+                row[j] = f64::INFINITY;
+            }
+            active.extend(active_modules(&row, k, self.cfg.tie_break));
         }
         Ok((active, null_scores))
     }
@@ -863,6 +903,16 @@ impl Core for Brims {
         state: &CoreState,
     ) -> Result<(Tensor, CoreState, Option<StepTrace>)> {
         Self::finish(self.step_layers(input, None, state)?, true, self.cfg.output)
+    }
+
+    fn step_lesioned(
+        &self,
+        input: &Tensor,
+        state: &CoreState,
+        lesion: &Lesion,
+    ) -> Result<(Tensor, CoreState, Option<StepTrace>)> {
+        let outs = self.step_layers_lesioned(input, None, state, lesion)?;
+        Self::finish(outs, true, self.cfg.output)
     }
 
     fn set_training(&mut self, training: bool) {

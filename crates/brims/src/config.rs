@@ -58,6 +58,12 @@ pub struct LstmConfig {
     /// How the weights start (default: CleanRL's orthogonal).
     #[serde(default)]
     pub weight_init: LstmWeightInit,
+    /// Normalise each input row to zero mean and unit variance (no learned scale) before the
+    /// input projection, as BRIMs' `slot_norm` does to the encoder features it reads. Off by
+    /// default (CleanRL's LSTM); on in the ablation's size-matched LSTM, so "BRIMs only wins by
+    /// its normalisation" can be tested.
+    #[serde(default)]
+    pub input_norm: bool,
 }
 
 /// The LSTM's initial weights.
@@ -85,6 +91,7 @@ impl LstmConfig {
         LstmConfig {
             hidden_size,
             weight_init: LstmWeightInit::default(),
+            input_norm: false,
         }
     }
 
@@ -276,6 +283,17 @@ fn default_attention_init_std() -> f64 {
 }
 
 impl BrimsConfig {
+    /// The layer whose `h` before the step layer `l`'s top-down slot reads (`None`: the layer
+    /// has no top-down slot), by the `top_down` wiring.
+    pub fn top_down_source(&self, l: usize) -> Option<usize> {
+        let n_layers = self.layers.len();
+        match self.top_down {
+            TopDown::Reference => (l == 0).then_some(n_layers - 1),
+            TopDown::Paper => (l + 1 < n_layers).then_some(l + 1),
+            TopDown::None => None,
+        }
+    }
+
     /// The Atari preset, the core of configs/breakout_brims.toml: a layer of 256 with 8 modules
     /// (4 active) under a layer of 128 with 4 modules (2 active), with what lets BRIMs learn
     /// from CNN features (see `AttentionInit::FanIn`, `LstmInit::Module`, `slot_norm`) and both

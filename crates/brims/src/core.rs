@@ -2,6 +2,8 @@
 
 use candle_core::{Result, Tensor};
 
+use crate::lesion::Lesion;
+
 /// The recurrent state of a core for a batch of environments.
 ///
 /// A flat list of `[B, width_i]` tensors (LSTM: `[h, c]`; BRIMs: `[h_0, c_0, h_1, c_1, …]`,
@@ -149,6 +151,21 @@ pub trait Core: Send + Sync {
     ) -> Result<(Tensor, CoreState, Option<StepTrace>)> {
         let (out, next) = self.step(input, state)?;
         Ok((out, next, None))
+    }
+
+    /// [`Core::step_traced`] under a test-time [`Lesion`] (top-down input replaced, modules
+    /// masked or forced on), for `brims lesion`. A core without modules (the LSTM) takes only
+    /// the empty lesion; BRIMs runs its reference step with the intervention.
+    fn step_lesioned(
+        &self,
+        input: &Tensor,
+        state: &CoreState,
+        lesion: &Lesion,
+    ) -> Result<(Tensor, CoreState, Option<StepTrace>)> {
+        if !lesion.is_empty() {
+            candle_core::bail!("this core has no modules or top-down input to lesion");
+        }
+        self.step_traced(input, state)
     }
 
     /// Switches training-only behaviour (dropout) on or off. Default: no such behaviour.

@@ -35,8 +35,10 @@ mod core;
 mod error;
 mod fixture;
 mod kernels;
+mod lesion;
 mod lstm;
 mod lstm_seq;
+mod norm;
 mod sizes;
 mod topk;
 
@@ -48,4 +50,5 @@ pub use crate::config::{
 pub use crate::core::{Core, CoreState, LayerTrace, StepTrace};
 pub use crate::error::BrimsError;
 pub use crate::fixture::{check_fixture, CaseReport, FixtureReport};
+pub use crate::lesion::{LayerLesion, Lesion};
 pub use crate::lstm::Lstm;

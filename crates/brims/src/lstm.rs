@@ -9,6 +9,7 @@ use crate::core::{act_by_stepping, Core, CoreState, StepTrace};
 use crate::error::BrimsError;
 use crate::kernels::{cpu_slices, gemm_acc_nt, Real};
 use crate::lstm_seq::{cell_forward, fused_supported, lstm_seq};
+use crate::norm::normalise_rows;
 
 /// An LSTM cell with PyTorch's gate order `i, f, g, o` and parameter names
 /// (`weight_ih [4H, E]`, `weight_hh [4H, H]`, `bias_ih [4H]`, `bias_hh [4H]`), so candle-nn and
@@ -27,6 +28,8 @@ pub struct Lstm {
     bias_hh: Tensor,
     input_size: usize,
     hidden_size: usize,
+    /// `LstmConfig::input_norm`: every input row normalised before the projection.
+    input_norm: bool,
 }
 
 impl Lstm {
@@ -41,16 +44,32 @@ impl Lstm {
             lo: -bound,
             up: bound,
         };
-        Self::from_tensors(
+        let lstm = Self::from_tensors(
             vb.get_with_hints((4 * h, input_size), "weight_ih", init)?,
             vb.get_with_hints((4 * h, h), "weight_hh", init)?,
             vb.get_with_hints(4 * h, "bias_ih", init)?,
             vb.get_with_hints(4 * h, "bias_hh", init)?,
-        )
+        )?;
+        Ok(lstm.with_input_norm(cfg.input_norm))
+    }
+
+    /// The same LSTM with `input_norm` on or off (see [`LstmConfig::input_norm`]).
+    pub fn with_input_norm(mut self, input_norm: bool) -> Self {
+        self.input_norm = input_norm;
+        self
+    }
+
+    /// `input [.., E]` as the input projection reads it: as it is, or each row normalised.
+    fn projected_input(&self, input: &Tensor) -> candle_core::Result<Tensor> {
+        if self.input_norm {
+            normalise_rows(input)
+        } else {
+            Ok(input.clone())
+        }
     }
 
     /// Builds the LSTM from PyTorch-layout tensors: `weight_ih [4H, E]`, `weight_hh [4H, H]`,
-    /// `bias_ih [4H]`, `bias_hh [4H]`.
+    /// `bias_ih [4H]`, `bias_hh [4H]` (without `input_norm`).
     pub fn from_tensors(
         weight_ih: Tensor,
         weight_hh: Tensor,
@@ -72,6 +91,7 @@ impl Lstm {
             bias_hh,
             input_size,
             hidden_size,
+            input_norm: false,
         })
     }
 
@@ -174,14 +194,14 @@ impl Lstm {
         self.recur_stepwise(&x_proj, &w_hh, &resets.affine(-1.0, 1.0)?, start)
     }
 
-    /// `inputs [T, B, E]` to `(x_proj [T, B, 4H], w_hh [H, 4H])`: all inputs projected by one
-    /// matmul (bias included), and `weight_hh` transposed once.
+    /// `inputs [T, B, E]` to `(x_proj [T, B, 4H], w_hh [H, 4H])`: all inputs (normalised with
+    /// `input_norm`) projected by one matmul (bias included), and `weight_hh` transposed once.
     fn project(&self, inputs: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
         let (steps, batch, e) = inputs.dims3()?;
         let w_ih = self.weight_ih.t()?.contiguous()?;
         let w_hh = self.weight_hh.t()?.contiguous()?;
-        let x_proj = inputs
-            .reshape((steps * batch, e))?
+        let x_proj = self
+            .projected_input(&inputs.reshape((steps * batch, e))?)?
             .matmul(&w_ih)?
             .broadcast_add(&self.bias()?)?
             .reshape((steps, batch, 4 * self.hidden_size))?;
@@ -267,7 +287,8 @@ impl Core for Lstm {
         self.check_input(input).map_err(BrimsError::into_candle)?;
         self.check_state(state)?;
         // Forward-only use (acting): gemm reads the transposed weight views without a copy.
-        let gates = input
+        let gates = self
+            .projected_input(input)?
             .matmul(&self.weight_ih.t()?)?
             .add(&state.parts[0].matmul(&self.weight_hh.t()?)?)?
             .broadcast_add(&self.bias()?)?;
@@ -295,8 +316,10 @@ impl Core for Lstm {
             .iter()
             .all(|t| t.dtype() == dtype);
         if !(same_dtype && fused_supported(input.device(), dtype)) {
+            // `step` normalises the input itself.
             return act_by_stepping(self, input, state, reset, traced);
         }
+        let input = &self.projected_input(input)?;
         let keep: Vec<f64> = reset
             .to_dtype(DType::F64)?
             .to_vec1::<f64>()?

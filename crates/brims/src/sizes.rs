@@ -2,7 +2,7 @@
 //! the reference step ([`crate::brims`]) and the fused loops ([`crate::brims_seq`]) use.
 //! Spec notation (§1) in backticks.
 
-use crate::config::{BrimsConfig, TopDown};
+use crate::config::BrimsConfig;
 
 /// Sizes of one BRIMs layer `l`, known before any parameter exists.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,11 +43,7 @@ impl LayerSizes {
         (0..n_layers)
             .map(|l| {
                 let lc = cfg.layers[l];
-                let top_down = match cfg.top_down {
-                    TopDown::Reference => (l == 0).then_some(n_layers - 1),
-                    TopDown::Paper => (l + 1 < n_layers).then_some(l + 1),
-                    TopDown::None => None,
-                };
+                let top_down = cfg.top_down_source(l);
                 let bottom_up = if l == 0 {
                     input_size
                 } else {

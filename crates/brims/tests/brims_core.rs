@@ -2,8 +2,8 @@
 
 use brims::{
     build_core, AttentionInit, Brims, BrimsConfig, BrimsError, BrimsLayerConfig,
-    CommAttentionConfig, Core, CoreConfig, CoreOutput, CoreState, InputAttentionConfig, Lstm,
-    LstmConfig, LstmInit, TieBreak, TopDown,
+    CommAttentionConfig, Core, CoreConfig, CoreOutput, CoreState, InputAttentionConfig,
+    LayerLesion, Lesion, Lstm, LstmConfig, LstmInit, TieBreak, TopDown,
 };
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -34,6 +34,27 @@ fn tiny_cfg() -> BrimsConfig {
     };
     cfg.attention_init_std = 0.7;
     cfg
+}
+
+/// The Pong ablation's cells (configs/pong_brims_dense.toml, pong_brims_one_module.toml) in
+/// small, with the Atari options: every module of both layers active, and one module per layer
+/// (same widths, so one module holds the whole layer and communication reads only itself).
+fn ablation_cells() -> Vec<BrimsConfig> {
+    [
+        vec![layer(8, 4, 4), layer(6, 3, 3)],
+        vec![layer(8, 1, 1), layer(6, 1, 1)],
+    ]
+    .into_iter()
+    .map(|layers| {
+        let mut cfg = tiny_cfg();
+        cfg.layers = layers;
+        cfg.slot_norm = true;
+        cfg.output = CoreOutput::AllLayers;
+        cfg.attention_init = AttentionInit::FanIn;
+        cfg.lstm_init = LstmInit::Module;
+        cfg
+    })
+    .collect()
 }
 
 fn tiny(cfg: &BrimsConfig, dtype: DType) -> (VarMap, Brims) {
@@ -461,7 +482,8 @@ fn dropout_only_in_training() {
 
 /// The fused sequence pass (one autograd node) and the candle step loop agree on outputs and on
 /// the gradient to every parameter, the input and the start state: one layer (RIMs, its own `h`
-/// as top-down), three layers under both wirings, and a layer with every module active. Three
+/// as top-down), three layers under every wiring, a layer with every module active, and the
+/// Pong ablation's dense and one-module cells. Three
 /// threads split the three envs' rows, whatever this machine's core count.
 #[test]
 fn fused_seq_gradients_match_the_step_loop_in_every_wiring() {
@@ -499,6 +521,7 @@ fn fused_seq_gradients_match_the_step_loop() {
     rims_norm.layers.truncate(1);
     rims_norm.slot_norm = true;
     configs.push(rims_norm);
+    configs.extend(ablation_cells());
     let (steps, batch) = (5, 3);
     let mut resets = vec![0f64; steps * batch];
     resets[batch + 2] = 1.0;
@@ -549,12 +572,15 @@ fn fused_seq_gradients_match_the_step_loop() {
 
 /// `act` (the forward-only fused step acting uses) gives `step_with_reset`'s outputs, state and
 /// trace, in f32 and f64, from random states and from the zero state, where every null score
-/// ties, under both tie-break rules.
+/// ties, under both tie-break rules; for the small two-layer cell and the ablation's cells.
 #[test]
 fn act_matches_the_reference_step_and_trace() {
     for (dtype, tol) in [(DType::F32, 1e-5), (DType::F64, 1e-12)] {
-        for tie_break in [TieBreak::LowestIndex, TieBreak::TorchCpu] {
-            let mut cfg = tiny_cfg();
+        let cells = std::iter::once(tiny_cfg()).chain(ablation_cells());
+        for (base, tie_break) in
+            cells.flat_map(|c| [TieBreak::LowestIndex, TieBreak::TorchCpu].map(|t| (c.clone(), t)))
+        {
+            let mut cfg = base;
             cfg.tie_break = tie_break;
             let (_vm, core) = tiny(&cfg, dtype);
             let x = randn(&[4, E], dtype);
@@ -601,4 +627,103 @@ fn act_matches_the_reference_step_and_trace() {
             }
         }
     }
+}
+
+/// Test-time lesions (`brims lesion`): the empty lesion is the plain step; a masked module is
+/// never active and keeps its state; `active = M` turns every module on; the top-down slot
+/// reads what the lesion gives it (the layer above's own `h`: no change; zeros: a change);
+/// the LSTM refuses any lesion but the empty one.
+#[test]
+fn lesions_change_only_what_they_name() {
+    let cfg = tiny_cfg();
+    let (_vm, core) = tiny(&cfg, DType::F64);
+    let x = randn(&[4, E], DType::F64);
+    let state = rand_state(&core, 4, DType::F64);
+    let (y, next, trace) = core.step_traced(&x, &state).unwrap();
+    let (ly, lnext, ltrace) = core.step_lesioned(&x, &state, &Lesion::default()).unwrap();
+    assert_eq!(max_diff(&y, &ly), 0.0);
+    for (a, b) in next.parts.iter().zip(&lnext.parts) {
+        assert_eq!(max_diff(a, b), 0.0);
+    }
+    assert_eq!(trace, ltrace);
+
+    // Module 1 of layer 0 masked: inactive in every env, its slice of h and c unchanged.
+    let masked = Lesion {
+        layers: vec![LayerLesion {
+            masked_modules: vec![1],
+            ..LayerLesion::default()
+        }],
+    };
+    let (_, mnext, mtrace) = core.step_lesioned(&x, &state, &masked).unwrap();
+    let l0 = &mtrace.unwrap().layers[0];
+    let m = l0.num_modules;
+    let d = 8 / m;
+    for b in 0..4 {
+        assert!(!l0.active[b * m + 1], "env {b}");
+        assert_eq!(
+            l0.active[b * m..(b + 1) * m].iter().filter(|&&a| a).count(),
+            2
+        );
+    }
+    for part in [0, 1] {
+        let before = state.parts[part].narrow(1, d, d).unwrap();
+        let after = mnext.parts[part].narrow(1, d, d).unwrap();
+        assert_eq!(max_diff(&before, &after), 0.0);
+    }
+
+    // Every module on in both layers.
+    let dense = Lesion {
+        layers: vec![
+            LayerLesion {
+                active: Some(4),
+                ..LayerLesion::default()
+            },
+            LayerLesion {
+                active: Some(3),
+                ..LayerLesion::default()
+            },
+        ],
+    };
+    let (_, _, dtrace) = core.step_lesioned(&x, &state, &dense).unwrap();
+    assert!(dtrace
+        .unwrap()
+        .layers
+        .iter()
+        .all(|l| l.active.iter().all(|&a| a)));
+
+    // Layer 0's top-down slot reads layer 1's h before the step: given that, nothing changes;
+    // given zeros, layer 0's output does.
+    let same = Lesion {
+        layers: vec![LayerLesion {
+            top_down: Some(state.parts[2].clone()),
+            ..LayerLesion::default()
+        }],
+    };
+    let (_, snext, _) = core.step_lesioned(&x, &state, &same).unwrap();
+    assert_eq!(max_diff(&snext.parts[0], &next.parts[0]), 0.0);
+    let zeroed = Lesion {
+        layers: vec![LayerLesion {
+            top_down: Some(state.parts[2].zeros_like().unwrap()),
+            ..LayerLesion::default()
+        }],
+    };
+    let (_, znext, _) = core.step_lesioned(&x, &state, &zeroed).unwrap();
+    assert!(max_diff(&znext.parts[0], &next.parts[0]) > 1e-6);
+    // A top-down of the wrong width is an error, not a panic.
+    let bad = Lesion {
+        layers: vec![LayerLesion {
+            top_down: Some(Tensor::zeros((4, 5), DType::F64, &Device::Cpu).unwrap()),
+            ..LayerLesion::default()
+        }],
+    };
+    assert!(core.step_lesioned(&x, &state, &bad).is_err());
+
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
+    let lstm = Lstm::new(&LstmConfig::new(4), E, vb).unwrap();
+    let lstm_state = lstm.zero_state(4).unwrap();
+    assert!(lstm
+        .step_lesioned(&x, &lstm_state, &Lesion::default())
+        .is_ok());
+    assert!(lstm.step_lesioned(&x, &lstm_state, &masked).is_err());
 }

@@ -37,9 +37,14 @@ struct Setup {
 }
 
 fn setup(dtype: DType, hidden: usize) -> Setup {
+    setup_with(dtype, LstmConfig::new(hidden))
+}
+
+fn setup_with(dtype: DType, cfg: LstmConfig) -> Setup {
+    let hidden = cfg.hidden_size;
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, dtype, &Device::Cpu);
-    let lstm = Lstm::new(&LstmConfig::new(hidden), E, vb).unwrap();
+    let lstm = Lstm::new(&cfg, E, vb).unwrap();
     Setup {
         vm,
         lstm,
@@ -141,7 +146,11 @@ fn weights(shape: &[usize], salt: usize, dtype: DType) -> Tensor {
 }
 
 fn check(dtype: DType, hidden: usize, value_tol: f64, grad_tol: f64) {
-    let s = setup(dtype, hidden);
+    check_with(dtype, LstmConfig::new(hidden), value_tol, grad_tol)
+}
+
+fn check_with(dtype: DType, cfg: LstmConfig, value_tol: f64, grad_tol: f64) {
+    let s = setup_with(dtype, cfg);
     let (ys_f, last_f, g_f) = run(&s, true);
     let (ys_s, last_s, g_s) = run(&s, false);
     assert!(max_abs_diff(&ys_f, &ys_s) < value_tol);
@@ -283,4 +292,93 @@ fn act_checks_its_shapes() {
     let reset = Tensor::zeros(B, DType::F32, &Device::Cpu).unwrap();
     let small = s.lstm.zero_state(B - 1).unwrap();
     assert!(s.lstm.act(&x, &small, &reset, false).is_err());
+}
+
+fn normed(hidden: usize) -> LstmConfig {
+    LstmConfig {
+        input_norm: true,
+        ..LstmConfig::new(hidden)
+    }
+}
+
+/// With `input_norm`, the fused op and the step loop still agree, values and gradients
+/// (the inputs' gradient now passes through the normalisation).
+#[test]
+fn fused_seq_matches_step_loop_with_input_norm() {
+    check_with(DType::F64, normed(6), 1e-12, 1e-10);
+    check_with(DType::F32, normed(6), 1e-5, 1e-4);
+}
+
+/// `input_norm` is LayerNorm without affine, computed here by hand: the normalised LSTM on
+/// `x` gives the plain LSTM (same weights) on `(x − mean) / √(var + 1e-5)`; and so it cannot
+/// see an input's offset or scale, which the plain LSTM does.
+#[test]
+fn input_norm_normalises_each_input_row() {
+    let s = setup_with(DType::F64, normed(6));
+    let plain = {
+        let data = s.vm.data().lock().unwrap();
+        let get = |name: &str| data.get(name).unwrap().as_tensor().clone();
+        Lstm::from_tensors(
+            get("weight_ih"),
+            get("weight_hh"),
+            get("bias_ih"),
+            get("bias_hh"),
+        )
+        .unwrap()
+    };
+    let xs: Vec<f64> = s.xs.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+    let by_hand: Vec<f64> = xs
+        .chunks(E)
+        .flat_map(|row| {
+            let mean = row.iter().sum::<f64>() / E as f64;
+            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / E as f64;
+            row.iter()
+                .map(move |v| (v - mean) / (var + 1e-5).sqrt())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let by_hand = Tensor::from_vec(by_hand, (T, B, E), &Device::Cpu).unwrap();
+    let start = CoreState {
+        parts: vec![s.h0.as_tensor().clone(), s.c0.as_tensor().clone()],
+    };
+    let (ys, _) = s.lstm.seq(s.xs.as_tensor(), &s.resets, &start).unwrap();
+    let (ys_hand, _) = plain.seq(&by_hand, &s.resets, &start).unwrap();
+    assert!(max_abs_diff(&ys, &ys_hand) < 1e-12);
+
+    let shifted = s.xs.as_tensor().affine(3.0, 2.0).unwrap();
+    let (ys_shifted, _) = s.lstm.seq(&shifted, &s.resets, &start).unwrap();
+    // Equal up to ε's share of the variance (1e-5 against a variance of ~1 and ~9).
+    assert!(max_abs_diff(&ys, &ys_shifted) < 1e-4);
+    let (plain_ys, _) = plain.seq(s.xs.as_tensor(), &s.resets, &start).unwrap();
+    let (plain_shifted, _) = plain.seq(&shifted, &s.resets, &start).unwrap();
+    assert!(max_abs_diff(&plain_ys, &plain_shifted) > 1e-2);
+}
+
+/// Acting normalises as replay does: `act` (fused loop) equals `step_with_reset`, and a
+/// rollout of `act` steps equals `seq` over the same inputs and resets.
+#[test]
+fn act_and_seq_agree_with_input_norm() {
+    for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 1e-5)] {
+        let s = setup_with(dtype, normed(7));
+        let start = CoreState {
+            parts: vec![s.h0.as_tensor().clone(), s.c0.as_tensor().clone()],
+        };
+        let (ys, _) = s.lstm.seq(s.xs.as_tensor(), &s.resets, &start).unwrap();
+        let mut state = start.clone();
+        for t in 0..T {
+            let x = s.xs.as_tensor().get(t).unwrap();
+            let reset = s.resets.get(t).unwrap();
+            let (y, next, _) = s.lstm.act(&x, &state, &reset, false).unwrap();
+            let (y_ref, _) = s.lstm.step_with_reset(&x, &state, &reset).unwrap();
+            assert!(
+                max_abs_diff(&y, &y_ref) < tol,
+                "{dtype:?} t={t}: act vs step"
+            );
+            assert!(
+                max_abs_diff(&y, &ys.get(t).unwrap()) < tol,
+                "{dtype:?} t={t}: act vs seq"
+            );
+            state = next;
+        }
+    }
 }

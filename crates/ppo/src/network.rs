@@ -446,6 +446,42 @@ impl ActorCritic {
         })
     }
 
+    /// [`act`](Self::act) with the core stepped under a test-time `lesion` (`brims lesion`):
+    /// the state is masked by `resets`, then [`Core::step_lesioned`] runs (the reference step,
+    /// traced). The empty lesion gives `act`'s values up to the fused path's rounding, so a
+    /// lesion study compares against this with the empty lesion. A feed-forward policy takes
+    /// only the empty lesion.
+    pub fn act_lesioned(
+        &self,
+        obs: &Tensor,
+        state: &CoreState,
+        resets: &Tensor,
+        lesion: &brims::Lesion,
+    ) -> Result<ActOutput> {
+        self.check_obs(obs, 1, "ActorCritic::act_lesioned")?;
+        let features = self.encode(obs)?;
+        let (hidden, next_state, trace) = match &self.core {
+            Some(core) => {
+                let keep = resets.affine(-1.0, 1.0)?;
+                core.step_lesioned(&features, &state.masked(&keep)?, lesion)?
+            }
+            None if lesion.is_empty() => (features, state.clone(), None),
+            None => {
+                return Err(PpoError::Shape {
+                    op: "ActorCritic::act_lesioned",
+                    why: "a feed-forward policy has no core to lesion".into(),
+                })
+            }
+        };
+        let (logits, values) = self.heads(&hidden)?;
+        Ok(ActOutput {
+            logits: logits.detach(),
+            values: values.detach(),
+            next_state: next_state.detach(),
+            trace,
+        })
+    }
+
     /// The learner's replay of whole sequences: `obs` `[T, B, …]`, `resets` `[T, B]` f32 (exactly
     /// as acting saw them), `start` the core state before step 0 (parts `[B, width]`), `actions`
     /// `[T, B]` u32. Returns `(log_probs [T, B], entropy [T, B], values [T, B])`, differentiable.
@@ -683,6 +719,7 @@ mod lstm_init_tests {
             core: Some(CoreConfig::Lstm(LstmConfig {
                 hidden_size: 5,
                 weight_init,
+                input_norm: false,
             })),
         };
         let mut varmap = VarMap::new();

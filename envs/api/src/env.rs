@@ -72,6 +72,11 @@ pub trait Env: Send {
     fn render(&self) -> Option<RgbFrame> {
         None
     }
+    /// The emulator's RAM (Atari: 128 bytes), for probes of what a policy knows; `None` for
+    /// envs without one.
+    fn ram(&self) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 impl<E: Env + ?Sized> Env for Box<E> {
@@ -90,5 +95,8 @@ impl<E: Env + ?Sized> Env for Box<E> {
     }
     fn render(&self) -> Option<RgbFrame> {
         (**self).render()
+    }
+    fn ram(&self) -> Option<Vec<u8>> {
+        (**self).ram()
     }
 }

@@ -93,6 +93,9 @@ impl<E: Env> Env for TimeLimit<E> {
     fn render(&self) -> Option<RgbFrame> {
         self.env.render()
     }
+    fn ram(&self) -> Option<Vec<u8>> {
+        self.env.ram()
+    }
 }
 
 /// Records each episode's return and length and reports them in `info.episode` on the step
@@ -166,6 +169,9 @@ impl<E: Env> Env for EpisodeStatistics<E> {
     fn render(&self) -> Option<RgbFrame> {
         self.env.render()
     }
+    fn ram(&self) -> Option<Vec<u8>> {
+        self.env.ram()
+    }
 }
 
 /// Replaces each reward by its sign: `+1`, `-1`, or `0` for a zero reward (Atari training,
@@ -224,6 +230,9 @@ impl<E: Env> Env for ClipReward<E> {
     }
     fn render(&self) -> Option<RgbFrame> {
         self.env.render()
+    }
+    fn ram(&self) -> Option<Vec<u8>> {
+        self.env.ram()
     }
 }
 

@@ -154,6 +154,15 @@ impl Ale {
         unsafe { ale_sys::reset_game(self.ptr.as_ptr()) }
     }
 
+    /// The console's RAM (128 bytes on the 2600).
+    pub(crate) fn ram(&self) -> Vec<u8> {
+        // SAFETY: live interface; getRAM writes getRAMSize bytes into the buffer.
+        let size = unsafe { ale_sys::getRAMSize(self.ptr.as_ptr()) }.max(0) as usize;
+        let mut ram = vec![0u8; size];
+        unsafe { ale_sys::getRAM(self.ptr.as_ptr(), ram.as_mut_ptr()) };
+        ram
+    }
+
     /// Lives left (0 for games without lives).
     #[inline]
     pub(crate) fn lives(&self) -> i32 {

@@ -507,6 +507,11 @@ impl Env for AtariEnv {
         self.step_inner(action).map_err(EnvError::from)
     }
 
+    /// The console's 128 bytes of RAM (AtariARI's labels index it).
+    fn ram(&self) -> Option<Vec<u8>> {
+        Some(self.ale.ram())
+    }
+
     /// The current screen, RGB `[210, 160, 3]` (`[250, 160, 3]` for Adventure).
     fn render(&self) -> Option<RgbFrame> {
         let (height, width) = self.ale.screen_size();

@@ -450,3 +450,30 @@ fn the_env_can_move_to_another_thread() {
         .expect("no panic");
     assert_eq!(steps, 5);
 }
+
+/// The RAM is the console's 128 bytes, and AtariARI's Pong label for the player's paddle
+/// (RAM[51], player_y) follows the paddle: it moves one way under RIGHT (up) and the other under
+/// LEFT (down). Envs without an emulator have no RAM.
+#[test]
+fn ram_is_128_bytes_and_follows_the_pong_paddle() {
+    let mut e = env("Pong", &AtariConfig::default(), 3);
+    e.reset(Some(3)).unwrap();
+    let ram = e.ram().unwrap();
+    assert_eq!(ram.len(), 128);
+    let paddle_after = |e: &mut AtariEnv, action: usize| {
+        for _ in 0..15 {
+            e.step(action).unwrap();
+        }
+        i32::from(e.ram().unwrap()[51])
+    };
+    // Pong's minimal actions: NOOP, FIRE, RIGHT, LEFT, RIGHTFIRE, LEFTFIRE.
+    let start = paddle_after(&mut e, 0);
+    let up = paddle_after(&mut e, 2);
+    let down = paddle_after(&mut e, 3);
+    assert!(
+        up != start && down != up,
+        "paddle {start} -> {up} -> {down}"
+    );
+    assert_eq!((up - start).signum(), -(down - up).signum());
+    assert!(envs_api::cartpole_v1().ram().is_none());
+}

@@ -44,13 +44,13 @@ pub(super) fn dot<T: Real>(a: &[T], b: &[T]) -> T {
     a.iter().zip(b).fold(T::zero(), |acc, (&x, &y)| acc + x * y)
 }
 
-/// Normalises `x` in place to zero mean and unit variance (ε = `SLOT_NORM_EPS`, as the
+/// Normalises `x` in place to zero mean and unit variance (ε = `NORM_EPS`, as the
 /// reference path's `slot_input`); returns `1/σ`.
 pub(super) fn normalise<T: Real>(x: &mut [T]) -> T {
     let n = x.len() as f64;
     let mean = x.iter().map(|v| v.to_f64()).sum::<f64>() / n;
     let var = x.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>() / n;
-    let rstd = 1.0 / (var + crate::brims::SLOT_NORM_EPS).sqrt();
+    let rstd = 1.0 / (var + crate::norm::NORM_EPS).sqrt();
     for v in x.iter_mut() {
         *v = T::from_f64((v.to_f64() - mean) * rstd);
     }
