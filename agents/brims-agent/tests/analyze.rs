@@ -331,7 +331,12 @@ fn probe_fits_every_target_on_every_layer() {
     // A random Pong agent concedes a point every ~100 steps: every target can be scored.
     assert_eq!(targets.len(), 5, "{targets:?}");
     for c in cells {
-        assert_eq!(c["cv"]["folds"], 2, "{c}");
+        // Points won are rare for an untrained agent: a fold without one cannot be scored.
+        let folds = c["cv"]["folds"].as_u64().unwrap();
+        assert!(
+            folds == 2 || (folds == 1 && c["target"] == "points won, next 200 steps"),
+            "{c}"
+        );
         if c["score"] == "AUC" {
             let auc = c["cv"]["mean"].as_f64().unwrap();
             assert!((0.0..=1.0).contains(&auc), "{c}");
