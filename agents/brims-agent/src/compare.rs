@@ -263,23 +263,10 @@ pub(crate) fn finished_summary(
     })
 }
 
-/// `(frames, episodic return)` of every finished episode in a run's returns.csv.
+/// `(frames, episodic return)` of every finished episode in a run's returns.csv
+/// (`global_step,frames,episodic_return,episodic_length`).
 fn read_returns(path: &Path) -> anyhow::Result<Vec<(u64, f64)>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    text.lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(i, line)| {
-            let fields: Vec<&str> = line.split(',').collect();
-            let parsed = match fields.as_slice() {
-                [_, frames, ret, _] => frames.parse::<u64>().ok().zip(ret.parse::<f64>().ok()),
-                _ => None,
-            };
-            parsed.with_context(|| format!("{}:{}: malformed line {line:?}", path.display(), i + 2))
-        })
-        .collect()
+    crate::report::read_frames_returns(path, 1, 2)
 }
 
 #[cfg(test)]

@@ -34,23 +34,31 @@ use crate::run_config::EnvConfig;
 #[command(after_help = "Example:\n  \
     brims lesion runs/pong_brims-20261208-010000 --episodes 30 --out lesions-pong-s4")]
 pub(crate) struct LesionArgs {
+    #[command(flatten)]
+    pub study: StudyArgs,
+    /// Steps after each reset at which `freeze_upper` fixes the upper layer's state.
+    #[arg(long, default_value_t = 10)]
+    pub freeze_after: usize,
+}
+
+/// What `brims lesion` and `brims probe` play: a checkpoint's episodes.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct StudyArgs {
     /// A checkpoint: header, tensors file, or run directory (latest).
     pub checkpoint: PathBuf,
-    /// Episodes per condition (whole games, sticky actions on); claims need at least 10.
+    /// Episodes (whole games, sticky actions on); claims need at least 10.
     #[arg(long, default_value_t = 30)]
     pub episodes: usize,
-    /// Output directory (default: <run dir>/lesions); refused if it exists.
+    /// Output directory (default: <run dir>/lesions or /probes); refused if it exists.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Seed of the episodes: episode `i` has env seed `seed + i` and its own action RNG.
+    /// Seed of the episodes: episode `i` has env seed `seed + i` and its own action RNG, the
+    /// same in every condition.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Cut each episode after this many agent steps (its score is then the partial one).
     #[arg(long, default_value_t = 27_000)]
     pub max_steps: usize,
-    /// Steps after each reset at which `freeze_upper` fixes the upper layer's state.
-    #[arg(long, default_value_t = 10)]
-    pub freeze_after: usize,
 }
 
 /// What replaces a layer's top-down input.
@@ -168,13 +176,15 @@ pub(crate) struct PlaySpec {
     pub freeze_after: usize,
 }
 
-impl From<&LesionArgs> for PlaySpec {
-    fn from(a: &LesionArgs) -> Self {
+impl PlaySpec {
+    /// The episodes of `study`, freezing the upper layer `freeze_after` steps past a reset
+    /// (where a condition does).
+    pub(crate) fn new(study: &StudyArgs, freeze_after: usize) -> Self {
         PlaySpec {
-            episodes: a.episodes,
-            seed: a.seed,
-            max_steps: a.max_steps,
-            freeze_after: a.freeze_after,
+            episodes: study.episodes,
+            seed: study.seed,
+            max_steps: study.max_steps,
+            freeze_after,
         }
     }
 }
@@ -196,38 +206,21 @@ const MIN_CLAIM_EPISODES: usize = 10;
 
 /// `brims lesion`.
 pub(crate) fn run(args: &LesionArgs) -> anyhow::Result<serde_json::Value> {
-    if args.episodes == 0 {
+    if args.study.episodes == 0 {
         bail!("--episodes must be >= 1");
     }
-    let policy = crate::eval::load_policy(&args.checkpoint)?;
-    let Some(core) = policy.cfg.network.core.clone() else {
-        bail!(
-            "{} has no recurrent core: nothing to lesion",
-            args.checkpoint.display()
-        );
-    };
-    let run_dir = policy
-        .checkpoint
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let out = args.out.clone().unwrap_or_else(|| run_dir.join("lesions"));
-    if out.exists() {
-        bail!("{} exists; choose another --out", out.display());
-    }
-    // Sticky actions on, as the standard evaluation protocol (Machado et al. 2018) and analyze.
-    let mut env_cfg = policy.cfg.env.clone();
-    if let EnvConfig::Atari { atari, .. } = &mut env_cfg {
-        atari.repeat_action_probability = 0.25;
-    }
+    let Study {
+        policy,
+        core,
+        out,
+        env_cfg,
+    } = Study::open(&args.study.checkpoint, args.study.out.as_deref(), "lesions")?;
     let net = policy.learner.net();
     let conds = conditions(&core, args.freeze_after);
     let factory = EnvFactory::from_config(&env_cfg)?;
-    let spec = PlaySpec::from(args);
-    let play = |cond: &Condition, means: &[Vec<f32>]| match &factory {
-        EnvFactory::Frames(make) => play::<u8>(make, net, &core, cond, means, &spec, None),
-        EnvFactory::Vectors(make) => play::<f32>(make, net, &core, cond, means, &spec, None),
+    let spec = PlaySpec::new(&args.study, args.freeze_after);
+    let play = |cond: &Condition, means: &[Vec<f32>]| {
+        play_any(&factory, net, &core, cond, means, &spec, None)
     };
     let intact = play(&Condition::Intact, &[])?;
     let mut rows = Vec::with_capacity(conds.len());
@@ -257,8 +250,8 @@ pub(crate) fn run(args: &LesionArgs) -> anyhow::Result<serde_json::Value> {
         &out.join("lesions.json"),
         serde_json::to_string_pretty(&serde_json::json!({
             "checkpoint": policy.checkpoint,
-            "episodes": args.episodes,
-            "seed": args.seed,
+            "episodes": args.study.episodes,
+            "seed": args.study.seed,
             "rows": rows,
         }))?
         .as_bytes(),
@@ -309,6 +302,66 @@ fn lesion_verdict((lo, hi): (f64, f64), episodes: usize) -> String {
     }
 }
 
+/// What a study of a trained agent (`brims lesion`, `brims probe`) starts from: the policy,
+/// its core, the output directory (refused if it exists) and the env with sticky actions on,
+/// as the standard evaluation protocol (Machado et al. 2018) and `brims analyze`.
+pub(crate) struct Study {
+    pub policy: crate::eval::TrainedPolicy,
+    pub core: CoreConfig,
+    pub out: PathBuf,
+    pub env_cfg: EnvConfig,
+}
+
+impl Study {
+    /// Loads `checkpoint`; the output goes to `out` or `<run dir>/<default_dir>`.
+    pub(crate) fn open(
+        checkpoint: &Path,
+        out: Option<&Path>,
+        default_dir: &str,
+    ) -> anyhow::Result<Study> {
+        let policy = crate::eval::load_policy(checkpoint)?;
+        let Some(core) = policy.cfg.network.core.clone() else {
+            bail!("{} has no recurrent core to study", checkpoint.display());
+        };
+        let run_dir = policy
+            .checkpoint
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let out = out.map_or_else(|| run_dir.join(default_dir), Path::to_path_buf);
+        if out.exists() {
+            bail!("{} exists; choose another --out", out.display());
+        }
+        let mut env_cfg = policy.cfg.env.clone();
+        if let EnvConfig::Atari { atari, .. } = &mut env_cfg {
+            atari.repeat_action_probability = 0.25;
+        }
+        Ok(Study {
+            policy,
+            core,
+            out,
+            env_cfg,
+        })
+    }
+}
+
+/// [`play`] with the envs `factory` makes, whatever their observation type.
+pub(crate) fn play_any(
+    factory: &EnvFactory,
+    net: &ActorCritic,
+    core: &CoreConfig,
+    cond: &Condition,
+    intact_means: &[Vec<f32>],
+    spec: &PlaySpec,
+    record: Option<&mut Vec<Vec<RecordedStep>>>,
+) -> anyhow::Result<Played> {
+    match factory {
+        EnvFactory::Frames(make) => play::<u8>(make, net, core, cond, intact_means, spec, record),
+        EnvFactory::Vectors(make) => play::<f32>(make, net, core, cond, intact_means, spec, record),
+    }
+}
+
 /// Per-env state of a batched play.
 struct EnvSlot<T: Element> {
     env: crate::envs::BoxedEnv<T>,
@@ -320,7 +373,7 @@ struct EnvSlot<T: Element> {
     since_reset: usize,
 }
 
-/// Plays `args.episodes` episodes at once, one env each (a batch of that size), under `cond`;
+/// Plays `args.study.episodes` episodes at once, one env each (a batch of that size), under `cond`;
 /// with `record`, keeps every step of every episode (`record[i]`: episode `i`).
 pub(crate) fn play<T: Element + ObsElement>(
     make: &MakeEnv<T>,
@@ -579,7 +632,7 @@ fn markdown(rows: &[LesionRow], checkpoint: &Path, args: &LesionArgs, env: &EnvC
         "{} episodes of {game} per condition (sticky actions; episode i: env seed {} + i and its own \
          action RNG, the same in every condition). Change = mean over episodes of (lesioned − intact) \
          score, with a 95% bootstrap interval over episodes (paired).\n",
-        args.episodes, args.seed
+        args.study.episodes, args.study.seed
     );
     let _ = writeln!(
         md,

@@ -10,14 +10,14 @@
 //! 49, `ball_y` 54. Games without labels here get the reward-based targets only.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context};
 use clap::Args;
 use serde::Serialize;
 
 use crate::envs::EnvFactory;
-use crate::lesion::{play, Condition, PlaySpec, RecordedStep};
+use crate::lesion::{play_any, Condition, PlaySpec, RecordedStep, Study, StudyArgs};
 use crate::probe_stats::{cross_validate, CvScore, Score, RIDGE_LAMBDA};
 use crate::run_config::EnvConfig;
 
@@ -26,20 +26,8 @@ use crate::run_config::EnvConfig;
 #[command(after_help = "Example:\n  \
     brims probe runs/pong_brims-20261208-010000 --episodes 30 --out probes-pong-s4")]
 pub(crate) struct ProbeArgs {
-    /// A checkpoint: header, tensors file, or run directory (latest).
-    pub checkpoint: PathBuf,
-    /// Episodes to record (whole games, sticky actions on); the folds split them.
-    #[arg(long, default_value_t = 30)]
-    pub episodes: usize,
-    /// Output directory (default: <run dir>/probes); refused if it exists.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Seed of the episodes (as `brims lesion`).
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Cut each episode after this many agent steps.
-    #[arg(long, default_value_t = 27_000)]
-    pub max_steps: usize,
+    #[command(flatten)]
+    pub study: StudyArgs,
     /// Cross-validation folds (by episode).
     #[arg(long, default_value_t = 5)]
     pub folds: usize,
@@ -149,67 +137,36 @@ struct ProbeCell {
 
 /// `brims probe`.
 pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<serde_json::Value> {
-    if args.episodes < args.folds || args.folds < 2 {
+    if args.study.episodes < args.folds || args.folds < 2 {
         bail!(
             "--episodes ({}) must be at least --folds ({}), and --folds at least 2",
-            args.episodes,
+            args.study.episodes,
             args.folds
         );
     }
-    let policy = crate::eval::load_policy(&args.checkpoint)?;
-    let Some(core) = policy.cfg.network.core.clone() else {
-        bail!(
-            "{} has no recurrent core to probe",
-            args.checkpoint.display()
-        );
+    let Study {
+        policy,
+        core,
+        out,
+        env_cfg,
+    } = Study::open(&args.study.checkpoint, args.study.out.as_deref(), "probes")?;
+    let EnvConfig::Atari { game, .. } = &env_cfg else {
+        bail!("probes read an Atari game's RAM; this run's env is not Atari");
     };
-    let run_dir = policy
-        .checkpoint
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let out = args.out.clone().unwrap_or_else(|| run_dir.join("probes"));
-    if out.exists() {
-        bail!("{} exists; choose another --out", out.display());
-    }
-    let mut env_cfg = policy.cfg.env.clone();
-    let game = match &mut env_cfg {
-        EnvConfig::Atari { game, atari } => {
-            atari.repeat_action_probability = 0.25;
-            game.clone()
-        }
-        _ => bail!("probes read an Atari game's RAM; this run's env is not Atari"),
-    };
-    let spec = PlaySpec {
-        episodes: args.episodes,
-        seed: args.seed,
-        max_steps: args.max_steps,
-        freeze_after: usize::MAX,
-    };
+    let spec = PlaySpec::new(&args.study, usize::MAX);
     let mut episodes: Vec<Vec<RecordedStep>> = Vec::new();
+    let factory = EnvFactory::from_config(&env_cfg)?;
     let net = policy.learner.net();
-    match EnvFactory::from_config(&env_cfg)? {
-        EnvFactory::Frames(make) => play(
-            &make,
-            net,
-            &core,
-            &Condition::Intact,
-            &[],
-            &spec,
-            Some(&mut episodes),
-        )?,
-        EnvFactory::Vectors(make) => play(
-            &make,
-            net,
-            &core,
-            &Condition::Intact,
-            &[],
-            &spec,
-            Some(&mut episodes),
-        )?,
-    };
-    let address = ball_y_address(&game);
+    play_any(
+        &factory,
+        net,
+        &core,
+        &Condition::Intact,
+        &[],
+        &spec,
+        Some(&mut episodes),
+    )?;
+    let address = ball_y_address(game);
     let layers = episodes
         .iter()
         .find_map(|e| e.first())
@@ -277,7 +234,7 @@ pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<serde_json::Value> {
         claim.as_deref(),
         &policy.checkpoint,
         args,
-        &game,
+        game,
         address,
     );
     crate::run_dir::write_atomic(&out.join("probes.md"), md.as_bytes())?;
@@ -285,7 +242,7 @@ pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<serde_json::Value> {
         &out.join("probes.json"),
         serde_json::to_string_pretty(&serde_json::json!({
             "checkpoint": policy.checkpoint,
-            "episodes": args.episodes,
+            "episodes": args.study.episodes,
             "folds": args.folds,
             "ridge_lambda": RIDGE_LAMBDA,
             "cells": cells,
@@ -358,8 +315,8 @@ fn markdown(
         "{} episodes of {game} (sticky actions, seeds {}…), ridge (λ = {RIDGE_LAMBDA} on standardised \
          features) with {}-fold cross-validation by episode: mean ± standard deviation over folds. \
          Ball y: RAM[{}] (AtariARI's label).\n",
-        args.episodes,
-        args.seed,
+        args.study.episodes,
+        args.study.seed,
         args.folds,
         address.map_or("—".to_string(), |a| a.to_string()),
     );

@@ -462,6 +462,33 @@ pub(crate) fn draw_curves(path: &Path, c: &Comparison) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `(frames, return)` pairs from a CSV with a header line: the frames from column
+/// `frames_col`, the return from `return_col` (returns.csv: 1 and 2; a published run's
+/// `frames,episodic_return`: 0 and 1). A line that does not parse, or a return that is not
+/// finite, is an error naming the file and line.
+pub(crate) fn read_frames_returns(
+    path: &Path,
+    frames_col: usize,
+    return_col: usize,
+) -> anyhow::Result<Vec<(u64, f64)>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, line)| {
+            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+            let frames = fields.get(frames_col).and_then(|f| f.parse::<u64>().ok());
+            let ret = fields.get(return_col).and_then(|r| r.parse::<f64>().ok());
+            frames
+                .zip(ret)
+                .filter(|(_, r)| r.is_finite())
+                .with_context(|| format!("{}:{}: malformed line {line:?}", path.display(), i + 2))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

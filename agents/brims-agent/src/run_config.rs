@@ -339,29 +339,12 @@ impl UnknownKey {
 fn closest<'a>(key: &str, accepted: &'a [String]) -> Option<&'a str> {
     accepted
         .iter()
-        .map(|c| (edit_distance(key, c), c))
+        .map(|c| (strsim::levenshtein(key, c), c))
         .filter(|(d, c)| {
             *d <= (c.len().max(key.len()) / 3).max(2) || (key.len() >= 4 && c.contains(key))
         })
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c.as_str())
-}
-
-/// Levenshtein distance over bytes.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, &ca) in a.iter().enumerate() {
-        cur[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
 }
 
 /// Refuses any float of the document (and of its arrays) that is NaN or infinite, naming its

@@ -274,25 +274,7 @@ pub(crate) fn write_published(dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// `(frames, episodic return)` of each row of a published `frames,episodic_return` CSV.
 fn read_episodes_csv(path: &Path) -> anyhow::Result<Vec<(u64, f64)>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    text.lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(i, line)| {
-            let parsed = line
-                .split_once(',')
-                .and_then(|(f, r)| {
-                    f.trim()
-                        .parse::<u64>()
-                        .ok()
-                        .zip(r.trim().parse::<f64>().ok())
-                })
-                .filter(|(_, r)| r.is_finite());
-            parsed.with_context(|| format!("{}:{}: malformed line {line:?}", path.display(), i + 2))
-        })
-        .collect()
+    crate::report::read_frames_returns(path, 0, 1)
 }
 
 /// Final return of a run: the mean of its last `k` episodes.

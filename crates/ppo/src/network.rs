@@ -435,9 +435,19 @@ impl ActorCritic {
             Some(core) => core.act(&features, state, resets, traced)?,
             None => (features, state.clone(), None),
         };
-        let (logits, values) = self.heads(&hidden)?;
-        // Acting never backpropagates; detaching stops the state from dragging the graph of
-        // every past step along (unbounded memory, and a recursive drop that overflows the stack).
+        self.acted(&hidden, &next_state, trace)
+    }
+
+    /// The heads on the core's output, everything detached: acting never backpropagates, and
+    /// detaching stops the state from dragging the graph of every past step along (unbounded
+    /// memory, and a recursive drop that overflows the stack).
+    fn acted(
+        &self,
+        hidden: &Tensor,
+        next_state: &CoreState,
+        trace: Option<StepTrace>,
+    ) -> Result<ActOutput> {
+        let (logits, values) = self.heads(hidden)?;
         Ok(ActOutput {
             logits: logits.detach(),
             values: values.detach(),
@@ -473,13 +483,7 @@ impl ActorCritic {
                 })
             }
         };
-        let (logits, values) = self.heads(&hidden)?;
-        Ok(ActOutput {
-            logits: logits.detach(),
-            values: values.detach(),
-            next_state: next_state.detach(),
-            trace,
-        })
+        self.acted(&hidden, &next_state, trace)
     }
 
     /// The learner's replay of whole sequences: `obs` `[T, B, …]`, `resets` `[T, B]` f32 (exactly

@@ -367,7 +367,7 @@ fn close_matches(key: &str) -> Vec<&'static str> {
         .iter()
         .filter_map(|(name, _)| {
             let candidate = normalize(name);
-            let d = edit_distance(key, &candidate);
+            let d = strsim::levenshtein(key, &candidate);
             let close = d <= (candidate.len().max(key.len()) / 3).max(2)
                 || (key.len() >= 4 && candidate.contains(key));
             close.then_some((d, *name))
@@ -375,22 +375,6 @@ fn close_matches(key: &str) -> Vec<&'static str> {
         .collect();
     scored.sort();
     scored.into_iter().take(3).map(|(_, name)| name).collect()
-}
-
-/// Levenshtein distance over bytes.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, &ca) in a.iter().enumerate() {
-        cur[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let subst = prev[j] + usize::from(ca != cb);
-            cur[j + 1] = subst.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
 }
 
 fn md5_hex(bytes: &[u8]) -> String {
@@ -547,13 +531,6 @@ mod tests {
             assert_eq!(normalize(name), "breakout", "{name}");
         }
         assert_eq!(normalize("space_invaders"), normalize("SpaceInvaders"));
-    }
-
-    #[test]
-    fn edit_distance_is_levenshtein() {
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("pong", "pong"), 0);
     }
 
     #[test]
