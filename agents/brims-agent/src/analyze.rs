@@ -92,7 +92,7 @@ pub(crate) fn run(args: &AnalyzeArgs) -> anyhow::Result<serde_json::Value> {
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| default_out(&policy.checkpoint));
+        .unwrap_or_else(|| default_out(&policy.checkpoint, "analysis"));
     // Checked before the episodes are played, so a refusal costs nothing.
     let replaced = check_out(&out, args.force)?;
     // Sticky actions on, as the standard evaluation protocol (Machado et al. 2018).
@@ -127,21 +127,21 @@ const MARKER_TEXT: &str = "written by `brims analyze`; `--force` may replace thi
 /// Every file analyze writes into its output directory.
 const OUTPUT_FILES: [&str; 4] = [MARKER_FILE, "raster.png", "analysis.md", "analysis.json"];
 
-/// `<run dir>/analysis` for a checkpoint in `<run dir>/checkpoints/`; `analysis` beside a
-/// checkpoint that lives elsewhere.
-fn default_out(checkpoint: &Path) -> PathBuf {
+/// `<run dir>/<name>` for a checkpoint in `<run dir>/checkpoints/`; `<name>` beside a
+/// checkpoint that lives elsewhere (analyze's `analysis`, lesion's `lesions`, probe's `probes`).
+pub(crate) fn default_out(checkpoint: &Path, name: &str) -> PathBuf {
     let dir = checkpoint.parent().unwrap_or(Path::new("."));
     let run_dir = match dir.parent() {
         Some(run) if dir.ends_with(crate::run_dir::CHECKPOINT_DIR) => run,
         _ => dir,
     };
-    run_dir.join("analysis")
+    run_dir.join(name)
 }
 
 /// Checks that the analysis may be written to `out`, and returns the files of an earlier
 /// analysis there that `--force` replaces. An existing directory needs `--force`, and even then
-/// only an empty one, or one analyze wrote (its marker file) that holds nothing else, is used: a run directory, the working directory or any other
-/// directory is never emptied.
+/// only an empty one, or one analyze wrote (its marker file) that holds nothing else, is used:
+/// a run directory, the working directory or any other directory is never emptied.
 fn check_out(out: &Path, force: bool) -> anyhow::Result<Vec<PathBuf>> {
     if !out.exists() {
         return Ok(Vec::new());

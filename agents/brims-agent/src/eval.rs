@@ -235,15 +235,19 @@ pub(crate) fn load_policy(path: &Path) -> anyhow::Result<TrainedPolicy> {
             let path = run.join(run_dir::CONFIG_FILE);
             let cfg = RunConfig::load(&path, &[])
                 .with_context(|| format!("the run config of checkpoint {}", header.display()))?;
-            let (obs_shape, n_actions) = EnvFactory::spaces(&cfg.env)?;
-            crate::train::check_spaces(&learner, &header, &cfg.env, &obs_shape, n_actions)?;
-            check_same_env(&header, embedded.as_ref(), &cfg.env, &path)?;
-            if learner.network_config() != &cfg.network {
-                bail!(
-                    "{}: the checkpoint's network differs from {}",
-                    header.display(),
-                    path.display()
-                );
+            // Without an embedded config the checks below read this one; with one, the run's
+            // config must agree with the checkpoint too.
+            if embedded.is_some() {
+                let (obs_shape, n_actions) = EnvFactory::spaces(&cfg.env)?;
+                crate::train::check_spaces(&learner, &header, &cfg.env, &obs_shape, n_actions)?;
+                check_same_env(&header, embedded.as_ref(), &cfg.env, &path)?;
+                if learner.network_config() != &cfg.network {
+                    bail!(
+                        "{}: the checkpoint's network differs from {}",
+                        header.display(),
+                        path.display()
+                    );
+                }
             }
             Some((cfg, path))
         }

@@ -313,7 +313,8 @@ pub(crate) struct Study {
 }
 
 impl Study {
-    /// Loads `checkpoint`; the output goes to `out` or `<run dir>/<default_dir>`.
+    /// Loads `checkpoint`; the output goes to `out` or `<run dir>/<default_dir>` (beside a
+    /// checkpoint outside a run directory).
     pub(crate) fn open(
         checkpoint: &Path,
         out: Option<&Path>,
@@ -323,13 +324,10 @@ impl Study {
         let Some(core) = policy.cfg.network.core.clone() else {
             bail!("{} has no recurrent core to study", checkpoint.display());
         };
-        let run_dir = policy
-            .checkpoint
-            .parent()
-            .and_then(Path::parent)
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let out = out.map_or_else(|| run_dir.join(default_dir), Path::to_path_buf);
+        let out = out.map_or_else(
+            || crate::analyze::default_out(&policy.checkpoint, default_dir),
+            Path::to_path_buf,
+        );
         if out.exists() {
             bail!("{} exists; choose another --out", out.display());
         }
