@@ -318,6 +318,8 @@ mod tests {
             rollout_secs: 1.0,
             update_secs: 1.0,
             param_count: 1,
+            flops_per_step: 0,
+            forward_flops: 0,
             interrupted: false,
         };
         std::fs::write(

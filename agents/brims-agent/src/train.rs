@@ -67,6 +67,12 @@ pub(crate) struct RunSummary {
     pub rollout_secs: f64,
     pub update_secs: f64,
     pub param_count: usize,
+    /// Training FLOPs per agent step, counted from the network ([`ppo::ForwardFlops`]).
+    #[serde(default)]
+    pub flops_per_step: u64,
+    /// Of which one forward pass (acting); the rest is the update's.
+    #[serde(default)]
+    pub forward_flops: u64,
     pub interrupted: bool,
 }
 
@@ -476,6 +482,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             self.log_activity_image()?;
         }
         let clock = self.clock_now(worked_secs, rollout_secs, update_secs);
+        let forward = self.learner.net().forward_flops();
         let summary = RunSummary {
             run_dir: self.dir.clone(),
             frames: self.learner.global_step() * self.frames_per_step,
@@ -488,6 +495,8 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             rollout_secs: clock.rollout_secs,
             update_secs: clock.update_secs,
             param_count,
+            flops_per_step: forward.per_training_step(self.learner.plan().config.update_epochs),
+            forward_flops: forward.total,
             interrupted,
         };
         if summary.mean_return_last_20.is_some() {

@@ -877,6 +877,10 @@ impl Core for Brims {
         self.cfg.output_size()
     }
 
+    fn forward_flops(&self) -> u64 {
+        self.sizes.iter().map(LayerSizes::forward_flops).sum()
+    }
+
     fn zero_state(&self, batch: usize) -> Result<CoreState> {
         let dev = self.layers[0].inp_q.device();
         let mut parts = Vec::with_capacity(2 * self.layers.len());
@@ -1007,6 +1011,40 @@ mod tests {
 
     use super::*;
     use crate::config::{BrimsLayerConfig, CommAttentionConfig, InputAttentionConfig};
+
+    /// The FLOP count applies every weight tensor the layer holds once per env and step (the
+    /// shared communication output layer once per module) and adds the attention contractions.
+    #[test]
+    fn forward_flops_apply_every_weight_once_plus_the_attention_contractions() {
+        let layer = |hidden_size, modules, active| BrimsLayerConfig {
+            hidden_size,
+            modules,
+            active,
+        };
+        let cfg = BrimsConfig::with_layers(vec![layer(12, 4, 2), layer(8, 2, 1)]);
+        let vm = VarMap::new();
+        let core = Brims::new(
+            &cfg,
+            5,
+            VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        let mut expected = 0;
+        for (p, s) in core.layers.iter().zip(&core.sizes) {
+            let m = s.modules;
+            let weights = p.inp_q.elem_count()
+                + p.inp_kv.iter().map(Tensor::elem_count).sum::<usize>()
+                + p.lstm_ih.elem_count()
+                + p.lstm_hh.elem_count()
+                + p.comm_qkv.elem_count()
+                + m * p.comm_out_w.elem_count();
+            let attention = m * (s.slots() + 1) * s.input_heads * (s.input_key + s.input_value)
+                + m * m * s.comm_heads * (s.comm_key + s.comm_value);
+            expected += 2 * (weights + attention) as u64;
+        }
+        assert!(core.sizes[1].top_down.is_none() && core.sizes[0].top_down == Some(1));
+        assert_eq!(core.forward_flops(), expected);
+    }
 
     /// `seq` (one projection of layer 0's keys/values, chunked slicing, reset masks only where
     /// resets occur) gives the step loop's outputs and gradients, to every parameter and the

@@ -137,6 +137,11 @@ pub trait Core: Send + Sync {
     fn input_size(&self) -> usize;
     /// Output width `H` (what the policy and value heads read).
     fn output_size(&self) -> usize;
+    /// FLOPs of one forward step for one env (2 per multiply-add), counted from the core's
+    /// sizes: its matrix products and attention contractions, every module counted (the
+    /// computation is dense; inactive modules are masked, not skipped). Elementwise work (gate
+    /// nonlinearities, softmax, norms) is left out, as FLOP counts of this kind do.
+    fn forward_flops(&self) -> u64;
     /// The all-zero state for `batch` envs.
     fn zero_state(&self, batch: usize) -> Result<CoreState>;
     /// One step: `input` is `[B, E]`; returns the output `[B, H]` and the next state.

@@ -272,6 +272,12 @@ impl Core for Lstm {
         self.hidden_size
     }
 
+    fn forward_flops(&self) -> u64 {
+        // Four gates, each reading the input and the previous h.
+        let (i, h) = (self.input_size as u64, self.hidden_size as u64);
+        2 * 4 * h * (i + h)
+    }
+
     fn zero_state(&self, batch: usize) -> candle_core::Result<CoreState> {
         let z = Tensor::zeros(
             (batch, self.hidden_size),

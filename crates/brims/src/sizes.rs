@@ -78,6 +78,28 @@ impl LayerSizes {
         self.slot_widths.len()
     }
 
+    /// FLOPs of one step of this layer for one env (2 per multiply-add): input attention
+    /// (per-module queries, each slot's keys and values, scores and read over `S + 1` slots),
+    /// the `M` module LSTMs, and communication attention (per-module queries, keys and values,
+    /// `M × M` scores and read, the shared output and gate layers applied per module).
+    pub fn forward_flops(&self) -> u64 {
+        let u = |n: usize| n as u64;
+        let (m, d) = (u(self.modules), u(self.module_size));
+        let (hi, dk, dv) = (u(self.input_heads), u(self.input_key), u(self.input_value));
+        let (hc, ck, cv) = (u(self.comm_heads), u(self.comm_key), u(self.comm_value));
+        let slots = u(self.slots()) + 1;
+        let input_kv: u64 = self
+            .slot_widths
+            .iter()
+            .map(|&w| u(w) * hi * (dk + dv))
+            .sum();
+        let input_attention = m * d * hi * dk + input_kv + m * slots * hi * (dk + dv);
+        let lstms = m * (hi * dv + d) * 4 * d;
+        let communication =
+            m * d * hc * (2 * ck + cv) + m * m * hc * (ck + cv) + m * hc * cv * 2 * d;
+        2 * (input_attention + lstms + communication)
+    }
+
     /// `Hi·dk`: one module's input-attention query, all heads.
     pub fn query_width(&self) -> usize {
         self.input_heads * self.input_key

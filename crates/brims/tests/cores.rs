@@ -136,3 +136,17 @@ fn lstm_wrong_input_width_is_a_typed_error() {
     let err = core.step(&x, &core.zero_state(2).unwrap()).unwrap_err();
     assert!(err.to_string().contains("expects 3 features"), "{err}");
 }
+
+/// The LSTM's FLOP count is its two weight matrices applied once per env and step.
+#[test]
+fn lstm_forward_flops_apply_both_weight_matrices_once() {
+    let (vm, core) = lstm_core(7, 5, DType::F32);
+    let weights: usize = vm
+        .all_vars()
+        .iter()
+        .filter(|v| v.dims().len() == 2)
+        .map(|v| v.elem_count())
+        .sum();
+    assert_eq!(weights, 4 * 5 * (7 + 5));
+    assert_eq!(core.forward_flops(), 2 * weights as u64);
+}

@@ -41,7 +41,7 @@ pub use learner::{Learner, UpdateMetrics};
 pub use loss::{explained_variance, normalize_advantages, ppo_loss, LossInputs, LossParts};
 pub use network::{
     log_prob_entropy, sample_actions, ActOutput, Activation, ActorCritic, EncoderConfig,
-    NetworkConfig,
+    ForwardFlops, NetworkConfig,
 };
 pub use rollout::{gae, GaeInputs, ObsElement, Observations, PolicyStep, Rollout};
 pub use sampler::{

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{PpoError, Result};
 use crate::init::{orthogonal, SeededInit};
 
+mod flops;
+pub use flops::ForwardFlops;
+
 /// Hidden-layer nonlinearity of the MLP encoder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -71,6 +71,22 @@ impl<C: Module> NatureCnn<C> {
 const CONVS: [(usize, usize, usize, usize); 3] =
     [(FRAMES, 32, 8, 4), (32, 64, 4, 2), (64, 64, 3, 1)];
 
+/// FLOPs of one forward+backward pass of the net over one frame stack (2 per multiply-add):
+/// each layer's forward over its output pixels, a backward of twice that (input and weight
+/// gradients), except the first conv's input gradient, which is never computed (its input
+/// is the frames).
+fn pass_flops() -> u64 {
+    let mut side = SIDE;
+    let mut forward = Vec::new();
+    for (c_in, c_out, k, stride) in CONVS {
+        side = (side - k) / stride + 1;
+        forward.push(2 * (c_out * c_in * k * k * side * side) as u64);
+    }
+    forward.push(2 * (64 * side * side * 512) as u64);
+    let total: u64 = forward.iter().sum();
+    3 * total - forward[0]
+}
+
 fn fast_net(vb: &VarBuilder, fused: bool) -> anyhow::Result<NatureCnn<fastconv::Conv2d>> {
     let conv = |i: usize| {
         let (c_in, c_out, k, s) = CONVS[i];
@@ -219,6 +235,8 @@ pub(crate) fn run(args: &CnnArgs) -> anyhow::Result<serde_json::Value> {
         "fastconv and candle disagree: max |diff| {diff:e} (scale {scale:e})"
     );
     let threads = candle_core::utils::get_num_threads();
+    let peak = super::peak::Peak::measure(threads);
+    println!("{}", peak.describe());
     let mut torch = if args.no_compare {
         None
     } else {
@@ -272,7 +290,19 @@ pub(crate) fn run(args: &CnnArgs) -> anyhow::Result<serde_json::Value> {
     let unfused = unfused.time();
     println!("  fastconv, fused:        {fast}   (u8 frames and ReLU inside the convs)");
     println!("  fastconv, unfused:      {unfused}   (candle's /255 and ReLU)");
+    let flops = pass_flops() * args.batch as u64;
+    let gflops = flops as f64 / (fast.wall_ms * 1e-3) / 1e9;
+    println!(
+        "  fastconv, fused: {:.2} GFLOP per pass = {gflops:.1} GFLOP/s = {:.0}% of the FP32 peak \
+         (target >= 85%)",
+        flops as f64 / 1e9,
+        100.0 * peak.fp32_share(gflops)
+    );
     let mut json = json!({
+        "flops_per_pass": flops,
+        "gflops": gflops,
+        "peak": peak.to_json(),
+        "share_of_fp32_peak": peak.fp32_share(gflops),
         "batch": args.batch,
         "fwd_bwd_ms": fast.wall_ms,
         "cpu_ms": fast.cpu_ms,
@@ -315,4 +345,31 @@ pub(crate) fn run(args: &CnnArgs) -> anyhow::Result<serde_json::Value> {
     };
     json["anchor"] = anchor.to_json();
     Ok(json)
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    /// The bench's count (from its layer table) agrees with ppo's count of the training
+    /// network (from its layers' weights), heads left out.
+    #[test]
+    fn the_pass_count_agrees_with_the_training_networks_count() {
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(0);
+        let actions = 4;
+        let net = ppo::ActorCritic::new(
+            &ppo::NetworkConfig::atari(None),
+            &[FRAMES, SIDE, SIDE],
+            actions,
+            &mut VarMap::new(),
+            &Device::Cpu,
+            &mut rng,
+        )
+        .unwrap();
+        let counted = net.forward_flops();
+        let encoder = counted.total - 2 * 512 * (actions as u64 + 1);
+        assert_eq!(pass_flops(), 3 * encoder - counted.first_layer);
+    }
 }

@@ -6,6 +6,7 @@ pub(crate) mod anchor;
 pub(crate) mod cnn;
 pub(crate) mod core;
 pub(crate) mod env;
+pub(crate) mod peak;
 pub(crate) mod train;
 
 use std::time::SystemTime;

@@ -14,6 +14,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::anchor::{self, Anchor, AnchorArgs};
+use super::peak::Peak;
 use crate::run_config::EnvConfig;
 use crate::train::{self, Limits};
 
@@ -60,6 +61,9 @@ pub(crate) fn run(args: &TrainArgs) -> anyhow::Result<serde_json::Value> {
         quiet: true,
     };
     let spec = train::prepare_run(&targs)?;
+    // The machine's peak first, on every core, before training loads them.
+    let peak = Peak::measure(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!("{}", peak.describe());
     let stop = train::install_stop_signals();
     let limits = Limits {
         seconds: Some(args.seconds),
@@ -83,12 +87,20 @@ pub(crate) fn run(args: &TrainArgs) -> anyhow::Result<serde_json::Value> {
         100.0 * summary.update_secs / total.max(1e-9)
     );
     println!("peak RSS {:.0} MiB", peak_rss_mb.unwrap_or(f64::NAN));
+    let compute = Compute::of(&summary, &peak);
+    println!("{}", compute.describe());
     let mut json = json!({
         "sps": summary.sps,
         "rollout_secs": summary.rollout_secs,
         "update_secs": summary.update_secs,
         "peak_rss_mb": peak_rss_mb,
         "config": args.config,
+        "flops_per_step": summary.flops_per_step,
+        "gflops": compute.gflops,
+        "update_gflops": compute.update_gflops,
+        "peak": peak.to_json(),
+        "share_of_fp32_peak": peak.fp32_share(compute.gflops),
+        "update_share_of_fp32_peak": peak.fp32_share(compute.update_gflops),
     });
     let (anchor, runs) = cleanrl(args, &spec.cfg);
     let best = runs
@@ -111,6 +123,47 @@ pub(crate) fn run(args: &TrainArgs) -> anyhow::Result<serde_json::Value> {
     json["cleanrl_runs"] = json!(runs);
     json["anchor"] = anchor.to_json();
     Ok(json)
+}
+
+/// Training's arithmetic against the machine's peak.
+struct Compute {
+    flops_per_step: u64,
+    /// Training FLOPs over the whole time (rollout and update): what steps/s amounts to.
+    gflops: f64,
+    /// The update's FLOPs (every epoch's replay and backward) over the update's time.
+    update_gflops: f64,
+    fp32_share: f64,
+    update_fp32_share: f64,
+}
+
+impl Compute {
+    fn of(summary: &train::RunSummary, peak: &Peak) -> Self {
+        let flops_per_step = summary.flops_per_step;
+        let gflops = summary.sps * flops_per_step as f64 / 1e9;
+        // Agent steps trained in this bench: the update's share excludes the acting forward.
+        let steps = summary.sps * (summary.rollout_secs + summary.update_secs);
+        let update_flops = flops_per_step.saturating_sub(summary.forward_flops) as f64;
+        let update_gflops = steps * update_flops / summary.update_secs.max(1e-9) / 1e9;
+        Compute {
+            flops_per_step,
+            gflops,
+            update_gflops,
+            fp32_share: peak.fp32_share(gflops),
+            update_fp32_share: peak.fp32_share(update_gflops),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{:.1} MFLOP per agent step (counted from the network): {:.1} GFLOP/s overall = {:.0}% \
+             of the FP32 peak; the update alone {:.1} GFLOP/s = {:.0}%",
+            self.flops_per_step as f64 / 1e6,
+            self.gflops,
+            100.0 * self.fp32_share,
+            self.update_gflops,
+            100.0 * self.update_fp32_share
+        )
+    }
 }
 
 /// Runs CleanRL once per `--cleanrl-threads` value: the anchor, and one JSON per run that
