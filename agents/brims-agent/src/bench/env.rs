@@ -250,7 +250,7 @@ pub(crate) fn run(args: &EnvArgs) -> anyhow::Result<serde_json::Value> {
     for p in &pools {
         report(args, p, raw_fps, frame_skip);
         println!(
-            "  {:.1}% of the {threads} unsynchronised threads (emulated frames)",
+            "  {:.1}% of the {threads} unsynchronised threads (emulated frames; target >= 95%)",
             100.0 * p.tally.emulated_per_sec() / free.emulated_per_sec()
         );
         println!(
