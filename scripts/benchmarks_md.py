@@ -116,6 +116,18 @@ def ratio(value, suffix="×"):
     return "—" if value is None else f"{value:.2f}{suffix}"
 
 
+def peak_share(run):
+    """", X GFLOP/s = Y% of the measured FP32 peak" where the run measured both, else ""."""
+    share, gflops = run.get("share_of_fp32_peak"), run.get("gflops")
+    if share is None or gflops is None:
+        return ""
+    peak = run.get("peak") or {}
+    return (
+        f"; {num(gflops, 1)} GFLOP/s = {num(100 * share)}% of the FP32 peak "
+        f"({num(peak.get('fp32_gflops'))} GFLOP/s, {peak.get('fp32_isa', '?')}, measured in the run)"
+    )
+
+
 def row(run):
     """(ours, anchor, ratio) cells of one run."""
     bench = run.get("bench")
@@ -124,6 +136,9 @@ def row(run):
             f"{num(run.get('frames_per_sec'))} frames/s "
             f"({run.get('game', '?')}, {run.get('envs')} envs, {run.get('threads')} threads)"
         )
+        free = run.get("ratio_emulated_to_unsynchronised_threads")
+        if free is not None:
+            ours += f"; {num(100 * free)}% of free-running threads (target ≥ 95%)"
         a = run.get("anchor") or {}
         theirs = (
             f"{num(run.get('envpool_frames_per_sec'))} frames/s (async, {a.get('num_envs')} envs, "
@@ -131,12 +146,14 @@ def row(run):
         )
         return ours, anchor(run, theirs), ratio(run.get("ratio_to_envpool"))
     if bench == "cnn":
-        ours = f"{num(run.get('fwd_bwd_ms'), 1)} ms (batch {run.get('batch')}, {run.get('threads')} threads)"
+        ours = f"{num(run.get('fwd_bwd_ms'), 1)} ms (batch {run.get('batch')}, {run.get('threads')} threads{peak_share(run)})"
         a = run.get("anchor") or {}
         theirs = f"{num(run.get('torch_fwd_bwd_ms'), 1)} ms ({a.get('threads')} threads)"
         return ours, anchor(run, theirs), ratio(run.get("fastconv_over_torch"), "")
     if bench == "train":
-        ours = f"{num(run.get('sps'))} steps/s ({run.get('config', '?')})"
+        flops = run.get("flops_per_step")
+        per_step = f"; {num(flops / 1e6, 1)} MFLOP per step" if flops else ""
+        ours = f"{num(run.get('sps'))} steps/s ({run.get('config', '?')}{per_step}{peak_share(run)})"
         a = run.get("anchor") or {}
         runs = run.get("cleanrl_runs") or []
         per_threads = ", ".join(f"{num(r.get('sps'))} at {r.get('threads')} threads" for r in runs)

@@ -83,6 +83,20 @@ class BenchmarksMd(unittest.TestCase):
         with open(again) as f:
             self.assertEqual(f.read(), self.page)
 
+    def test_measured_peak_and_free_thread_shares_reach_the_cells(self):
+        train = {
+            "bench": "train", "sps": 200.0, "config": "c.toml", "flops_per_step": 181_000_000,
+            "gflops": 36.2, "share_of_fp32_peak": 0.2125,
+            "peak": {"fp32_gflops": 170.4, "fp32_isa": "avx2+fma"},
+        }
+        ours, _, _ = benchmarks_md.row(train)
+        self.assertIn("181.0 MFLOP per step", ours)
+        self.assertIn("36.2 GFLOP/s = 21% of the FP32 peak (170 GFLOP/s, avx2+fma", ours)
+        env = {"bench": "env", "frames_per_sec": 1.0, "ratio_emulated_to_unsynchronised_threads": 0.891}
+        self.assertIn("89% of free-running threads (target ≥ 95%)", benchmarks_md.row(env)[0])
+        # Old JSON without the fields keeps its old cells.
+        self.assertNotIn("GFLOP", benchmarks_md.row({"bench": "train", "sps": 1.0})[0])
+
     def test_a_file_without_json_is_an_error(self):
         bad = os.path.join(self.tmp.name, "bad.json")
         with open(bad, "w") as f:
