@@ -29,3 +29,6 @@ for run in "$out"/grid/runs/*/; do
     [ -d "$out/lesions/$name" ] || $brims lesion "$run" --episodes 30 --out "$out/lesions/$name"
     [ -d "$out/probes/$name" ] || $brims probe "$run" --episodes 30 --out "$out/probes/$name"
 done
+
+# 3. The page: data files, report and figures into docs/results/ablation-pong-v1/.
+python3 docs/results/ablation-pong-v1/publish.py --from "$out" --brims "$brims"
