@@ -49,8 +49,8 @@ mod topk;
 
 pub use crate::brims::Brims;
 pub use crate::config::{
-    AttentionInit, BrimsConfig, BrimsLayerConfig, CommAttentionConfig, CoreConfig,
-    CoreOutput, InputAttentionConfig, LstmConfig, LstmInit, LstmWeightInit, TieBreak, TopDown,
+    AttentionInit, BrimsConfig, BrimsLayerConfig, CommAttentionConfig, CoreConfig, CoreOutput,
+    InputAttentionConfig, LstmConfig, LstmInit, LstmWeightInit, TieBreak, TopDown,
 };
 pub use crate::core::{Core, CoreState, LayerTrace, StepTrace};
 pub use crate::error::BrimsError;

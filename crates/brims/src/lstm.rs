@@ -233,7 +233,6 @@ impl Lstm {
     }
 }
 
-
 impl Core for Lstm {
     fn input_size(&self) -> usize {
         self.input_size
