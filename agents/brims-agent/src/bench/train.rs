@@ -14,8 +14,9 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::anchor::{self, Anchor, AnchorArgs};
-use crate::run_config::EnvConfig;
-use crate::train::{self, Limits};
+use crate::config::run::EnvConfig;
+use crate::train;
+use crate::train::spec::Limits;
 
 /// Source of the CleanRL runner (see its docstring).
 const CLEANRL_RUNNER: &str = include_str!("anchors/cleanrl_runner.py");
@@ -60,7 +61,7 @@ pub(crate) fn run(args: &TrainArgs) -> anyhow::Result<serde_json::Value> {
         quiet: true,
     };
     let spec = train::prepare_run(&targs)?;
-    let stop = train::install_stop_signals();
+    let stop = crate::run::stop::install_stop_signals();
     let limits = Limits {
         seconds: Some(args.seconds),
         quiet: true,
@@ -115,7 +116,7 @@ pub(crate) fn run(args: &TrainArgs) -> anyhow::Result<serde_json::Value> {
 
 /// Runs CleanRL once per `--cleanrl-threads` value: the anchor, and one JSON per run that
 /// finished (`threads_requested`, `threads`, `sps`, `sps_per_iteration`).
-fn cleanrl(args: &TrainArgs, cfg: &crate::run_config::RunConfig) -> (Anchor, Vec<Value>) {
+fn cleanrl(args: &TrainArgs, cfg: &crate::config::run::RunConfig) -> (Anchor, Vec<Value>) {
     const NAME: &str = "cleanrl ppo_atari_lstm.py";
     if args.cleanrl_iterations == 0 {
         return (

@@ -12,9 +12,14 @@ use plotters::prelude::*;
 use ppo::ActorCritic;
 use serde::Serialize;
 
-use crate::analyze_stats::{self as stats, LayerSeq};
+use crate::config::run::EnvConfig;
 use crate::envs::EnvFactory;
-use crate::run_config::EnvConfig;
+use stats::LayerSeq;
+
+pub(crate) mod lesion;
+pub(crate) mod probe;
+pub(crate) mod probe_stats;
+pub(crate) mod stats;
 
 /// Arguments of `brims analyze`.
 #[derive(Args, Debug, Clone)]
@@ -80,7 +85,7 @@ pub(crate) fn run(args: &AnalyzeArgs) -> anyhow::Result<serde_json::Value> {
     if args.episodes == 0 {
         bail!("--episodes must be >= 1");
     }
-    let policy = crate::eval::load_policy(&args.checkpoint)?;
+    let policy = crate::eval::checkpoint::load_policy(&args.checkpoint)?;
     let Some(brims::CoreConfig::Brims(core)) = &policy.cfg.network.core else {
         bail!(
             "{} is not a BRIMs agent: the analysis needs BRIMs modules (RIMs, a one-layer \
@@ -108,11 +113,11 @@ pub(crate) fn run(args: &AnalyzeArgs) -> anyhow::Result<serde_json::Value> {
     }
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     // The marker first: a directory analyze began to write is one `--force` may replace.
-    crate::run_dir::write_atomic(&out.join(MARKER_FILE), MARKER_TEXT.as_bytes())?;
+    crate::run::dir::write_atomic(&out.join(MARKER_FILE), MARKER_TEXT.as_bytes())?;
     draw_raster(&out.join("raster.png"), &episodes[0], &action_names, 600)?;
     let md = markdown(&analysis, &policy.checkpoint, args, &env_cfg);
-    crate::run_dir::write_atomic(&out.join("analysis.md"), md.as_bytes())?;
-    crate::run_dir::write_atomic(
+    crate::run::dir::write_atomic(&out.join("analysis.md"), md.as_bytes())?;
+    crate::run::dir::write_atomic(
         &out.join("analysis.json"),
         serde_json::to_string_pretty(&analysis)?.as_bytes(),
     )?;
@@ -132,7 +137,7 @@ const OUTPUT_FILES: [&str; 4] = [MARKER_FILE, "raster.png", "analysis.md", "anal
 pub(crate) fn default_out(checkpoint: &Path, name: &str) -> PathBuf {
     let dir = checkpoint.parent().unwrap_or(Path::new("."));
     let run_dir = match dir.parent() {
-        Some(run) if dir.ends_with(crate::run_dir::CHECKPOINT_DIR) => run,
+        Some(run) if dir.ends_with(crate::run::dir::CHECKPOINT_DIR) => run,
         _ => dir,
     };
     run_dir.join(name)

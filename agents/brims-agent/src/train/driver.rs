@@ -1,237 +1,38 @@
-//! `brims train`: actor threads + batched policy inference + PPO updates + checkpoints +
-//! TensorBoard, until the frame budget is spent or Ctrl-C.
-//!
-//! This module wires the parts together (see ../shared/ARCHITECTURE.md, "Data flow"): the
-//! actor pool steps the envs on its threads ([`pool_envs`]); `ppo::Sampler` acts in them and
-//! fills the rollout (the envs split into two groups that alternate, so one group steps while
-//! the policy runs for the other; each env's recurrent state travels with it); the learner
-//! updates on the rollout; [`run_log`] writes TensorBoard and returns.csv; checkpoints, the
-//! run directory's lock and the stop signals make a run survive interruption.
+//! The training loop: sample a rollout, update, log, checkpoint, until the budget is spent or
+//! a stop signal arrives.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
-
+use crate::config::run::RunConfig;
+use crate::envs::{self, BoxedEnv};
+use crate::eval::spaces::check_spaces;
+use crate::run::dir as run_dir;
+use crate::run::dir::RETURNS_FILE;
+use crate::run::summary::{RunSummary, SUMMARY_FILE};
+use crate::train::pool_envs::PoolEnvs;
+use crate::train::run_log::RunLog;
+use crate::train::spec::{Limits, RunSpec};
+use crate::train::threads::actor_threads;
 use actors::{ActorPool, PoolConfig};
 use anyhow::{bail, Context};
 use candle_core::Device;
-use clap::Args;
 use envs_api::{Element, Env};
 use ppo::{Learner, ObsElement, Rollout, RunClock, Sampler};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 use telemetry::Progress;
 
-use crate::envs::{self, BoxedEnv};
-use crate::run_config::RunConfig;
-use crate::run_dir;
+/// Env seeds of a resumed run are offset by `updates × RESUME_SEED_STRIDE` (a prime, so runs
+/// resumed at different points do not share seeds).
+const RESUME_SEED_STRIDE: u64 = 1_000_003;
 
-mod pool_envs;
-mod run_log;
-
-use pool_envs::PoolEnvs;
-use run_log::RunLog;
-
-/// Arguments of `brims train`.
-#[derive(Args, Debug, Clone)]
-#[command(after_help = "Examples:\n  \
-    brims train --config configs/smoke.toml\n  \
-    brims train --config configs/breakout_brims.toml --set ppo.learning_rate=1e-4 --set seed=2\n  \
-    brims train --run-dir runs/breakout_brims-20261128-091327 --resume")]
-pub(crate) struct TrainArgs {
-    /// The run's TOML config (not needed with --resume: the run dir holds it).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Override a config value, e.g. `--set ppo.learning_rate=1e-4` (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub overrides: Vec<String>,
-    /// Run directory (default: runs/<name>-<UTC time>).
-    #[arg(long)]
-    pub run_dir: Option<PathBuf>,
-    /// Continue the run in --run-dir from its latest checkpoint (from its start if it has none;
-    /// a finished run is left as it is).
-    #[arg(long)]
-    pub resume: bool,
-    /// No progress bar: plain log lines (for logs and CI).
-    #[arg(long)]
-    pub quiet: bool,
-}
-
-/// What a finished (or interrupted) run reports.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) struct RunSummary {
-    pub run_dir: PathBuf,
-    pub frames: u64,
-    pub mean_return_last_20: Option<f64>,
-    /// SPS: agent steps per second summed over the envs, over the whole run (resumes included).
-    pub sps: f64,
-    pub rollout_secs: f64,
-    pub update_secs: f64,
-    pub param_count: usize,
-    pub interrupted: bool,
-}
-
-pub(crate) use run_dir::RETURNS_FILE;
-/// Name of the per-run JSON summary.
-pub(crate) const SUMMARY_FILE: &str = "summary.json";
-
-/// The stop flag, raised by Ctrl-C (SIGINT), SIGTERM or SIGHUP (how Slurm, systemd, Docker
-/// and Kubernetes stop a job): the run abandons the rollout it is collecting (or finishes the
-/// update it is in), writes a checkpoint and exits 0. A second signal exits at once (130).
-pub(crate) fn install_stop_signals() -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("second interrupt: exiting without a checkpoint");
-            std::process::exit(130);
-        }
-        eprintln!(
-            "interrupt: stopping (a rollout being collected is dropped, an update in progress \
-             finishes), then writing a checkpoint"
-        );
-    });
-    stop
-}
-
-/// The environment variable that caps a run's actor threads without changing its config (a
-/// sweep gives each of its parallel runs a share of the cores this way).
-pub(crate) const ACTOR_THREADS_ENV: &str = "BRIMS_ACTOR_THREADS";
-
-/// `threads`, capped by [`ACTOR_THREADS_ENV`] when it is set to a positive number.
-fn actor_threads(threads: usize) -> usize {
-    std::env::var(ACTOR_THREADS_ENV)
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&cap| cap > 0)
-        .map_or(threads, |cap| threads.min(cap))
-}
-
-/// `brims train`.
-pub(crate) fn run(args: &TrainArgs) -> anyhow::Result<serde_json::Value> {
-    run_with_stop(args, &install_stop_signals())
-}
-
-/// `brims train` stopped by `stop` (the caller installs the signals and may raise it too).
-pub(crate) fn run_with_stop(
-    args: &TrainArgs,
-    stop: &Arc<AtomicBool>,
-) -> anyhow::Result<serde_json::Value> {
-    let spec = prepare_run(args)?;
-    let limits = Limits {
-        seconds: None,
-        quiet: args.quiet,
-    };
-    let summary = train(&spec, &limits, stop)?;
-    Ok(serde_json::json!({
-        "run_dir": summary.run_dir,
-        "frames": summary.frames,
-        "mean_return_last_20": summary.mean_return_last_20,
-    }))
-}
-
-/// A run to start or continue.
-pub(crate) struct RunSpec {
-    pub cfg: RunConfig,
-    pub dir: PathBuf,
-    /// Continue the run in `dir` (else create `dir` for a new one).
-    pub resume: bool,
-    /// Where the config came from (recorded in run.json of a new run).
-    pub config_source: String,
-}
-
-/// Resolves the config and the run directory. Writes nothing: a new run's directory is
-/// created only once everything it needs has been built (see [`train`]).
-pub(crate) fn prepare_run(args: &TrainArgs) -> anyhow::Result<RunSpec> {
-    if args.resume {
-        let Some(dir) = &args.run_dir else {
-            bail!("--resume needs --run-dir DIR (the run to continue)");
-        };
-        if args.config.is_some() || !args.overrides.is_empty() {
-            bail!(
-                "--resume continues a run with the config in its run dir; drop --config and --set"
-            );
-        }
-        run_dir::check_resumable(dir)?;
-        let path = dir.join(run_dir::CONFIG_FILE);
-        let cfg = RunConfig::load(&path, &[])?;
-        return Ok(RunSpec {
-            cfg,
-            dir: dir.clone(),
-            resume: true,
-            config_source: path.display().to_string(),
-        });
-    }
-    let Some(path) = &args.config else {
-        bail!("--config FILE is required (see configs/), or --resume with --run-dir");
-    };
-    let cfg = RunConfig::load(path, &args.overrides)?;
-    let dir = run_dir::choose(args.run_dir.as_deref(), &cfg.name);
-    run_dir::check_new(&dir)?;
-    Ok(RunSpec {
-        cfg,
-        dir,
-        resume: false,
-        config_source: path.display().to_string(),
-    })
-}
-
-/// Extra limits on a run (the benchmark stops after some seconds).
-pub(crate) struct Limits {
-    pub seconds: Option<f64>,
-    pub quiet: bool,
-}
-
-/// Trains the run `spec` names: a new one, or the continuation of one from its latest
-/// checkpoint (from its start when it has none). A resumed run that is already finished (its
-/// checkpoint covers the budget and its summary.json says so) is left as it is.
-pub(crate) fn train(
-    spec: &RunSpec,
-    limits: &Limits,
-    stop: &Arc<AtomicBool>,
-) -> anyhow::Result<RunSummary> {
-    if spec.resume {
-        if let Some(summary) = finished_run(spec)? {
-            eprintln!(
-                "{} is finished ({} of {} frames); nothing to do",
-                spec.dir.display(),
-                summary.frames,
-                spec.cfg.budget().frames
-            );
-            return Ok(summary);
-        }
-    }
-    match envs::EnvFactory::from_config(&spec.cfg.env)? {
-        envs::EnvFactory::Frames(make) => Driver::<u8>::new(spec, make)?.run(limits, stop),
-        envs::EnvFactory::Vectors(make) => Driver::<f32>::new(spec, make)?.run(limits, stop),
-    }
-}
-
-/// The summary of a finished run (its latest checkpoint covers the budget and its summary.json
-/// describes that checkpoint, not an interruption); reads only.
-fn finished_run(spec: &RunSpec) -> anyhow::Result<Option<RunSummary>> {
-    let Some(latest) = ppo::latest_checkpoint(&spec.dir.join(run_dir::CHECKPOINT_DIR))? else {
-        return Ok(None);
-    };
-    // An unreadable newest header is not a finished run: the resume falls back past it.
-    let Ok(header) = ppo::read_header(&latest) else {
-        return Ok(None);
-    };
-    if header.global_step < spec.cfg.budget().steps {
-        return Ok(None);
-    }
-    let Ok(text) = std::fs::read_to_string(spec.dir.join(SUMMARY_FILE)) else {
-        return Ok(None);
-    };
-    let Ok(summary) = serde_json::from_str::<RunSummary>(&text) else {
-        return Ok(None);
-    };
-    let frames = header.global_step * spec.cfg.env.frames_per_step();
-    Ok((summary.frames == frames && !summary.interrupted).then_some(summary))
-}
+/// The activity picture's evaluation episode plays with `seed ^ ACTIVITY_EPISODE_SEED_MASK`, so
+/// it is not one of the training envs' episodes.
+const ACTIVITY_EPISODE_SEED_MASK: u64 = 0xE7A1;
 
 /// The training loop for observations of element type `T`: the sampler fills a rollout from
 /// the actor pool's envs, the learner updates on it, the run log records both.
-struct Driver<'a, T: Element + ObsElement> {
+pub(crate) struct Driver<'a, T: Element + ObsElement> {
     cfg: &'a RunConfig,
     dir: PathBuf,
     learner: Learner,
@@ -258,7 +59,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
     /// envs and the learner are built and the run checked against the machine's memory before
     /// a new run's directory exists; a resumed run is locked before its checkpoint is read, and
     /// its files change only once everything is built.
-    fn new(spec: &'a RunSpec, make_env: envs::MakeEnv<T>) -> anyhow::Result<Self> {
+    pub(crate) fn new(spec: &'a RunSpec, make_env: envs::MakeEnv<T>) -> anyhow::Result<Self> {
         let (cfg, dir) = (&spec.cfg, spec.dir.as_path());
         // Probe one env on this thread: a bad game name fails here, before any thread starts.
         let probe = make_env(0).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -283,7 +84,8 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
                     stale.display()
                 );
             }
-            crate::eval::load_newest(&checkpoint_dir, &device).context("cannot resume the run")?
+            crate::eval::checkpoint::load_newest(&checkpoint_dir, &device)
+                .context("cannot resume the run")?
         } else {
             None
         };
@@ -296,9 +98,9 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
                     );
                 }
                 check_spaces(&learner, &latest, &cfg.env, &obs_shape, n_actions)?;
-                crate::eval::check_same_env(
+                crate::eval::checkpoint::check_same_env(
                     &latest,
-                    crate::eval::embedded_config(&latest)?.as_ref(),
+                    crate::eval::checkpoint::embedded_config(&latest)?.as_ref(),
                     &cfg.env,
                     &dir.join(run_dir::CONFIG_FILE),
                 )?;
@@ -318,7 +120,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             .iter()
             .map(|(_, t)| t.elem_count())
             .sum();
-        crate::preflight::check(
+        crate::train::preflight::check(
             cfg,
             &obs_shape,
             std::mem::size_of::<T>() as u64,
@@ -329,7 +131,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         // A resumed run must not replay the same env trajectories: offset the seeds by progress.
         let env_seed = cfg
             .seed
-            .wrapping_add(learner.updates().wrapping_mul(1_000_003));
+            .wrapping_add(learner.updates().wrapping_mul(RESUME_SEED_STRIDE));
         let pool = ActorPool::new(
             PoolConfig {
                 num_envs,
@@ -393,7 +195,11 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         })
     }
 
-    fn run(mut self, limits: &Limits, stop: &Arc<AtomicBool>) -> anyhow::Result<RunSummary> {
+    pub(crate) fn run(
+        mut self,
+        limits: &Limits,
+        stop: &Arc<AtomicBool>,
+    ) -> anyhow::Result<RunSummary> {
         let (num_steps, num_envs) = (self.cfg.ppo.num_steps, self.cfg.ppo.num_envs);
         let budget = self.cfg.budget();
         let param_count: usize = self
@@ -537,7 +343,7 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             self.learner.net(),
             &self.cfg.env,
             1,
-            self.cfg.seed ^ 0xE7A1,
+            self.cfg.seed ^ ACTIVITY_EPISODE_SEED_MASK,
             crate::eval::Recording::Activity,
             Some(1000),
         )?;
@@ -559,40 +365,4 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
         self.last_checkpoint = Some((self.learner.updates(), path.clone()));
         Ok(path)
     }
-}
-
-/// Refuses a checkpoint whose network was built for other observations or another action count
-/// than the run's env has (a checkpoint of another game).
-pub(crate) fn check_spaces(
-    learner: &Learner,
-    checkpoint: &Path,
-    env: &crate::run_config::EnvConfig,
-    obs_shape: &[usize],
-    n_actions: usize,
-) -> anyhow::Result<()> {
-    let net = learner.net();
-    let what = match env {
-        crate::run_config::EnvConfig::Atari { game, .. } => game.clone(),
-        other => format!("{other:?}").to_lowercase(),
-    };
-    if net.n_actions() != n_actions {
-        bail!(
-            "{}: the checkpoint's policy has {} actions but {what} has {n_actions}; \
-             it was trained on another game (check the run's {})",
-            checkpoint.display(),
-            net.n_actions(),
-            run_dir::CONFIG_FILE
-        );
-    }
-    if net.obs_shape() != obs_shape {
-        bail!(
-            "{}: the checkpoint's policy reads observations of shape {:?} but {what} gives {:?} \
-             (check the run's {})",
-            checkpoint.display(),
-            net.obs_shape(),
-            obs_shape,
-            run_dir::CONFIG_FILE
-        );
-    }
-    Ok(())
 }

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use crate::compare::finished_curve;
-use crate::report::{self, ConfigRuns, ReportOptions, RunCurve};
-use crate::run_dir::CONFIG_FILE;
-use crate::sweep::{runs_by_game, ResolvedSpec};
+use crate::compare::report::{self, ConfigRuns, ReportOptions, RunCurve};
+use crate::run::dir::CONFIG_FILE;
+use crate::sweep::manifest::{read_json, runs_by_game, SPEC_FILE};
+use crate::sweep::spec::{PlannedRun, ResolvedSpec};
 
 /// One game's finished runs per config, and how many runs each config has in all.
 pub(crate) struct GameRuns {
@@ -34,7 +35,7 @@ fn return_range_of(spec: &ResolvedSpec, game: &Option<String>) -> Option<(f64, f
         .filter(|r| r.game.is_none())
         .map(|r| {
             let table = toml::from_str(&r.config_toml).ok()?;
-            crate::run_config::RunConfig::from_table(table)
+            crate::config::run::RunConfig::from_table(table)
                 .ok()?
                 .env
                 .return_range()
@@ -144,7 +145,7 @@ fn write_games(dir: &Path, spec: &ResolvedSpec, games: &[GameRuns]) -> anyhow::R
     }
     across_games(dir, spec, games, &mut md)?;
     let path = dir.join("report.md");
-    crate::run_dir::write_atomic(&path, md.as_bytes())?;
+    crate::run::dir::write_atomic(&path, md.as_bytes())?;
     Ok(path)
 }
 
@@ -193,10 +194,10 @@ pub(crate) fn write_published(dir: &Path) -> anyhow::Result<PathBuf> {
     })?;
     let published: PublishedSweep =
         serde_json::from_str(&text).with_context(|| format!("{}: malformed", path.display()))?;
-    let runs: Vec<crate::sweep::PlannedRun> = published
+    let runs: Vec<PlannedRun> = published
         .runs
         .iter()
-        .map(|r| crate::sweep::PlannedRun {
+        .map(|r| PlannedRun {
             id: r.id.clone(),
             game: r.game.clone(),
             config: r.config.clone(),
@@ -274,7 +275,7 @@ pub(crate) fn write_published(dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// `(frames, episodic return)` of each row of a published `frames,episodic_return` CSV.
 fn read_episodes_csv(path: &Path) -> anyhow::Result<Vec<(u64, f64)>> {
-    crate::report::read_frames_returns(path, 0, 1)
+    crate::compare::report::read_frames_returns(path, 0, 1)
 }
 
 /// Final return of a run: the mean of its last `k` episodes.
@@ -507,6 +508,13 @@ Sample efficiency: the IQM of each run's trailing {k}-episode {score_name} again
     Ok(())
 }
 
+/// Writes report.md and the plots from the finished runs; returns report.md's path.
+pub(crate) fn write_report(dir: &Path) -> anyhow::Result<PathBuf> {
+    let spec: ResolvedSpec = read_json(&dir.join(SPEC_FILE))
+        .with_context(|| format!("{} is not a sweep directory", dir.display()))?;
+    write(dir, &spec)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -578,7 +586,8 @@ mod tests {
         ] {
             let path = tmp.path().join("report").join(png);
             for core in ["lstm", "brims"] {
-                let n = crate::report::tests::pixels_of(&path, rlstats::series_colour(core));
+                let n =
+                    crate::compare::report::tests::pixels_of(&path, rlstats::series_colour(core));
                 assert!(n > 50, "{png}: {n} pixels of {core}'s colour");
             }
         }
