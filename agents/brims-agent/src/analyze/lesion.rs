@@ -371,20 +371,13 @@ struct EnvSlot<T: Element> {
     since_reset: usize,
 }
 
-/// Plays `args.study.episodes` episodes at once, one env each (a batch of that size), under `cond`;
-/// with `record`, keeps every step of every episode (`record[i]`: episode `i`).
-pub(crate) fn play<T: Element + ObsElement>(
+/// One freshly reset env per episode, episode `i` seeded with `seed + i`.
+fn env_slots<T: Element + ObsElement>(
     make: &MakeEnv<T>,
-    net: &ActorCritic,
-    core: &CoreConfig,
-    cond: &Condition,
-    intact_means: &[Vec<f32>],
     args: &PlaySpec,
-    mut record: Option<&mut Vec<Vec<RecordedStep>>>,
-) -> anyhow::Result<Played> {
-    let n = args.episodes;
-    let mut slots = Vec::with_capacity(n);
-    for i in 0..n {
+) -> anyhow::Result<Vec<EnvSlot<T>>> {
+    let mut slots = Vec::with_capacity(args.episodes);
+    for i in 0..args.episodes {
         let mut env = make(i)?;
         let seed = args.seed + i as u64;
         let (obs, _) = env.reset(Some(seed))?;
@@ -398,6 +391,22 @@ pub(crate) fn play<T: Element + ObsElement>(
             since_reset: 0,
         });
     }
+    Ok(slots)
+}
+
+/// Plays `args.study.episodes` episodes at once, one env each (a batch of that size), under `cond`;
+/// with `record`, keeps every step of every episode (`record[i]`: episode `i`).
+pub(crate) fn play<T: Element + ObsElement>(
+    make: &MakeEnv<T>,
+    net: &ActorCritic,
+    core: &CoreConfig,
+    cond: &Condition,
+    intact_means: &[Vec<f32>],
+    args: &PlaySpec,
+    mut record: Option<&mut Vec<Vec<RecordedStep>>>,
+) -> anyhow::Result<Played> {
+    let n = args.episodes;
+    let mut slots = env_slots(make, args)?;
     let layers = match core {
         CoreConfig::Brims(cfg) => cfg.layers.len(),
         CoreConfig::Lstm(_) => 1,

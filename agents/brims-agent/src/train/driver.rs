@@ -16,11 +16,64 @@ use anyhow::{bail, Context};
 use candle_core::Device;
 use envs_api::{Element, Env};
 use ppo::{Learner, ObsElement, Rollout, RunClock, Sampler};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use telemetry::Progress;
+
+/// The newest checkpoint on disk: the update count it was written at, and its path.
+type LastCheckpoint = Option<(u64, PathBuf)>;
+
+/// The learner a run starts from: on resume, the newest readable checkpoint (checked against
+/// the run's network, spaces and env), with its clock and `(updates, path)`; otherwise a fresh one.
+fn resume_or_new_learner(
+    spec: &RunSpec,
+    checkpoint_dir: &Path,
+    obs_shape: &[usize],
+    n_actions: usize,
+    device: &Device,
+) -> anyhow::Result<(Learner, RunClock, LastCheckpoint)> {
+    let (cfg, dir) = (&spec.cfg, spec.dir.as_path());
+    let latest = if spec.resume {
+        // Under the lock no one else writes here: a temp file is a write a kill cut short.
+        for stale in ppo::remove_temp_files(checkpoint_dir)? {
+            eprintln!(
+                "removed {}, left by a checkpoint write that was cut short",
+                stale.display()
+            );
+        }
+        crate::eval::checkpoint::load_newest(checkpoint_dir, device)
+            .context("cannot resume the run")?
+    } else {
+        None
+    };
+    Ok(match latest {
+        Some((latest, learner)) => {
+            if learner.network_config() != &cfg.network {
+                bail!(
+                    "{}: the checkpoint's network differs from the run's config",
+                    latest.display()
+                );
+            }
+            check_spaces(&learner, &latest, &cfg.env, obs_shape, n_actions)?;
+            crate::eval::checkpoint::check_same_env(
+                &latest,
+                crate::eval::checkpoint::embedded_config(&latest)?.as_ref(),
+                &cfg.env,
+                &dir.join(run_dir::CONFIG_FILE),
+            )?;
+            let clock = ppo::read_header(&latest)?.clock.unwrap_or_default();
+            let updates = learner.updates();
+            (learner, clock, Some((updates, latest)))
+        }
+        None => {
+            let plan = cfg.ppo.validate()?;
+            let learner = Learner::new(plan, cfg.network.clone(), obs_shape, n_actions, device)?;
+            (learner, RunClock::default(), None)
+        }
+    })
+}
 
 /// Env seeds of a resumed run are offset by `updates × RESUME_SEED_STRIDE` (a prime, so runs
 /// resumed at different points do not share seeds).
@@ -47,7 +100,7 @@ pub(crate) struct Driver<'a, T: Element + ObsElement> {
     /// The global step this process started from.
     start_step: u64,
     /// The newest checkpoint on disk and the update it holds.
-    last_checkpoint: Option<(u64, PathBuf)>,
+    last_checkpoint: LastCheckpoint,
     /// The effective config as TOML, recorded in every checkpoint's header.
     config_toml: String,
     /// The run directory's lock, held until the driver is dropped.
@@ -76,45 +129,8 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             None
         };
         let checkpoint_dir = dir.join(run_dir::CHECKPOINT_DIR);
-        let latest = if spec.resume {
-            // Under the lock no one else writes here: a temp file is a write a kill cut short.
-            for stale in ppo::remove_temp_files(&checkpoint_dir)? {
-                eprintln!(
-                    "removed {}, left by a checkpoint write that was cut short",
-                    stale.display()
-                );
-            }
-            crate::eval::checkpoint::load_newest(&checkpoint_dir, &device)
-                .context("cannot resume the run")?
-        } else {
-            None
-        };
-        let (learner, clock, last_checkpoint) = match latest {
-            Some((latest, learner)) => {
-                if learner.network_config() != &cfg.network {
-                    bail!(
-                        "{}: the checkpoint's network differs from the run's config",
-                        latest.display()
-                    );
-                }
-                check_spaces(&learner, &latest, &cfg.env, &obs_shape, n_actions)?;
-                crate::eval::checkpoint::check_same_env(
-                    &latest,
-                    crate::eval::checkpoint::embedded_config(&latest)?.as_ref(),
-                    &cfg.env,
-                    &dir.join(run_dir::CONFIG_FILE),
-                )?;
-                let clock = ppo::read_header(&latest)?.clock.unwrap_or_default();
-                let updates = learner.updates();
-                (learner, clock, Some((updates, latest)))
-            }
-            None => {
-                let plan = cfg.ppo.validate()?;
-                let learner =
-                    Learner::new(plan, cfg.network.clone(), &obs_shape, n_actions, &device)?;
-                (learner, RunClock::default(), None)
-            }
-        };
+        let (learner, clock, last_checkpoint) =
+            resume_or_new_learner(spec, &checkpoint_dir, &obs_shape, n_actions, &device)?;
         let params: usize = learner
             .parameters()
             .iter()
@@ -305,23 +321,28 @@ impl<'a, T: Element + ObsElement> Driver<'a, T> {
             serde_json::to_string_pretty(&summary)?.as_bytes(),
         )?;
         if interrupted {
-            let resume = format!(
-                "`brims train --run-dir {} --resume` continues",
-                self.dir.display()
-            );
-            match &self.last_checkpoint {
-                Some((_, path)) => eprintln!(
-                    "interrupted at {} frames: checkpoint {}; {resume}",
-                    summary.frames,
-                    path.display()
-                ),
-                None => eprintln!(
-                    "interrupted before the first update: no checkpoint written; {resume} \
-                     (from the start)"
-                ),
-            }
+            self.say_interrupted(summary.frames);
         }
         Ok(summary)
+    }
+
+    /// Tells how an interrupted run continues, and from which checkpoint.
+    fn say_interrupted(&self, frames: u64) {
+        let resume = format!(
+            "`brims train --run-dir {} --resume` continues",
+            self.dir.display()
+        );
+        match &self.last_checkpoint {
+            Some((_, path)) => eprintln!(
+                "interrupted at {} frames: checkpoint {}; {resume}",
+                frames,
+                path.display()
+            ),
+            None => eprintln!(
+                "interrupted before the first update: no checkpoint written; {resume} \
+                 (from the start)"
+            ),
+        }
     }
 
     /// The run's time so far: what the resumed checkpoint recorded plus this process's
