@@ -56,36 +56,7 @@ pub(crate) fn run_local(
                     break;
                 };
                 let id = manifest.runs[i].id.clone();
-                let log = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(log_path(dir, &id))
-                    .with_context(|| format!("cannot write {}", log_path(dir, &id).display()))?;
-                let mut command = Command::new(&exe);
-                // Its own process group: a terminal's Ctrl-C reaches the sweep alone, which
-                // forwards one SIGTERM (a second signal makes a run exit without a
-                // checkpoint). If the sweep dies without forwarding (SIGKILL), the run sees
-                // its stdin (a pipe only the sweep writes) reach end of file and stops as on
-                // one SIGTERM. Not PR_SET_PDEATHSIG: it fires each time the thread that is
-                // the run's parent exits, so a dying multi-threaded sweep could send it twice.
-                command.process_group(0);
-                let child = command
-                    // The same entry point as a Slurm task: new run or continuation.
-                    .args(["sweep", "run-one"])
-                    .arg(dir)
-                    .arg(&id)
-                    .env("RAYON_NUM_THREADS", threads.to_string())
-                    .env(
-                        crate::train::threads::ACTOR_THREADS_ENV,
-                        threads.to_string(),
-                    )
-                    .env(PARENT_PIPE_ENV, "1")
-                    // The write end stays in `Child` until the run is reaped.
-                    .stdin(Stdio::piped())
-                    .stdout(log.try_clone()?)
-                    .stderr(log)
-                    .spawn()
-                    .with_context(|| format!("cannot start {}", exe.display()))?;
+                let child = spawn_run(&exe, dir, &id, threads)?;
                 manifest.runs[i].state = RunState::Running;
                 manifest.runs[i].attempts += 1;
                 progress.println(&format!(
@@ -104,37 +75,7 @@ pub(crate) fn run_local(
         for (i, mut child) in running {
             match child.try_wait()? {
                 None => still.push((i, child)),
-                Some(status) => {
-                    let id = manifest.runs[i].id.clone();
-                    let p = run_progress(&run_path(dir, &id))?;
-                    let record = &mut manifest.runs[i];
-                    record.frames_done = p.frames;
-                    if p.finished {
-                        record.state = RunState::Done;
-                        record.error = None;
-                        progress.println(&format!("finished {id}"));
-                    } else if status.success() {
-                        // Stopped by a signal with a checkpoint: continue it on a rerun.
-                        record.state = RunState::Pending;
-                        record.attempts -= 1;
-                    } else {
-                        let why = last_line(&log_path(dir, &id));
-                        record.error = Some(why.clone());
-                        record.state = if record.attempts >= spec.max_attempts {
-                            RunState::Failed
-                        } else {
-                            RunState::Pending
-                        };
-                        progress.println(&format!(
-                            "{id} failed (attempt {} of {}): {why}",
-                            record.attempts, spec.max_attempts
-                        ));
-                    }
-                    save_manifest(dir, manifest)?;
-                    if manifest.runs[i].state == RunState::Done {
-                        write_report(dir)?;
-                    }
-                }
+                Some(status) => record_exit(spec, dir, manifest, i, status, &mut progress)?,
             }
         }
         running = still;
@@ -176,6 +117,83 @@ pub(crate) fn run_local(
             dir.display()
         )
     })
+}
+
+/// Starts `brims sweep run-one DIR ID` with `threads` threads, its output appended to the run's
+/// log, in its own process group, its stdin a pipe from this sweep.
+fn spawn_run(exe: &Path, dir: &Path, id: &str, threads: usize) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path(dir, id))
+        .with_context(|| format!("cannot write {}", log_path(dir, id).display()))?;
+    let mut command = Command::new(exe);
+    // Its own process group: a terminal's Ctrl-C reaches the sweep alone, which
+    // forwards one SIGTERM (a second signal makes a run exit without a
+    // checkpoint). If the sweep dies without forwarding (SIGKILL), the run sees
+    // its stdin (a pipe only the sweep writes) reach end of file and stops as on
+    // one SIGTERM. Not PR_SET_PDEATHSIG: it fires each time the thread that is
+    // the run's parent exits, so a dying multi-threaded sweep could send it twice.
+    command.process_group(0);
+    command
+        // The same entry point as a Slurm task: new run or continuation.
+        .args(["sweep", "run-one"])
+        .arg(dir)
+        .arg(id)
+        .env("RAYON_NUM_THREADS", threads.to_string())
+        .env(
+            crate::train::threads::ACTOR_THREADS_ENV,
+            threads.to_string(),
+        )
+        .env(PARENT_PIPE_ENV, "1")
+        // The write end stays in `Child` until the run is reaped.
+        .stdin(Stdio::piped())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {}", exe.display()))
+}
+
+/// Records how run `i` ended (finished, stopped with a checkpoint, or failed with its log's
+/// last line), saves the manifest and, when it finished, rewrites the report.
+fn record_exit(
+    spec: &ResolvedSpec,
+    dir: &Path,
+    manifest: &mut Manifest,
+    i: usize,
+    status: std::process::ExitStatus,
+    progress: &mut telemetry::Progress,
+) -> anyhow::Result<()> {
+    let id = manifest.runs[i].id.clone();
+    let p = run_progress(&run_path(dir, &id))?;
+    let record = &mut manifest.runs[i];
+    record.frames_done = p.frames;
+    if p.finished {
+        record.state = RunState::Done;
+        record.error = None;
+        progress.println(&format!("finished {id}"));
+    } else if status.success() {
+        // Stopped by a signal with a checkpoint: continue it on a rerun.
+        record.state = RunState::Pending;
+        record.attempts -= 1;
+    } else {
+        let why = last_line(&log_path(dir, &id));
+        record.error = Some(why.clone());
+        record.state = if record.attempts >= spec.max_attempts {
+            RunState::Failed
+        } else {
+            RunState::Pending
+        };
+        progress.println(&format!(
+            "{id} failed (attempt {} of {}): {why}",
+            record.attempts, spec.max_attempts
+        ));
+    }
+    save_manifest(dir, manifest)?;
+    if manifest.runs[i].state == RunState::Done {
+        write_report(dir)?;
+    }
+    Ok(())
 }
 
 /// Set by the local executor on its runs: stdin is a pipe from the sweep, whose end of file
