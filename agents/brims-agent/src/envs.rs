@@ -2,7 +2,7 @@
 
 use envs_api::{Env, EnvError};
 
-use crate::run_config::EnvConfig;
+use crate::config::run::EnvConfig;
 
 /// A boxed env with observations of element type `T`.
 pub(crate) type BoxedEnv<T> = Box<dyn Env<Elem = T>>;

@@ -112,7 +112,7 @@ impl Env for Fake {
         self.t += 1;
         let reward = (self.next() % 7) as f32 - 3.0 + action as f32;
         self.ret += f64::from(reward);
-        let terminated = self.next() % 9 == 0;
+        let terminated = self.next().is_multiple_of(9);
         let truncated = !terminated && self.t >= 12;
         self.needs_reset = terminated || truncated;
         let episode = self.needs_reset.then_some(EpisodeStats {

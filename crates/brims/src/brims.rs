@@ -17,8 +17,8 @@ use crate::config::{AttentionInit, BrimsConfig, CoreOutput, LstmInit, TieBreak};
 use crate::core::{act_by_stepping, Core, CoreState, LayerTrace, StepTrace};
 use crate::error::BrimsError;
 use crate::lesion::{LayerLesion, Lesion};
-use crate::lstm::{check_width, expect_shape, fast_tanh};
 use crate::norm::normalise_rows;
+use crate::shape::{check_width, expect_shape, fast_tanh};
 use crate::sizes::LayerSizes;
 use crate::topk::active_modules;
 
@@ -61,6 +61,8 @@ fn gate_scale(s: &LayerSizes, dev: &Device, dtype: DType) -> Result<Tensor> {
 }
 
 /// Everything one layer computed at one step (kept for the fixture checker and the trace).
+// The candidate and communication tensors are read only by the fixture checker.
+#[cfg_attr(not(feature = "fixture"), allow(dead_code))]
 pub(crate) struct LayerOut {
     /// `[B, Hi, M, S]` input attention, slots `[null, bottom-up(, top-down)]`.
     pub inp_probs: Tensor,

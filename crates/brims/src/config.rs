@@ -1,12 +1,9 @@
-//! Serde configs for both cores and the constructor the binary uses.
+//! Serde configs for both cores: plain data with its own validation (a leaf: it imports no
+//! core; [`crate::build_core`] beside the cores turns a config into one).
 
-use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use crate::brims::Brims;
-use crate::core::Core;
 use crate::error::BrimsError;
-use crate::lstm::Lstm;
 
 /// Which core to build, from TOML: `kind = "lstm"` or `kind = "brims"` plus that core's fields.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,19 +31,6 @@ impl CoreConfig {
             CoreConfig::Brims(cfg) => cfg.output_size(),
         }
     }
-}
-
-/// Builds the configured core with input width `input_size`, taking (or creating) its
-/// parameters from `vb`.
-pub fn build_core(
-    cfg: &CoreConfig,
-    input_size: usize,
-    vb: VarBuilder,
-) -> Result<Box<dyn Core>, BrimsError> {
-    Ok(match cfg {
-        CoreConfig::Lstm(c) => Box::new(Lstm::new(c, input_size, vb)?),
-        CoreConfig::Brims(c) => Box::new(Brims::new(c, input_size, vb)?),
-    })
 }
 
 /// LSTM baseline config.

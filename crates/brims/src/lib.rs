@@ -25,30 +25,49 @@
 //! On the CPU, BRIMs runs as plain loops over all layers and steps (`brims_seq`: one autograd
 //! node per sequence, envs split over threads); the candle composition in `brims` is the
 //! readable reference, used for `step` and wherever the loops do not apply (GPU, dropout).
-//! [`check_fixture`] compares both with the reference code's recorded tensors.
+//! `check_fixture` (behind the `fixture` feature, which the tests and the `fixture_check`
+//! example enable) compares both with the reference code's recorded tensors.
 #![deny(missing_docs)]
+
+use candle_nn::VarBuilder;
 
 mod brims;
 mod brims_seq;
 mod config;
 mod core;
 mod error;
+#[cfg(feature = "fixture")]
 mod fixture;
 mod kernels;
 mod lesion;
 mod lstm;
 mod lstm_seq;
 mod norm;
+mod shape;
 mod sizes;
 mod topk;
 
 pub use crate::brims::Brims;
 pub use crate::config::{
-    build_core, AttentionInit, BrimsConfig, BrimsLayerConfig, CommAttentionConfig, CoreConfig,
-    CoreOutput, InputAttentionConfig, LstmConfig, LstmInit, LstmWeightInit, TieBreak, TopDown,
+    AttentionInit, BrimsConfig, BrimsLayerConfig, CommAttentionConfig, CoreConfig, CoreOutput,
+    InputAttentionConfig, LstmConfig, LstmInit, LstmWeightInit, TieBreak, TopDown,
 };
 pub use crate::core::{Core, CoreState, LayerTrace, StepTrace};
 pub use crate::error::BrimsError;
+#[cfg(feature = "fixture")]
 pub use crate::fixture::{check_fixture, CaseReport, FixtureReport};
 pub use crate::lesion::{LayerLesion, Lesion};
 pub use crate::lstm::Lstm;
+
+/// Builds the configured core with input width `input_size`, taking (or creating) its
+/// parameters from `vb`.
+pub fn build_core(
+    cfg: &CoreConfig,
+    input_size: usize,
+    vb: VarBuilder,
+) -> Result<Box<dyn Core>, BrimsError> {
+    Ok(match cfg {
+        CoreConfig::Lstm(c) => Box::new(Lstm::new(c, input_size, vb)?),
+        CoreConfig::Brims(c) => Box::new(Brims::new(c, input_size, vb)?),
+    })
+}

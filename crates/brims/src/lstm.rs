@@ -10,6 +10,7 @@ use crate::error::BrimsError;
 use crate::kernels::{cpu_slices, gemm_acc_nt, Real};
 use crate::lstm_seq::{cell_forward, fused_supported, lstm_seq};
 use crate::norm::normalise_rows;
+use crate::shape::{check_width, expect_shape, fast_tanh, shape_err};
 
 /// An LSTM cell with PyTorch's gate order `i, f, g, o` and parameter names
 /// (`weight_ih [4H, E]`, `weight_hh [4H, H]`, `bias_ih [4H]`, `bias_hh [4H]`), so candle-nn and
@@ -229,37 +230,6 @@ impl Lstm {
             outputs.push(h.clone());
         }
         Ok((Tensor::stack(&outputs, 0)?, CoreState { parts: vec![h, c] }))
-    }
-}
-
-/// `tanh(x) = 2σ(2x) − 1`: candle's sigmoid runs on `exp`, about twice as fast as libm's
-/// `tanhf` here, and the cores spend a tenth of a step in tanh. Differentiable as composed.
-pub(crate) fn fast_tanh(x: &Tensor) -> candle_core::Result<Tensor> {
-    candle_nn::ops::sigmoid(&x.affine(2.0, 0.0)?)?.affine(2.0, -1.0)
-}
-
-pub(crate) fn check_width(input: &Tensor, expected: usize) -> Result<(), BrimsError> {
-    if input.dims().last() != Some(&expected) {
-        return Err(BrimsError::InputWidth {
-            expected,
-            got: input.dims().to_vec(),
-        });
-    }
-    Ok(())
-}
-
-pub(crate) fn expect_shape(name: &str, t: &Tensor, expected: &[usize]) -> Result<(), BrimsError> {
-    if t.dims() != expected {
-        return Err(shape_err(name, expected, t));
-    }
-    Ok(())
-}
-
-fn shape_err(name: &str, expected: &[usize], t: &Tensor) -> BrimsError {
-    BrimsError::WeightShape {
-        name: name.into(),
-        expected: expected.to_vec(),
-        got: t.dims().to_vec(),
     }
 }
 

@@ -113,7 +113,7 @@ impl PpoConfig {
         if c.num_steps == 0 {
             return Err(bad("num_steps", c.num_steps, "must be ≥ 1"));
         }
-        if c.num_minibatches == 0 || c.num_envs % c.num_minibatches != 0 {
+        if c.num_minibatches == 0 || !c.num_envs.is_multiple_of(c.num_minibatches) {
             return Err(bad(
                 "num_minibatches",
                 c.num_minibatches,

@@ -153,19 +153,7 @@ impl Learner {
     pub fn update(&mut self, rollout: &Rollout) -> Result<UpdateMetrics> {
         let c = self.plan.config.clone();
         let (steps, envs) = (rollout.num_steps(), rollout.num_envs());
-        if steps != c.num_steps || envs != c.num_envs || rollout.obs_shape() != self.net.obs_shape()
-        {
-            return Err(PpoError::Shape {
-                op: "Learner::update",
-                why: format!(
-                    "rollout is {steps} steps × {envs} envs of {:?}, the learner expects {} × {} of {:?}",
-                    rollout.obs_shape(),
-                    c.num_steps,
-                    c.num_envs,
-                    self.net.obs_shape()
-                ),
-            });
-        }
+        self.check_rollout_shape(rollout)?;
         rollout.validate()?;
         let update = self.updates + 1;
         let lr = self.plan.learning_rate_at(update);
@@ -229,24 +217,10 @@ impl Learner {
                 )?;
                 let loss = parts.total(c.ent_coef, c.vf_coef)?;
                 let loss_value = f64::from(loss.to_scalar::<f32>()?);
-                if !loss_value.is_finite() {
-                    return Err(PpoError::NonFinite {
-                        what: "loss",
-                        value: loss_value,
-                        update,
-                        epoch,
-                    });
-                }
+                finite("loss", loss_value, update, epoch)?;
                 let grads = loss.backward()?;
                 let (norm, parts_norm) = self.adam.grad_norm(&grads)?;
-                if !norm.is_finite() {
-                    return Err(PpoError::NonFinite {
-                        what: "gradient norm",
-                        value: norm,
-                        update,
-                        epoch,
-                    });
-                }
+                finite("gradient norm", norm, update, epoch)?;
                 self.adam.clipped_step(&grads, norm, c.max_grad_norm, lr)?;
                 clipfracs.push(parts.clipfrac);
                 grad_norms.push(norm);
@@ -284,6 +258,26 @@ impl Learner {
             epochs,
             first_ratio_deviation,
         })
+    }
+
+    /// The rollout has the learner's steps × envs of its observation shape.
+    fn check_rollout_shape(&self, rollout: &Rollout) -> Result<()> {
+        let c = &self.plan.config;
+        let (steps, envs) = (rollout.num_steps(), rollout.num_envs());
+        if steps != c.num_steps || envs != c.num_envs || rollout.obs_shape() != self.net.obs_shape()
+        {
+            return Err(PpoError::Shape {
+                op: "Learner::update",
+                why: format!(
+                    "rollout is {steps} steps × {envs} envs of {:?}, the learner expects {} × {} of {:?}",
+                    rollout.obs_shape(),
+                    c.num_steps,
+                    c.num_envs,
+                    self.net.obs_shape()
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Adds environment steps to the counter without an update (e.g. steps a driver discarded).
@@ -400,4 +394,17 @@ impl Learner {
         let h = checkpoint::read_header(header_path)?;
         Ok((h.ppo, h.network))
     }
+}
+
+/// `value` (the update's `what`) is finite, or the update stops with [`PpoError::NonFinite`].
+fn finite(what: &'static str, value: f64, update: u64, epoch: usize) -> Result<()> {
+    if value.is_finite() {
+        return Ok(());
+    }
+    Err(PpoError::NonFinite {
+        what,
+        value,
+        update,
+        epoch,
+    })
 }

@@ -177,6 +177,173 @@ impl InitSpec {
     }
 }
 
+/// Gain of CleanRL's orthogonal init for the encoder's hidden layers.
+const HIDDEN_GAIN: f64 = std::f64::consts::SQRT_2;
+
+/// A policy needs at least one action.
+fn check_action_count(n_actions: usize) -> Result<()> {
+    if n_actions == 0 {
+        return Err(PpoError::Shape {
+            op: "ActorCritic::new",
+            why: "the action space has 0 actions".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Dropout would draw other masks when the learner replays a rollout than when the policy
+/// acted, so PPO's ratio would not start at 1: refuse it rather than ignore it.
+fn refuse_dropout(cfg: &NetworkConfig) -> Result<()> {
+    if let Some(CoreConfig::Brims(b)) = &cfg.core {
+        for (field, p) in [
+            ("network.core.read_dropout", b.read_dropout),
+            ("network.core.comm_dropout", b.comm_dropout),
+        ] {
+            if p != 0.0 {
+                return Err(PpoError::Config {
+                    field,
+                    value: p.to_string(),
+                    why: "must be 0 for PPO: the learner replays the rollout and dropout \
+                          would make its log-probabilities differ from the ones the policy \
+                          acted with (the reference's 0.1 is for supervised training)"
+                        .into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The MLP encoder over 1-D observations, its output width, and its layers' init specs.
+fn mlp_encoder(
+    hidden: &[usize],
+    activation: Activation,
+    obs_shape: &[usize],
+    vb: &VarBuilder,
+    specs: &mut Vec<InitSpec>,
+) -> Result<(Encoder, usize)> {
+    let &[input] = obs_shape else {
+        return Err(PpoError::Shape {
+            op: "ActorCritic::new",
+            why: format!("the MLP encoder needs 1-D observations, got shape {obs_shape:?}"),
+        });
+    };
+    if hidden.is_empty() || hidden.contains(&0) {
+        return Err(PpoError::Config {
+            field: "encoder.hidden",
+            value: format!("{hidden:?}"),
+            why: "needs at least one layer, every width ≥ 1".into(),
+        });
+    }
+    let mut layers = Vec::new();
+    let mut width = input;
+    for (i, &h) in hidden.iter().enumerate() {
+        let prefix = format!("encoder.fc{i}");
+        layers.push(candle_nn::linear(width, h, vb.pp(&prefix))?);
+        specs.push(InitSpec::layer(&prefix, vec![h, width], HIDDEN_GAIN));
+        width = h;
+    }
+    Ok((Encoder::Mlp { layers, activation }, width))
+}
+
+/// Spatial size of a `[H, W]` frame side after the Nature CNN's three valid convs
+/// (`(x - k) / s + 1` each); None when the frame is too small.
+fn nature_cnn_side(x: usize) -> Option<usize> {
+    let a = x.checked_sub(8)? / 4 + 1;
+    let b = a.checked_sub(4)? / 2 + 1;
+    Some(b.checked_sub(3)? + 1)
+}
+
+/// The Nature CNN over `[k, H, W]` frames (three convs, then a `hidden`-wide linear layer), its
+/// output width, and its layers' init specs.
+fn nature_cnn_encoder(
+    hidden: usize,
+    obs_shape: &[usize],
+    vb: &VarBuilder,
+    specs: &mut Vec<InitSpec>,
+) -> Result<(Encoder, usize)> {
+    let &[frames, height, width] = obs_shape else {
+        return Err(PpoError::Shape {
+            op: "ActorCritic::new",
+            why: format!("the Nature CNN needs [k, H, W] frames, got shape {obs_shape:?}"),
+        });
+    };
+    let (Some(oh), Some(ow)) = (nature_cnn_side(height), nature_cnn_side(width)) else {
+        return Err(PpoError::Shape {
+            op: "ActorCritic::new",
+            why: format!("frames {height}×{width} are too small for the Nature CNN (≥ 36×36)"),
+        });
+    };
+    let layers = [(frames, 32, 8, 4), (32, 64, 4, 2), (64, 64, 3, 1)];
+    let mut convs = Vec::new();
+    for (i, (ic, oc, k, s)) in layers.into_iter().enumerate() {
+        let prefix = format!("encoder.conv{i}");
+        convs.push(conv(ic, oc, k, s, vb.pp(&prefix))?);
+        specs.push(InitSpec::layer(&prefix, vec![oc, ic, k, k], HIDDEN_GAIN));
+    }
+    let flat = 64 * oh * ow;
+    let fc = candle_nn::linear(flat, hidden, vb.pp("encoder.fc"))?;
+    specs.push(InitSpec::layer(
+        "encoder.fc",
+        vec![hidden, flat],
+        HIDDEN_GAIN,
+    ));
+    let convs: [Conv; 3] = convs.try_into().map_err(|_| PpoError::Shape {
+        op: "ActorCritic::new",
+        why: "Nature CNN has three convs".into(),
+    })?;
+    let frames_conv =
+        fastconv::Conv2d::new(convs[0].weight().clone(), convs[0].bias().cloned(), 4)?
+            .with_relu()
+            .with_input_scale(1.0 / 255.0);
+    Ok((
+        Encoder::NatureCnn {
+            convs,
+            frames_conv,
+            fc,
+        },
+        hidden,
+    ))
+}
+
+/// CleanRL's ppo_atari_lstm.py for an LSTM core with `weight_init = "orthogonal"`: both weights
+/// orthogonal (gain 1), biases 0. The LSTM's init option is declared in brims and applied here,
+/// where the seeded RNG and the orthogonal draw live.
+fn lstm_orthogonal_specs(cfg: &NetworkConfig, features: usize) -> Vec<InitSpec> {
+    let Some(CoreConfig::Lstm(lstm)) = &cfg.core else {
+        return Vec::new();
+    };
+    if lstm.weight_init != LstmWeightInit::Orthogonal {
+        return Vec::new();
+    }
+    let h = lstm.hidden_size;
+    [("ih", features), ("hh", h)]
+        .into_iter()
+        .map(|(part, input)| InitSpec {
+            weight: format!("core.weight_{part}"),
+            bias: format!("core.bias_{part}"),
+            shape: vec![4 * h, input],
+            gain: 1.0,
+        })
+        .collect()
+}
+
+/// Draws each spec's orthogonal weight from `rng`, in order, and zeroes its bias.
+fn draw_orthogonal(
+    varmap: &mut VarMap,
+    specs: Vec<InitSpec>,
+    rng: &mut impl Rng,
+    device: &Device,
+) -> Result<()> {
+    for spec in specs {
+        let w = orthogonal(&spec.shape, spec.gain, rng, device)?;
+        varmap.set_one(spec.weight, w)?;
+        let b = Tensor::zeros(spec.shape[0], DType::F32, device)?;
+        varmap.set_one(spec.bias, b)?;
+    }
+    Ok(())
+}
+
 impl ActorCritic {
     /// Builds the network for observations of `obs_shape` (one env, e.g. `[4]` or `[4, 84, 84]`)
     /// and `n_actions` discrete actions. Its parameters are created in `varmap` on `device`;
@@ -191,32 +358,12 @@ impl ActorCritic {
         device: &Device,
         rng: &mut impl Rng,
     ) -> Result<Self> {
-        if n_actions == 0 {
-            return Err(PpoError::Shape {
-                op: "ActorCritic::new",
-                why: "the action space has 0 actions".into(),
-            });
-        }
-        // Dropout would draw other masks when the learner replays a rollout than when the
-        // policy acted, so PPO's ratio would not start at 1: refuse it rather than ignore it.
-        if let Some(CoreConfig::Brims(b)) = &cfg.core {
-            for (field, p) in [
-                ("network.core.read_dropout", b.read_dropout),
-                ("network.core.comm_dropout", b.comm_dropout),
-            ] {
-                if p != 0.0 {
-                    return Err(PpoError::Config {
-                        field,
-                        value: p.to_string(),
-                        why: "must be 0 for PPO: the learner replays the rollout and dropout \
-                              would make its log-probabilities differ from the ones the policy \
-                              acted with (the reference's 0.1 is for supervised training)"
-                            .into(),
-                    });
-                }
-            }
-        }
+        check_action_count(n_actions)?;
+        refuse_dropout(cfg)?;
         // Every variable (the core's too) is drawn from `rng`, so a seed fixes the whole network.
+        // The draw order is part of the seed's meaning: the init seed first, then the variables
+        // in creation order (encoder, core, policy, value), then the orthogonal draws in `specs`'
+        // order.
         let init_seed: u64 = rng.gen();
         let backend = SeededInit {
             varmap,
@@ -224,93 +371,12 @@ impl ActorCritic {
         };
         let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
         let mut specs = Vec::new();
-        let hidden_gain = 2f64.sqrt();
         let (encoder, features) = match &cfg.encoder {
             EncoderConfig::Mlp { hidden, activation } => {
-                let &[input] = obs_shape else {
-                    return Err(PpoError::Shape {
-                        op: "ActorCritic::new",
-                        why: format!(
-                            "the MLP encoder needs 1-D observations, got shape {obs_shape:?}"
-                        ),
-                    });
-                };
-                if hidden.is_empty() || hidden.contains(&0) {
-                    return Err(PpoError::Config {
-                        field: "encoder.hidden",
-                        value: format!("{hidden:?}"),
-                        why: "needs at least one layer, every width ≥ 1".into(),
-                    });
-                }
-                let mut layers = Vec::new();
-                let mut width = input;
-                for (i, &h) in hidden.iter().enumerate() {
-                    let prefix = format!("encoder.fc{i}");
-                    layers.push(candle_nn::linear(width, h, vb.pp(&prefix))?);
-                    specs.push(InitSpec::layer(&prefix, vec![h, width], hidden_gain));
-                    width = h;
-                }
-                (
-                    Encoder::Mlp {
-                        layers,
-                        activation: *activation,
-                    },
-                    width,
-                )
+                mlp_encoder(hidden, *activation, obs_shape, &vb, &mut specs)?
             }
             EncoderConfig::NatureCnn { hidden } => {
-                let &[frames, height, width] = obs_shape else {
-                    return Err(PpoError::Shape {
-                        op: "ActorCritic::new",
-                        why: format!(
-                            "the Nature CNN needs [k, H, W] frames, got shape {obs_shape:?}"
-                        ),
-                    });
-                };
-                // Spatial size after each valid conv: (x - k) / s + 1.
-                let out = |x: usize| -> Option<usize> {
-                    let a = x.checked_sub(8)? / 4 + 1;
-                    let b = a.checked_sub(4)? / 2 + 1;
-                    Some(b.checked_sub(3)? + 1)
-                };
-                let (Some(oh), Some(ow)) = (out(height), out(width)) else {
-                    return Err(PpoError::Shape {
-                        op: "ActorCritic::new",
-                        why: format!(
-                            "frames {height}×{width} are too small for the Nature CNN (≥ 36×36)"
-                        ),
-                    });
-                };
-                let layers = [(frames, 32, 8, 4), (32, 64, 4, 2), (64, 64, 3, 1)];
-                let mut convs = Vec::new();
-                for (i, (ic, oc, k, s)) in layers.into_iter().enumerate() {
-                    let prefix = format!("encoder.conv{i}");
-                    convs.push(conv(ic, oc, k, s, vb.pp(&prefix))?);
-                    specs.push(InitSpec::layer(&prefix, vec![oc, ic, k, k], hidden_gain));
-                }
-                let flat = 64 * oh * ow;
-                let fc = candle_nn::linear(flat, *hidden, vb.pp("encoder.fc"))?;
-                specs.push(InitSpec::layer(
-                    "encoder.fc",
-                    vec![*hidden, flat],
-                    hidden_gain,
-                ));
-                let convs: [Conv; 3] = convs.try_into().map_err(|_| PpoError::Shape {
-                    op: "ActorCritic::new",
-                    why: "Nature CNN has three convs".into(),
-                })?;
-                let frames_conv =
-                    fastconv::Conv2d::new(convs[0].weight().clone(), convs[0].bias().cloned(), 4)?
-                        .with_relu()
-                        .with_input_scale(1.0 / 255.0);
-                (
-                    Encoder::NatureCnn {
-                        convs,
-                        frames_conv,
-                        fc,
-                    },
-                    *hidden,
-                )
+                nature_cnn_encoder(*hidden, obs_shape, &vb, &mut specs)?
             }
         };
         let core = match &cfg.core {
@@ -323,27 +389,9 @@ impl ActorCritic {
         let value = candle_nn::linear(head_in, 1, vb.pp("value"))?;
         specs.push(InitSpec::layer("value", vec![1, head_in], 1.0));
         // After the heads, so that a seed draws the same weights as before this option existed.
-        if let Some(CoreConfig::Lstm(lstm)) = &cfg.core {
-            if lstm.weight_init == LstmWeightInit::Orthogonal {
-                // CleanRL's ppo_atari_lstm.py: both weights orthogonal (gain 1), biases 0.
-                let h = lstm.hidden_size;
-                for (part, input) in [("ih", features), ("hh", h)] {
-                    specs.push(InitSpec {
-                        weight: format!("core.weight_{part}"),
-                        bias: format!("core.bias_{part}"),
-                        shape: vec![4 * h, input],
-                        gain: 1.0,
-                    });
-                }
-            }
-        }
+        specs.extend(lstm_orthogonal_specs(cfg, features));
         drop(vb); // releases the borrow of `varmap`
-        for spec in specs {
-            let w = orthogonal(&spec.shape, spec.gain, rng, device)?;
-            varmap.set_one(spec.weight, w)?;
-            let b = Tensor::zeros(spec.shape[0], DType::F32, device)?;
-            varmap.set_one(spec.bias, b)?;
-        }
+        draw_orthogonal(varmap, specs, rng, device)?;
         Ok(ActorCritic {
             encoder,
             core,

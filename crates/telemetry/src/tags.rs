@@ -23,6 +23,16 @@ pub const APPROX_KL: &str = "losses/approx_kl";
 pub const CLIPFRAC: &str = "losses/clipfrac";
 /// Explained variance of the value predictions.
 pub const EXPLAINED_VARIANCE: &str = "losses/explained_variance";
+/// Global gradient norm before clipping.
+pub const GRAD_NORM: &str = "losses/grad_norm";
+/// Gradient norm of the encoder's parameters.
+pub const GRAD_NORM_ENCODER: &str = "losses/grad_norm_encoder";
+/// Gradient norm of the recurrent core's parameters.
+pub const GRAD_NORM_CORE: &str = "losses/grad_norm_core";
+/// Gradient norm of the policy and value heads' parameters.
+pub const GRAD_NORM_HEADS: &str = "losses/grad_norm_heads";
+/// `max |r − 1|` on the first minibatch of an update: ~0 when replay matches acting.
+pub const FIRST_RATIO_DEVIATION: &str = "losses/first_ratio_deviation";
 /// Image of module activity over an evaluation episode (see `module_activity_image`).
 pub const MODULE_ACTIVITY: &str = "brims/module_activity";
 /// The effective config, as Markdown text.

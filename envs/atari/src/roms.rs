@@ -388,7 +388,7 @@ fn md5_hex(bytes: &[u8]) -> String {
 /// Supercharger loads (multiples of 8448 bytes).
 fn valid_rom_size(len: usize) -> bool {
     (2048..=512 * 1024).contains(&len)
-        && (len % 2048 == 0 || len % 8448 == 0 || matches!(len, 10495 | 10496))
+        && (len.is_multiple_of(2048) || len.is_multiple_of(8448) || matches!(len, 10495 | 10496))
 }
 
 /// Reads and validates a user ROM. ALE identifies a game by file name and calls `exit(1)`

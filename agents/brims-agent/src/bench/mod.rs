@@ -22,7 +22,7 @@ pub(crate) fn provenance(bench: &str, json: &mut Value) {
     json["bench"] = json!(bench);
     json["command"] = json!(std::env::args().collect::<Vec<_>>());
     json["date"] = json!(iso_utc(SystemTime::now()));
-    json["git_commit"] = json!(crate::run_dir::build_revision());
+    json["git_commit"] = json!(crate::run::dir::build_revision());
     json["git_dirty"] = json!(env!("BRIMS_GIT_DIRTY") == "true");
     json["machine"] = machine();
     if json.get("anchor").is_none() {
@@ -55,7 +55,7 @@ fn machine() -> Value {
 
 /// `YYYY-mm-ddTHH:MM:SSZ`.
 fn iso_utc(time: SystemTime) -> String {
-    let stamp = crate::run_dir::utc_stamp(time); // YYYYmmdd-HHMMSS
+    let stamp = crate::run::dir::utc_stamp(time); // YYYYmmdd-HHMMSS
     format!(
         "{}-{}-{}T{}:{}:{}Z",
         &stamp[0..4],

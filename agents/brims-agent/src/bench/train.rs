@@ -15,8 +15,10 @@ use serde_json::{json, Value};
 
 use super::anchor::{self, Anchor, AnchorArgs};
 use super::peak::Peak;
-use crate::run_config::EnvConfig;
-use crate::train::{self, Limits};
+use crate::config::run::EnvConfig;
+use crate::run::summary::RunSummary;
+use crate::train;
+use crate::train::spec::Limits;
 
 /// Source of the CleanRL runner (see its docstring).
 const CLEANRL_RUNNER: &str = include_str!("anchors/cleanrl_runner.py");
@@ -64,7 +66,7 @@ pub(crate) fn run(args: &TrainArgs) -> anyhow::Result<serde_json::Value> {
     // The machine's peak first, on every core, before training loads them.
     let peak = Peak::measure(std::thread::available_parallelism().map_or(1, |n| n.get()));
     println!("{}", peak.describe());
-    let stop = train::install_stop_signals();
+    let stop = crate::run::stop::install_stop_signals();
     let limits = Limits {
         seconds: Some(args.seconds),
         quiet: true,
@@ -137,7 +139,7 @@ struct Compute {
 }
 
 impl Compute {
-    fn of(summary: &train::RunSummary, peak: &Peak) -> Self {
+    fn of(summary: &RunSummary, peak: &Peak) -> Self {
         let flops_per_step = summary.flops_per_step;
         let gflops = summary.sps * flops_per_step as f64 / 1e9;
         // Agent steps trained in this bench: the update's share excludes the acting forward.
@@ -168,7 +170,7 @@ impl Compute {
 
 /// Runs CleanRL once per `--cleanrl-threads` value: the anchor, and one JSON per run that
 /// finished (`threads_requested`, `threads`, `sps`, `sps_per_iteration`).
-fn cleanrl(args: &TrainArgs, cfg: &crate::run_config::RunConfig) -> (Anchor, Vec<Value>) {
+fn cleanrl(args: &TrainArgs, cfg: &crate::config::run::RunConfig) -> (Anchor, Vec<Value>) {
     const NAME: &str = "cleanrl ppo_atari_lstm.py";
     if args.cleanrl_iterations == 0 {
         return (

@@ -14,11 +14,11 @@ use anyhow::Context;
 use brims::CoreState;
 use candle_core::Tensor;
 use ppo::{ActEvent, Collected, SamplerEvents, UpdateMetrics};
-use telemetry::{ActivityBand, RunLogger, StepEvents};
+use telemetry::{tags, ActivityBand, RunLogger, StepEvents};
 
 use crate::activity::{ActivityCollector, DynamicsTracker};
-use crate::run_config::RunConfig;
-use crate::run_dir::{KeptReturns, RETURNS_FILE};
+use crate::config::run::RunConfig;
+use crate::run::dir::{KeptReturns, RETURNS_FILE};
 
 /// Rollout steps between two samples of the core's scale (a few per update is plenty).
 const CORE_SCALE_EVERY: usize = 8;
@@ -103,9 +103,9 @@ impl RunLog {
     /// returns.csv.
     pub(crate) fn log_episodes(&mut self) -> anyhow::Result<()> {
         for (step, ret, len) in std::mem::take(&mut self.held_episodes) {
-            self.logger.scalar("charts/episodic_return", ret, step)?;
+            self.logger.scalar(tags::EPISODIC_RETURN, ret, step)?;
             self.logger
-                .scalar("charts/episodic_length", len as f64, step)?;
+                .scalar(tags::EPISODIC_LENGTH, len as f64, step)?;
             writeln!(
                 self.returns_csv,
                 "{step},{},{ret},{len}",
@@ -135,20 +135,20 @@ impl RunLog {
         sps: f64,
     ) -> anyhow::Result<()> {
         let scalars = [
-            ("charts/SPS", sps),
-            ("charts/learning_rate", m.learning_rate),
-            ("losses/value_loss", m.v_loss),
-            ("losses/policy_loss", m.pg_loss),
-            ("losses/entropy", m.entropy),
-            ("losses/old_approx_kl", m.old_approx_kl),
-            ("losses/approx_kl", m.approx_kl),
-            ("losses/clipfrac", m.clipfrac),
-            ("losses/explained_variance", m.explained_variance),
-            ("losses/grad_norm", m.grad_norm),
-            ("losses/grad_norm_encoder", m.grad_norm_parts[0]),
-            ("losses/grad_norm_core", m.grad_norm_parts[1]),
-            ("losses/grad_norm_heads", m.grad_norm_parts[2]),
-            ("losses/first_ratio_deviation", m.first_ratio_deviation),
+            (tags::SPS, sps),
+            (tags::LEARNING_RATE, m.learning_rate),
+            (tags::VALUE_LOSS, m.v_loss),
+            (tags::POLICY_LOSS, m.pg_loss),
+            (tags::ENTROPY, m.entropy),
+            (tags::OLD_APPROX_KL, m.old_approx_kl),
+            (tags::APPROX_KL, m.approx_kl),
+            (tags::CLIPFRAC, m.clipfrac),
+            (tags::EXPLAINED_VARIANCE, m.explained_variance),
+            (tags::GRAD_NORM, m.grad_norm),
+            (tags::GRAD_NORM_ENCODER, m.grad_norm_parts[0]),
+            (tags::GRAD_NORM_CORE, m.grad_norm_parts[1]),
+            (tags::GRAD_NORM_HEADS, m.grad_norm_parts[2]),
+            (tags::FIRST_RATIO_DEVIATION, m.first_ratio_deviation),
         ];
         if m.first_ratio_deviation > RATIO_CANARY_BOUND && !self.ratio_warned {
             self.ratio_warned = true;
@@ -217,8 +217,10 @@ impl RunLog {
 
     /// Logs the run's hyperparameters against its final return (TensorBoard's HParams tab).
     pub(crate) fn log_hparams(&mut self, cfg: &RunConfig) -> anyhow::Result<()> {
-        self.logger
-            .hparams(&crate::hparams::of_config(cfg), &["charts/episodic_return"])?;
+        self.logger.hparams(
+            &crate::train::hparams::of_config(cfg),
+            &[tags::EPISODIC_RETURN],
+        )?;
         Ok(())
     }
 
@@ -246,7 +248,7 @@ impl SamplerEvents for ActingTelemetry {
             self.activity.add(trace, None);
             self.dynamics.add(event.group, trace, event.resets);
         }
-        if event.t % CORE_SCALE_EVERY == 0 {
+        if event.t.is_multiple_of(CORE_SCALE_EVERY) {
             self.core_scale.add(event.next_state)?;
         }
         Ok(())

@@ -158,7 +158,7 @@ where
                 break;
             }
         }
-        if std::env::var_os("PPO_TEST_PROGRESS").is_some() && out.metrics.len() % 10 == 0 {
+        if std::env::var_os("PPO_TEST_PROGRESS").is_some() && out.metrics.len().is_multiple_of(10) {
             eprintln!(
                 "update {}: mean of last 20 episodes {:.1}",
                 out.metrics.len(),

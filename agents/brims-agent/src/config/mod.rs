@@ -4,6 +4,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
+pub(crate) mod run;
+
 /// Applies `key.path=value` overrides to a parsed TOML document.
 ///
 /// The value is read as a TOML value (`1e-4`, `true`, `"x"`, `[1, 2]`); anything that does not

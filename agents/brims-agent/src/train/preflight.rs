@@ -10,7 +10,7 @@ use std::path::Path;
 
 use anyhow::bail;
 
-use crate::run_config::{EnvConfig, RunConfig};
+use crate::config::run::{EnvConfig, RunConfig};
 
 /// Bytes one env holds besides its observations (an ALE instance with its screen buffers; the
 /// vector envs are a few numbers). Measured: about 1 MiB per Breakout env in `bench env`.

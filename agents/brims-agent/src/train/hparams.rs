@@ -2,7 +2,7 @@
 
 use telemetry::HParamValue;
 
-use crate::run_config::{EnvConfig, RunConfig};
+use crate::config::run::{EnvConfig, RunConfig};
 
 /// Core kind and main settings of `cfg` (the metric column is `charts/episodic_return`).
 pub(crate) fn of_config(cfg: &RunConfig) -> Vec<(String, HParamValue)> {

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use crate::compare::finished_curve;
-use crate::report::{self, ConfigRuns, ReportOptions, RunCurve};
-use crate::run_dir::CONFIG_FILE;
-use crate::sweep::{runs_by_game, ResolvedSpec};
+use crate::compare::report::{self, ConfigRuns, ReportOptions, RunCurve};
+use crate::run::dir::CONFIG_FILE;
+use crate::sweep::manifest::{read_json, runs_by_game, SPEC_FILE};
+use crate::sweep::spec::{PlannedRun, ResolvedSpec};
 
 /// One game's finished runs per config, and how many runs each config has in all.
 pub(crate) struct GameRuns {
@@ -34,7 +35,7 @@ fn return_range_of(spec: &ResolvedSpec, game: &Option<String>) -> Option<(f64, f
         .filter(|r| r.game.is_none())
         .map(|r| {
             let table = toml::from_str(&r.config_toml).ok()?;
-            crate::run_config::RunConfig::from_table(table)
+            crate::config::run::RunConfig::from_table(table)
                 .ok()?
                 .env
                 .return_range()
@@ -144,7 +145,7 @@ fn write_games(dir: &Path, spec: &ResolvedSpec, games: &[GameRuns]) -> anyhow::R
     }
     across_games(dir, spec, games, &mut md)?;
     let path = dir.join("report.md");
-    crate::run_dir::write_atomic(&path, md.as_bytes())?;
+    crate::run::dir::write_atomic(&path, md.as_bytes())?;
     Ok(path)
 }
 
@@ -193,10 +194,10 @@ pub(crate) fn write_published(dir: &Path) -> anyhow::Result<PathBuf> {
     })?;
     let published: PublishedSweep =
         serde_json::from_str(&text).with_context(|| format!("{}: malformed", path.display()))?;
-    let runs: Vec<crate::sweep::PlannedRun> = published
+    let runs: Vec<PlannedRun> = published
         .runs
         .iter()
-        .map(|r| crate::sweep::PlannedRun {
+        .map(|r| PlannedRun {
             id: r.id.clone(),
             game: r.game.clone(),
             config: r.config.clone(),
@@ -274,7 +275,7 @@ pub(crate) fn write_published(dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// `(frames, episodic return)` of each row of a published `frames,episodic_return` CSV.
 fn read_episodes_csv(path: &Path) -> anyhow::Result<Vec<(u64, f64)>> {
-    crate::report::read_frames_returns(path, 0, 1)
+    crate::compare::report::read_frames_returns(path, 0, 1)
 }
 
 /// Final return of a run: the mean of its last `k` episodes.
@@ -322,43 +323,7 @@ fn across_games(
         }
     };
     let k = ReportOptions::default().last_episodes;
-    // Per config: the seeds finished in every game, then the runs × games matrices.
-    let mut matrices: Vec<(String, Vec<Vec<&RunCurve>>)> = Vec::new();
-    for name in &spec.configs {
-        let per_game: Vec<Vec<&RunCurve>> = games
-            .iter()
-            .map(|g| {
-                g.configs
-                    .iter()
-                    .filter(|c| &c.name == name)
-                    .flat_map(|c| c.runs.iter())
-                    .collect()
-            })
-            .collect();
-        let seeds: Vec<u64> = spec
-            .seeds
-            .iter()
-            .copied()
-            .filter(|s| {
-                per_game
-                    .iter()
-                    .all(|runs| runs.iter().any(|r| r.seed == *s))
-            })
-            .collect();
-        if seeds.is_empty() {
-            continue;
-        }
-        let rows: Vec<Vec<&RunCurve>> = seeds
-            .iter()
-            .map(|s| {
-                per_game
-                    .iter()
-                    .map(|runs| *runs.iter().find(|r| r.seed == *s).expect("filtered above"))
-                    .collect()
-            })
-            .collect();
-        matrices.push((name.clone(), rows));
-    }
+    let matrices = complete_seed_matrices(spec, games);
     if matrices.is_empty() {
         return Ok(());
     }
@@ -413,61 +378,8 @@ fn across_games(
         )?;
         finals.push((name.clone(), scores));
     }
-    if finals.len() >= 2 {
-        writeln!(
-            md,
-            "
-Probability of improvement P(X > Y), with its 95% interval:
-"
-        )?;
-        writeln!(md, "| X | Y | P(X > Y) |")?;
-        writeln!(md, "|---|---|---:|")?;
-        for (xn, x) in &finals {
-            for (yn, y) in &finals {
-                if xn != yn {
-                    let p = rlstats::probability_of_improvement_ci(x, y, &boot)?;
-                    writeln!(
-                        md,
-                        "| {xn} | {yn} | {:.3} [{:.3}, {:.3}] |",
-                        p.point, p.lower, p.upper
-                    )?;
-                }
-            }
-        }
-    }
-    // Performance profiles over the range of final scores.
-    let (lo, hi) = finals
-        .iter()
-        .flat_map(|(_, s)| s.values().iter().copied())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
-            (a.min(x), b.max(x))
-        });
-    if lo.is_finite() && hi > lo {
-        let taus: Vec<f64> = (0..=40).map(|i| lo + (hi - lo) * i as f64 / 40.0).collect();
-        let bands = finals
-            .iter()
-            .map(|(name, s)| {
-                Ok(rlstats::Band {
-                    label: name.clone(),
-                    x: taus.clone(),
-                    y: rlstats::performance_profile(s, &taus, &boot)?,
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        rlstats::plot_performance_profiles(
-            &dir.join("performance-profiles.png"),
-            &bands,
-            score_name,
-        )?;
-        writeln!(
-            md,
-            "
-![performance profiles](performance-profiles.png)
-
-Performance profiles: the fraction of runs whose final {score_name} exceeds τ, with 95% bands.
-"
-        )?;
-    }
+    write_improvement_table(md, &finals, &boot)?;
+    write_performance_profiles(dir, md, &finals, &boot, score_name)?;
     // Sample efficiency: IQM of the trailing return at ten points of the budget.
     if let Some(budget) = spec.runs.iter().map(|r| r.total_frames).min() {
         let frames: Vec<u64> = (1..=10).map(|i| budget * i / 10).collect();
@@ -505,6 +417,133 @@ Sample efficiency: the IQM of each run's trailing {k}-episode {score_name} again
         }
     }
     Ok(())
+}
+
+/// Per config: the seeds finished in every game, then the runs × games matrix of those seeds
+/// (configs with no such seed are left out).
+fn complete_seed_matrices<'a>(
+    spec: &ResolvedSpec,
+    games: &'a [GameRuns],
+) -> Vec<(String, Vec<Vec<&'a RunCurve>>)> {
+    let mut matrices: Vec<(String, Vec<Vec<&RunCurve>>)> = Vec::new();
+    for name in &spec.configs {
+        let per_game: Vec<Vec<&RunCurve>> = games
+            .iter()
+            .map(|g| {
+                g.configs
+                    .iter()
+                    .filter(|c| &c.name == name)
+                    .flat_map(|c| c.runs.iter())
+                    .collect()
+            })
+            .collect();
+        let seeds: Vec<u64> = spec
+            .seeds
+            .iter()
+            .copied()
+            .filter(|s| {
+                per_game
+                    .iter()
+                    .all(|runs| runs.iter().any(|r| r.seed == *s))
+            })
+            .collect();
+        if seeds.is_empty() {
+            continue;
+        }
+        let rows: Vec<Vec<&RunCurve>> = seeds
+            .iter()
+            .map(|s| {
+                per_game
+                    .iter()
+                    .map(|runs| *runs.iter().find(|r| r.seed == *s).expect("filtered above"))
+                    .collect()
+            })
+            .collect();
+        matrices.push((name.clone(), rows));
+    }
+    matrices
+}
+
+/// The probability-of-improvement table of every ordered pair of configs (two or more).
+fn write_improvement_table(
+    md: &mut String,
+    finals: &[(String, rlstats::Scores)],
+    boot: &rlstats::Bootstrap,
+) -> anyhow::Result<()> {
+    if finals.len() >= 2 {
+        writeln!(
+            md,
+            "
+Probability of improvement P(X > Y), with its 95% interval:
+"
+        )?;
+        writeln!(md, "| X | Y | P(X > Y) |")?;
+        writeln!(md, "|---|---|---:|")?;
+        for (xn, x) in finals {
+            for (yn, y) in finals {
+                if xn != yn {
+                    let p = rlstats::probability_of_improvement_ci(x, y, boot)?;
+                    writeln!(
+                        md,
+                        "| {xn} | {yn} | {:.3} [{:.3}, {:.3}] |",
+                        p.point, p.lower, p.upper
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Performance profiles over the range of final scores: performance-profiles.png and its
+/// paragraph.
+fn write_performance_profiles(
+    dir: &Path,
+    md: &mut String,
+    finals: &[(String, rlstats::Scores)],
+    boot: &rlstats::Bootstrap,
+    score_name: &str,
+) -> anyhow::Result<()> {
+    let (lo, hi) = finals
+        .iter()
+        .flat_map(|(_, s)| s.values().iter().copied())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+            (a.min(x), b.max(x))
+        });
+    if lo.is_finite() && hi > lo {
+        let taus: Vec<f64> = (0..=40).map(|i| lo + (hi - lo) * i as f64 / 40.0).collect();
+        let bands = finals
+            .iter()
+            .map(|(name, s)| {
+                Ok(rlstats::Band {
+                    label: name.clone(),
+                    x: taus.clone(),
+                    y: rlstats::performance_profile(s, &taus, boot)?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        rlstats::plot_performance_profiles(
+            &dir.join("performance-profiles.png"),
+            &bands,
+            score_name,
+        )?;
+        writeln!(
+            md,
+            "
+![performance profiles](performance-profiles.png)
+
+Performance profiles: the fraction of runs whose final {score_name} exceeds τ, with 95% bands.
+"
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes report.md and the plots from the finished runs; returns report.md's path.
+pub(crate) fn write_report(dir: &Path) -> anyhow::Result<PathBuf> {
+    let spec: ResolvedSpec = read_json(&dir.join(SPEC_FILE))
+        .with_context(|| format!("{} is not a sweep directory", dir.display()))?;
+    write(dir, &spec)
 }
 
 #[cfg(test)]
@@ -578,7 +617,8 @@ mod tests {
         ] {
             let path = tmp.path().join("report").join(png);
             for core in ["lstm", "brims"] {
-                let n = crate::report::tests::pixels_of(&path, rlstats::series_colour(core));
+                let n =
+                    crate::compare::report::tests::pixels_of(&path, rlstats::series_colour(core));
                 assert!(n > 50, "{png}: {n} pixels of {core}'s colour");
             }
         }

@@ -16,10 +16,10 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::Serialize;
 
+use crate::analyze::lesion::{play_any, Condition, PlaySpec, RecordedStep, Study, StudyArgs};
+use crate::analyze::probe_stats::{cross_validate, CvScore, Score, RIDGE_LAMBDA};
+use crate::config::run::EnvConfig;
 use crate::envs::EnvFactory;
-use crate::lesion::{play_any, Condition, PlaySpec, RecordedStep, Study, StudyArgs};
-use crate::probe_stats::{cross_validate, CvScore, Score, RIDGE_LAMBDA};
-use crate::run_config::EnvConfig;
 
 /// Arguments of `brims probe`.
 #[derive(Args, Debug, Clone)]
@@ -237,8 +237,8 @@ pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<serde_json::Value> {
         game,
         address,
     );
-    crate::run_dir::write_atomic(&out.join("probes.md"), md.as_bytes())?;
-    crate::run_dir::write_atomic(
+    crate::run::dir::write_atomic(&out.join("probes.md"), md.as_bytes())?;
+    crate::run::dir::write_atomic(
         &out.join("probes.json"),
         serde_json::to_string_pretty(&serde_json::json!({
             "checkpoint": policy.checkpoint,

@@ -16,7 +16,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use crate::sweep::{Manifest, ResolvedSpec, RunState, SweepRunArgs};
+use crate::sweep::args::SweepRunArgs;
+use crate::sweep::manifest::{refresh_after_slurm, save_manifest, Manifest, RunState};
+use crate::sweep::spec::ResolvedSpec;
 
 /// Seconds before a time limit at which Slurm sends SIGTERM to the task (`--signal`): time
 /// to finish an update and write a checkpoint.
@@ -136,8 +138,8 @@ pub(crate) fn submit(
             job_id: job_id.clone(),
             runs: ids.clone(),
         });
-        crate::run_dir::write_atomic(&path, serde_json::to_string_pretty(&jobs)?.as_bytes())?;
-        crate::sweep::save_manifest(&dir, manifest)?;
+        crate::run::dir::write_atomic(&path, serde_json::to_string_pretty(&jobs)?.as_bytes())?;
+        save_manifest(&dir, manifest)?;
         writeln!(
             message,
             "submitted array job {job_id}: {} task(s) ({})",
@@ -154,7 +156,7 @@ pub(crate) fn submit(
         while !queued_tasks(&dir)?.is_empty() {
             std::thread::sleep(Duration::from_secs(2));
         }
-        let refreshed = crate::sweep::refresh_after_slurm(&dir, spec, manifest)?;
+        let refreshed = refresh_after_slurm(&dir, spec, manifest)?;
         write!(message, "{refreshed}")?;
     } else {
         write!(
@@ -241,7 +243,7 @@ fn batch_script(
     writeln!(
         s,
         "export {}=${{SLURM_CPUS_PER_TASK:-1}}",
-        crate::train::ACTOR_THREADS_ENV
+        crate::train::threads::ACTOR_THREADS_ENV
     )?;
     writeln!(
         s,
@@ -281,13 +283,13 @@ fn sbatch(
 ) -> anyhow::Result<String> {
     let slurm_dir = dir.join("slurm");
     std::fs::create_dir_all(&slurm_dir)?;
-    let stamp = crate::run_dir::utc_stamp(std::time::SystemTime::now());
+    let stamp = crate::run::dir::utc_stamp(std::time::SystemTime::now());
     let runs_file = slurm_dir.join(format!("array-{stamp}.runs"));
-    crate::run_dir::write_atomic(&runs_file, (ids.join("\n") + "\n").as_bytes())?;
+    crate::run::dir::write_atomic(&runs_file, (ids.join("\n") + "\n").as_bytes())?;
     let exe = std::env::current_exe().context("cannot find the brims executable")?;
     let script_text = batch_script(&exe, dir, &runs_file, ids.len(), args)?;
     let script = slurm_dir.join(format!("array-{stamp}.sbatch"));
-    crate::run_dir::write_atomic(&script, script_text.as_bytes())?;
+    crate::run::dir::write_atomic(&script, script_text.as_bytes())?;
     // A script bash cannot parse would be accepted by sbatch and fail on the node.
     let checked = Command::new("bash")
         .arg("-n")
@@ -317,11 +319,12 @@ fn sbatch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sweep::args::Executor;
     use std::os::unix::process::ExitStatusExt;
 
     /// What `sh -c 'printf %s WORD'` prints for the shell word `word`.
     fn through_sh(word: &str) -> String {
-        let _spawning = crate::run_dir::SPAWN_GUARD
+        let _spawning = crate::run::dir::SPAWN_GUARD
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let out = Command::new("sh")
@@ -353,7 +356,7 @@ mod tests {
         SweepRunArgs {
             spec: None,
             out: None,
-            executor: crate::sweep::Executor::Slurm,
+            executor: Executor::Slurm,
             jobs: 1,
             partition: Some("debug".into()),
             time: Some("01:00:00".into()),
@@ -380,7 +383,7 @@ mod tests {
         std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         let script = batch_script(&exe, &dir, &runs_file, 2, &args()).unwrap();
-        let _spawning = crate::run_dir::SPAWN_GUARD
+        let _spawning = crate::run::dir::SPAWN_GUARD
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let path = tmp.path().join("job.sbatch");

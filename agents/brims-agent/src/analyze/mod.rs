@@ -12,9 +12,14 @@ use plotters::prelude::*;
 use ppo::ActorCritic;
 use serde::Serialize;
 
-use crate::analyze_stats::{self as stats, LayerSeq};
+use crate::config::run::EnvConfig;
 use crate::envs::EnvFactory;
-use crate::run_config::EnvConfig;
+use stats::LayerSeq;
+
+pub(crate) mod lesion;
+pub(crate) mod probe;
+pub(crate) mod probe_stats;
+pub(crate) mod stats;
 
 /// Arguments of `brims analyze`.
 #[derive(Args, Debug, Clone)]
@@ -80,7 +85,7 @@ pub(crate) fn run(args: &AnalyzeArgs) -> anyhow::Result<serde_json::Value> {
     if args.episodes == 0 {
         bail!("--episodes must be >= 1");
     }
-    let policy = crate::eval::load_policy(&args.checkpoint)?;
+    let policy = crate::eval::checkpoint::load_policy(&args.checkpoint)?;
     let Some(brims::CoreConfig::Brims(core)) = &policy.cfg.network.core else {
         bail!(
             "{} is not a BRIMs agent: the analysis needs BRIMs modules (RIMs, a one-layer \
@@ -108,11 +113,11 @@ pub(crate) fn run(args: &AnalyzeArgs) -> anyhow::Result<serde_json::Value> {
     }
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     // The marker first: a directory analyze began to write is one `--force` may replace.
-    crate::run_dir::write_atomic(&out.join(MARKER_FILE), MARKER_TEXT.as_bytes())?;
+    crate::run::dir::write_atomic(&out.join(MARKER_FILE), MARKER_TEXT.as_bytes())?;
     draw_raster(&out.join("raster.png"), &episodes[0], &action_names, 600)?;
     let md = markdown(&analysis, &policy.checkpoint, args, &env_cfg);
-    crate::run_dir::write_atomic(&out.join("analysis.md"), md.as_bytes())?;
-    crate::run_dir::write_atomic(
+    crate::run::dir::write_atomic(&out.join("analysis.md"), md.as_bytes())?;
+    crate::run::dir::write_atomic(
         &out.join("analysis.json"),
         serde_json::to_string_pretty(&analysis)?.as_bytes(),
     )?;
@@ -132,7 +137,7 @@ const OUTPUT_FILES: [&str; 4] = [MARKER_FILE, "raster.png", "analysis.md", "anal
 pub(crate) fn default_out(checkpoint: &Path, name: &str) -> PathBuf {
     let dir = checkpoint.parent().unwrap_or(Path::new("."));
     let run_dir = match dir.parent() {
-        Some(run) if dir.ends_with(crate::run_dir::CHECKPOINT_DIR) => run,
+        Some(run) if dir.ends_with(crate::run::dir::CHECKPOINT_DIR) => run,
         _ => dir,
     };
     run_dir.join(name)
@@ -392,61 +397,16 @@ fn analyse(episodes: &[Recorded], n_layers: usize, horizon: usize) -> Analysis {
         });
         per_layer_seqs.push(seqs);
     }
-    let mut claims = Vec::new();
-    if n_layers >= 2 {
-        let (lower, upper) = (&per_layer_seqs[0], &per_layer_seqs[n_layers - 1]);
-        let n = episodes.len();
-        let pick = |seqs: &[LayerSeq], idx: &[usize]| -> Vec<LayerSeq> {
-            idx.iter().map(|&i| seqs[i].clone()).collect()
-        };
-        let all: Vec<usize> = (0..n).collect();
-        let diff = |idx: &[usize]| {
-            stats::switch_rate(&pick(lower, idx)) - stats::switch_rate(&pick(upper, idx))
-        };
-        let estimate = diff(&all);
-        let interval = stats::bootstrap_episodes(n, 2000, 5, diff);
-        claims.push(Claim {
-            claim: "the upper layer switches less often than the lower".into(),
-            estimate,
-            interval,
-            verdict: verdict(interval, n),
-        });
-        // MI above chance, lower minus upper; the chance levels (which grow with the number of
-        // possible active sets, so the lower layer's is higher) are taken from the whole data.
-        let (base_lower, base_upper) = (baselines[0], baselines[n_layers - 1]);
-        let mi_diff = |idx: &[usize]| {
-            let events: Vec<u32> = idx.iter().flat_map(|&i| setback_soon[i].clone()).collect();
-            let a: Vec<u32> = idx.iter().flat_map(|&i| lower[i].active.clone()).collect();
-            let b: Vec<u32> = idx.iter().flat_map(|&i| upper[i].active.clone()).collect();
-            (stats::mutual_information(&a, &events) - base_lower)
-                - (stats::mutual_information(&b, &events) - base_upper)
-        };
-        let estimate = mi_diff(&all);
-        let interval = stats::bootstrap_episodes(n, 2000, 6, mi_diff);
-        let (mi_lower, mi_upper) = (&layers[0].mi_setback, &layers[n_layers - 1].mi_setback);
-        let setbacks = setback.iter().flatten().filter(|&&x| x).count();
-        let verdict = if setbacks == 0 {
-            format!("no test: no {event} in these episodes")
-        } else if n >= MIN_CLAIM_EPISODES
-            && mi_lower.mi <= mi_lower.baseline_mean
-            && mi_upper.mi <= mi_upper.baseline_mean
-        {
-            format!(
-                "no test: neither layer's MI is above chance (both at or below their chance level), so \
-                 neither layer's activity tells of a {event} coming"
-            )
-        } else {
-            verdict(interval, n)
-        };
-        claims.push(Claim {
-            claim: format!(
-                "the lower layer's activity carries more information about a {event} within {horizon} steps than the upper's"
-            ),
-            estimate,
-            interval,
-            verdict,
-        });
-    }
+    let claims = layer_claims(
+        episodes.len(),
+        &per_layer_seqs,
+        &layers,
+        &baselines,
+        &setback,
+        &setback_soon,
+        event,
+        horizon,
+    );
     Analysis {
         episodes: episodes.len(),
         steps: episodes.iter().map(|e| e.actions.len()).sum(),
@@ -457,6 +417,79 @@ fn analyse(episodes: &[Recorded], n_layers: usize, horizon: usize) -> Analysis {
         layers,
         claims,
     }
+}
+
+/// The two claims about the layers (two or more): the upper layer switches less often, and
+/// the lower layer's activity tells more of a setback coming; none with one layer.
+#[allow(clippy::too_many_arguments)]
+fn layer_claims(
+    n_episodes: usize,
+    per_layer_seqs: &[Vec<LayerSeq>],
+    layers: &[LayerAnalysis],
+    baselines: &[f64],
+    setback: &[Vec<bool>],
+    setback_soon: &[Vec<u32>],
+    event: &str,
+    horizon: usize,
+) -> Vec<Claim> {
+    let n_layers = per_layer_seqs.len();
+    let mut claims = Vec::new();
+    if n_layers < 2 {
+        return claims;
+    }
+    let (lower, upper) = (&per_layer_seqs[0], &per_layer_seqs[n_layers - 1]);
+    let n = n_episodes;
+    let pick = |seqs: &[LayerSeq], idx: &[usize]| -> Vec<LayerSeq> {
+        idx.iter().map(|&i| seqs[i].clone()).collect()
+    };
+    let all: Vec<usize> = (0..n).collect();
+    let diff = |idx: &[usize]| {
+        stats::switch_rate(&pick(lower, idx)) - stats::switch_rate(&pick(upper, idx))
+    };
+    let estimate = diff(&all);
+    let interval = stats::bootstrap_episodes(n, 2000, 5, diff);
+    claims.push(Claim {
+        claim: "the upper layer switches less often than the lower".into(),
+        estimate,
+        interval,
+        verdict: verdict(interval, n),
+    });
+    // MI above chance, lower minus upper; the chance levels (which grow with the number of
+    // possible active sets, so the lower layer's is higher) are taken from the whole data.
+    let (base_lower, base_upper) = (baselines[0], baselines[n_layers - 1]);
+    let mi_diff = |idx: &[usize]| {
+        let events: Vec<u32> = idx.iter().flat_map(|&i| setback_soon[i].clone()).collect();
+        let a: Vec<u32> = idx.iter().flat_map(|&i| lower[i].active.clone()).collect();
+        let b: Vec<u32> = idx.iter().flat_map(|&i| upper[i].active.clone()).collect();
+        (stats::mutual_information(&a, &events) - base_lower)
+            - (stats::mutual_information(&b, &events) - base_upper)
+    };
+    let estimate = mi_diff(&all);
+    let interval = stats::bootstrap_episodes(n, 2000, 6, mi_diff);
+    let (mi_lower, mi_upper) = (&layers[0].mi_setback, &layers[n_layers - 1].mi_setback);
+    let setbacks = setback.iter().flatten().filter(|&&x| x).count();
+    let verdict = if setbacks == 0 {
+        format!("no test: no {event} in these episodes")
+    } else if n >= MIN_CLAIM_EPISODES
+        && mi_lower.mi <= mi_lower.baseline_mean
+        && mi_upper.mi <= mi_upper.baseline_mean
+    {
+        format!(
+            "no test: neither layer's MI is above chance (both at or below their chance level), so \
+             neither layer's activity tells of a {event} coming"
+        )
+    } else {
+        verdict(interval, n)
+    };
+    claims.push(Claim {
+        claim: format!(
+            "the lower layer's activity carries more information about a {event} within {horizon} steps than the upper's"
+        ),
+        estimate,
+        interval,
+        verdict,
+    });
+    claims
 }
 
 /// The verdict on a difference's bootstrap interval over `episodes` episodes.
@@ -515,44 +548,7 @@ fn markdown(a: &Analysis, checkpoint: &Path, args: &AnalyzeArgs, env: &EnvConfig
     } else {
         let _ = writeln!(md, "One layer (RIMs): the claims about layers need two.\n");
     }
-    let _ = writeln!(md, "## Per layer\n");
-    let _ = writeln!(
-        md,
-        "| layer | modules | switch rate | mean run | usage entropy (bits) | idle modules | MI setback (chance) | MI reward (chance) | MI action (chance) | top-down attention |"
-    );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|");
-    for l in &a.layers {
-        let mi = |m: &stats::MiWithBaseline| {
-            format!(
-                "{:.4} ({:.4}, p95 {:.4})",
-                m.mi, m.baseline_mean, m.baseline_p95
-            )
-        };
-        let _ = writeln!(
-            md,
-            "| {} | {} | {:.3} | {:.2} | {:.2} of {:.2} | {} | {} | {} | {} | {} |",
-            l.layer,
-            l.modules,
-            l.switch_rate,
-            l.mean_run_length,
-            l.usage_entropy_bits,
-            l.max_usage_entropy_bits,
-            if l.idle_modules.is_empty() {
-                "none".to_string()
-            } else {
-                format!("{:?}", l.idle_modules)
-            },
-            if a.setbacks == 0 {
-                "— (no setback)".to_string()
-            } else {
-                mi(&l.mi_setback)
-            },
-            mi(&l.mi_reward),
-            mi(&l.mi_action),
-            l.top_down_attention
-                .map_or("—".to_string(), |x| format!("{x:.3}")),
-        );
-    }
+    write_layer_table(&mut md, a);
     let _ = writeln!(
         md,
         "\nRun lengths (counts in bins 1, 2, 3–4, 5–8, 9–16, 17–32, 33+) and usage per module:\n"
@@ -597,6 +593,48 @@ fn markdown(a: &Analysis, checkpoint: &Path, args: &AnalyzeArgs, env: &EnvConfig
         a.setback_event
     );
     md
+}
+
+/// The "Per layer" table of analysis.md: switch rate, run length, usage and MI per layer.
+fn write_layer_table(md: &mut String, a: &Analysis) {
+    let _ = writeln!(md, "## Per layer\n");
+    let _ = writeln!(
+        md,
+        "| layer | modules | switch rate | mean run | usage entropy (bits) | idle modules | MI setback (chance) | MI reward (chance) | MI action (chance) | top-down attention |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|");
+    for l in &a.layers {
+        let mi = |m: &stats::MiWithBaseline| {
+            format!(
+                "{:.4} ({:.4}, p95 {:.4})",
+                m.mi, m.baseline_mean, m.baseline_p95
+            )
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.3} | {:.2} | {:.2} of {:.2} | {} | {} | {} | {} | {} |",
+            l.layer,
+            l.modules,
+            l.switch_rate,
+            l.mean_run_length,
+            l.usage_entropy_bits,
+            l.max_usage_entropy_bits,
+            if l.idle_modules.is_empty() {
+                "none".to_string()
+            } else {
+                format!("{:?}", l.idle_modules)
+            },
+            if a.setbacks == 0 {
+                "— (no setback)".to_string()
+            } else {
+                mi(&l.mi_setback)
+            },
+            mi(&l.mi_reward),
+            mi(&l.mi_action),
+            l.top_down_attention
+                .map_or("—".to_string(), |x| format!("{x:.3}")),
+        );
+    }
 }
 
 /// Active modules in the raster: the colour of every activity picture (TensorBoard, GIF).

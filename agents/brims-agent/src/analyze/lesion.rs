@@ -25,9 +25,9 @@ use rand::SeedableRng;
 use rand_pcg::Pcg64;
 use serde::Serialize;
 
-use crate::analyze_stats::bootstrap_episodes;
+use crate::analyze::stats::bootstrap_episodes;
+use crate::config::run::EnvConfig;
 use crate::envs::{EnvFactory, MakeEnv};
-use crate::run_config::EnvConfig;
 
 /// Arguments of `brims lesion`.
 #[derive(Args, Debug, Clone)]
@@ -245,8 +245,8 @@ pub(crate) fn run(args: &LesionArgs) -> anyhow::Result<serde_json::Value> {
     }
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let md = markdown(&rows, &policy.checkpoint, args, &env_cfg);
-    crate::run_dir::write_atomic(&out.join("lesions.md"), md.as_bytes())?;
-    crate::run_dir::write_atomic(
+    crate::run::dir::write_atomic(&out.join("lesions.md"), md.as_bytes())?;
+    crate::run::dir::write_atomic(
         &out.join("lesions.json"),
         serde_json::to_string_pretty(&serde_json::json!({
             "checkpoint": policy.checkpoint,
@@ -306,7 +306,7 @@ fn lesion_verdict((lo, hi): (f64, f64), episodes: usize) -> String {
 /// its core, the output directory (refused if it exists) and the env with sticky actions on,
 /// as the standard evaluation protocol (Machado et al. 2018) and `brims analyze`.
 pub(crate) struct Study {
-    pub policy: crate::eval::TrainedPolicy,
+    pub policy: crate::eval::checkpoint::TrainedPolicy,
     pub core: CoreConfig,
     pub out: PathBuf,
     pub env_cfg: EnvConfig,
@@ -320,7 +320,7 @@ impl Study {
         out: Option<&Path>,
         default_dir: &str,
     ) -> anyhow::Result<Study> {
-        let policy = crate::eval::load_policy(checkpoint)?;
+        let policy = crate::eval::checkpoint::load_policy(checkpoint)?;
         let Some(core) = policy.cfg.network.core.clone() else {
             bail!("{} has no recurrent core to study", checkpoint.display());
         };
@@ -371,20 +371,13 @@ struct EnvSlot<T: Element> {
     since_reset: usize,
 }
 
-/// Plays `args.study.episodes` episodes at once, one env each (a batch of that size), under `cond`;
-/// with `record`, keeps every step of every episode (`record[i]`: episode `i`).
-pub(crate) fn play<T: Element + ObsElement>(
+/// One freshly reset env per episode, episode `i` seeded with `seed + i`.
+fn env_slots<T: Element + ObsElement>(
     make: &MakeEnv<T>,
-    net: &ActorCritic,
-    core: &CoreConfig,
-    cond: &Condition,
-    intact_means: &[Vec<f32>],
     args: &PlaySpec,
-    mut record: Option<&mut Vec<Vec<RecordedStep>>>,
-) -> anyhow::Result<Played> {
-    let n = args.episodes;
-    let mut slots = Vec::with_capacity(n);
-    for i in 0..n {
+) -> anyhow::Result<Vec<EnvSlot<T>>> {
+    let mut slots = Vec::with_capacity(args.episodes);
+    for i in 0..args.episodes {
         let mut env = make(i)?;
         let seed = args.seed + i as u64;
         let (obs, _) = env.reset(Some(seed))?;
@@ -398,6 +391,22 @@ pub(crate) fn play<T: Element + ObsElement>(
             since_reset: 0,
         });
     }
+    Ok(slots)
+}
+
+/// Plays `args.study.episodes` episodes at once, one env each (a batch of that size), under `cond`;
+/// with `record`, keeps every step of every episode (`record[i]`: episode `i`).
+pub(crate) fn play<T: Element + ObsElement>(
+    make: &MakeEnv<T>,
+    net: &ActorCritic,
+    core: &CoreConfig,
+    cond: &Condition,
+    intact_means: &[Vec<f32>],
+    args: &PlaySpec,
+    mut record: Option<&mut Vec<Vec<RecordedStep>>>,
+) -> anyhow::Result<Played> {
+    let n = args.episodes;
+    let mut slots = env_slots(make, args)?;
     let layers = match core {
         CoreConfig::Brims(cfg) => cfg.layers.len(),
         CoreConfig::Lstm(_) => 1,

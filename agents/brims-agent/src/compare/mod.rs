@@ -8,10 +8,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::Args;
 
-use crate::report::{ConfigRuns, RunCurve};
-use crate::run_config::RunConfig;
-use crate::train::{self, Limits, RunSummary, TrainArgs, RETURNS_FILE, SUMMARY_FILE};
-use crate::{run_dir, run_dir::CONFIG_FILE};
+use crate::compare::report::{ConfigRuns, RunCurve};
+use crate::config::run::RunConfig;
+use crate::run::dir::RETURNS_FILE;
+use crate::run::dir::{self as run_dir, CONFIG_FILE};
+use crate::run::summary::{RunSummary, SUMMARY_FILE};
+use crate::train::spec::Limits;
+use crate::train::{self, TrainArgs};
+
+pub(crate) mod report;
 
 /// Arguments of `brims compare`.
 #[derive(Args, Debug, Clone)]
@@ -72,7 +77,7 @@ pub(crate) fn run(args: &CompareArgs) -> anyhow::Result<serde_json::Value> {
         (false, true) => train_all(args, &out)?,
     };
     let (runs, return_range) = read_runs(&run_dirs)?;
-    let (report, plot) = crate::report::write_report(&out, &runs, return_range)?;
+    let (report, plot) = crate::compare::report::write_report(&out, &runs, return_range)?;
     println!("report: {}\nplot:   {}", report.display(), plot.display());
     if args.runs.is_empty() {
         println!(
@@ -97,7 +102,7 @@ fn train_all(args: &CompareArgs, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     if out.exists() {
         bail!("{} already exists; choose another --out", out.display());
     }
-    let stop = train::install_stop_signals();
+    let stop = crate::run::stop::install_stop_signals();
     let mut dirs = Vec::new();
     for (config, name) in args.configs.iter().zip(&names) {
         for seed in 1..=args.seeds {
@@ -205,9 +210,9 @@ fn read_runs(dirs: &[PathBuf]) -> anyhow::Result<(Vec<ConfigRuns>, Option<Return
 
 /// The env of a run as compare groups them: the Atari game (any spelling of it alike), or the
 /// env's kind.
-fn env_key(env: &crate::run_config::EnvConfig) -> String {
+fn env_key(env: &crate::config::run::EnvConfig) -> String {
     match env {
-        crate::run_config::EnvConfig::Atari { game, .. } => {
+        crate::config::run::EnvConfig::Atari { game, .. } => {
             let key = envs_atari::game_key(game);
             envs_atari::list_games()
                 .into_iter()
@@ -266,7 +271,7 @@ pub(crate) fn finished_summary(
 /// `(frames, episodic return)` of every finished episode in a run's returns.csv
 /// (`global_step,frames,episodic_return,episodic_length`).
 fn read_returns(path: &Path) -> anyhow::Result<Vec<(u64, f64)>> {
-    crate::report::read_frames_returns(path, 1, 2)
+    crate::compare::report::read_frames_returns(path, 1, 2)
 }
 
 #[cfg(test)]
