@@ -21,6 +21,7 @@ _spec = importlib.util.spec_from_file_location(
 _atari_v1 = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_atari_v1)
 built_from, last20, read_run = _atari_v1.built_from, _atari_v1.last20, _atari_v1.read_run
+write_episodes_csv = _atari_v1.write_episodes_csv
 
 # The grid's cores, in the order the page lists them: the two anchors first.
 CORES = ["brims", "lstm", "brims_no_top_down", "brims_dense", "brims_one_module", "lstm_matched"]
@@ -67,21 +68,13 @@ def collect(out):
     for planned in spec["runs"]:
         run = os.path.join(grid, "runs", planned["id"])
         r = read_run(run) if os.path.isdir(run) else None
-        csv_path = os.path.join(runs_dir, f"{planned['id']}.csv")
-        if r is None:
-            if os.path.exists(csv_path):
-                os.remove(csv_path)
+        if not write_episodes_csv(os.path.join(runs_dir, f"{planned['id']}.csv"), r):
             # Unfinished: listed without a CSV, so the page and the report can name it.
             facts.append(dict(id=planned["id"], game=planned["game"], config=planned["config"],
                               seed=planned["seed"], total_frames=planned["total_frames"],
                               frames=None, sps=None, param_count=None, rev=None, dirty=None,
                               canary_max=None))
             continue
-        with open(csv_path, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["frames", "episodic_return"])
-            for e in r["episodes"]:
-                w.writerow([e["frames"], e["episodic_return"]])
         facts.append(dict(id=planned["id"], game=planned["game"], config=planned["config"],
                           seed=planned["seed"], total_frames=planned["total_frames"],
                           frames=r["frames"], sps=r["sps"], param_count=r["params"],

@@ -89,6 +89,22 @@ def read_cleanrl(run):
                 steps=steps, wall=wall, sps=sps[-1][1] if sps else float("nan"))
 
 
+def write_episodes_csv(path, run):
+    """Writes a finished run's episodes (frames, raw return) to `path`, the CSV that
+    `brims sweep report --from-csv` reads; for an unfinished run (`run` None) removes it, so
+    the page and the report count the run as not finished. Returns whether the run finished."""
+    if run is None:
+        if os.path.exists(path):
+            os.remove(path)
+        return False
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["frames", "episodic_return"])
+        for e in run["episodes"]:
+            w.writerow([e["frames"], e["episodic_return"]])
+    return True
+
+
 def binned_means(episodes, width, total):
     """Mean return of the episodes ending in each `width`-step bin of `[0, total)`, from
     (agent step, return) pairs; NaN for an empty bin."""
@@ -110,17 +126,8 @@ def collect(args):
     for planned in spec["runs"]:
         run = os.path.join(args.sweep, "runs", planned["id"])
         r = read_run(run) if os.path.isdir(run) else None
-        csv_path = os.path.join(runs_dir, f"{planned['id']}.csv")
-        if r is None:
-            # Unfinished: no CSV, so the page and the report count it as not finished.
-            if os.path.exists(csv_path):
-                os.remove(csv_path)
+        if not write_episodes_csv(os.path.join(runs_dir, f"{planned['id']}.csv"), r):
             continue
-        with open(csv_path, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["frames", "episodic_return"])
-            for e in r["episodes"]:
-                w.writerow([e["frames"], e["episodic_return"]])
         facts.append(dict(id=planned["id"], game=planned["game"], config=planned["config"],
                           seed=planned["seed"], total_frames=planned["total_frames"],
                           frames=r["frames"], sps=r["sps"], param_count=r["params"],
