@@ -101,8 +101,8 @@ pub(crate) fn run(args: &TrainArgs) -> anyhow::Result<serde_json::Value> {
         "gflops": compute.gflops,
         "update_gflops": compute.update_gflops,
         "peak": peak.to_json(),
-        "share_of_fp32_peak": peak.fp32_share(compute.gflops),
-        "update_share_of_fp32_peak": peak.fp32_share(compute.update_gflops),
+        "share_of_fp32_peak": compute.fp32_share,
+        "update_share_of_fp32_peak": compute.update_fp32_share,
     });
     let (anchor, runs) = cleanrl(args, &spec.cfg);
     let best = runs
